@@ -1,0 +1,38 @@
+# Two commands for a new machine: `make dev` and `make test`. Both build .venv from the
+# hash-pinned lock first. uv is installed into .venv with pip when the machine has none.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-from-lock
+
+.PHONY: dev test lint format bench lock clean
+
+$(STAMP): requirements.lock
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@command -v uv >/dev/null 2>&1 || test -x $(BIN)/uv || $(BIN)/python -m pip install --quiet uv
+	@UV=$$(command -v uv || echo $(BIN)/uv); \
+		$$UV pip install --quiet --python $(BIN)/python --require-hashes -r requirements.lock
+	@touch $@
+
+dev: $(STAMP)  ## the service on :8000 with moto (:9000), fake-gcs-server (:4443) and demo data
+	@$(BIN)/python -m app.dev
+
+test: $(STAMP)  ## lint, type-check and the whole test suite
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+	$(BIN)/pytest
+
+bench: $(STAMP)  ## throughput and memory, side by side with rclone
+	@$(BIN)/python -m benchmarks
+
+format: $(STAMP)
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+lock:  ## re-resolve and export the hash-pinned lock (uv.lock stays out of git)
+	uv lock
+	uv export --format requirements-txt --all-groups --no-emit-project --no-header -o requirements.lock
+
+clean:
+	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

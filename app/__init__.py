@@ -1,0 +1,1 @@
+"""cross-cloud-replicator: stream objects from Amazon S3 into Google Cloud Storage."""

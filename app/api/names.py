@@ -1,0 +1,77 @@
+"""Naming rules for buckets and object keys, as S3 and GCS enforce them.
+
+Checked at the API edge so bad input is refused with a 422 naming the problem before
+anything is read or written.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from typing import Annotated
+
+from pydantic import AfterValidator, Field
+
+MAX_KEY_BYTES = 1024
+_S3_BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+_GCS_BUCKET = re.compile(r"[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]")
+
+
+def _is_ip(name: str) -> bool:
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return True
+
+
+def check_s3_bucket(name: str) -> str:
+    if not _S3_BUCKET.fullmatch(name):
+        raise ValueError(
+            "an S3 bucket name is 3-63 lowercase letters, digits, dots and hyphens, "
+            "starting and ending with a letter or digit"
+        )
+    if ".." in name or _is_ip(name) or name.startswith("xn--") or name.endswith("-s3alias"):
+        raise ValueError("not a valid S3 bucket name (no '..', IP addresses or reserved affixes)")
+    return name
+
+
+def check_gcs_bucket(name: str) -> str:
+    if not _GCS_BUCKET.fullmatch(name):
+        raise ValueError(
+            "a GCS bucket name is 3-63 lowercase letters, digits, dashes, underscores and dots "
+            "(up to 222 with dots), starting and ending with a letter or digit"
+        )
+    if len(name) > 63 and "." not in name or any(len(p) > 63 for p in name.split(".")):
+        raise ValueError("GCS bucket names over 63 characters need dots, at most 63 between them")
+    if ".." in name or _is_ip(name) or name.startswith("goog") or "google" in name:
+        raise ValueError("not a valid GCS bucket name (no '..', IP addresses, 'goog' or 'google')")
+    return name
+
+
+def check_key(key: str) -> str:
+    """Any key S3 accepts: 1 to 1024 bytes of UTF-8, and (our rule) no NUL character."""
+    try:
+        size = len(key.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise ValueError("an object key must be valid UTF-8") from None
+    if not 1 <= size <= MAX_KEY_BYTES:
+        raise ValueError(f"an object key is 1 to {MAX_KEY_BYTES} bytes of UTF-8 (got {size})")
+    if "\0" in key:
+        raise ValueError("an object key cannot contain a NUL character")
+    return key
+
+
+def check_gcs_key(key: str) -> str:
+    check_key(key)
+    if "\r" in key or "\n" in key:
+        raise ValueError("a GCS object name cannot contain carriage returns or line feeds")
+    if key in (".", "..") or key.startswith(".well-known/acme-challenge/"):
+        raise ValueError("GCS does not allow this object name")
+    return key
+
+
+S3Bucket = Annotated[str, AfterValidator(check_s3_bucket), Field(examples=["source-bucket"])]
+GCSBucket = Annotated[str, AfterValidator(check_gcs_bucket), Field(examples=["destination-bucket"])]
+ObjectKey = Annotated[str, AfterValidator(check_key), Field(examples=["hello.txt"])]
+GCSKey = Annotated[str, AfterValidator(check_gcs_key), Field(examples=["hello.txt"])]

@@ -1,0 +1,156 @@
+"""HTTP routes. They translate between JSON and the replication flow, nothing more."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Path, Response
+
+from app import errors
+from app.api import schemas
+from app.api.names import GCSBucket
+from app.dependencies import BatchPoolDep, DestinationDep, ReplicatorDep, SettingsDep
+from app.services.replicator import ReplicationRequest, ReplicationResult
+
+router = APIRouter()
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": schemas.ErrorResponse, "description": text}
+    for code, text in {
+        404: "The source bucket or object (or the destination bucket) does not exist.",
+        409: "Another writer changed the destination object during the copy.",
+        422: "Invalid input: the detail names the field and the rule.",
+        502: "A cloud refused our credentials, or the bytes did not verify.",
+        503: "S3 or GCS could not be reached after the retries.",
+    }.items()
+}
+
+
+def _response(result: ReplicationResult) -> schemas.ReplicationResponse:
+    dest = result.destination
+    return schemas.ReplicationResponse(
+        action=result.action,
+        s3_bucket=result.source.bucket,
+        s3_key=result.source.key,
+        gcs_bucket=dest.bucket,
+        gcs_key=dest.key,
+        size=dest.size,
+        md5=dest.checksums.md5,
+        crc32c=dest.checksums.crc32c,
+        generation=dest.generation,
+        message=f"{result.action}: {result.reason}",
+    )
+
+
+@router.post("/v1/replicate", responses=_ERRORS, tags=["replication"])
+def replicate(
+    body: schemas.ReplicateRequest, replicator: ReplicatorDep, settings: SettingsDep
+) -> schemas.ReplicationResponse:
+    """Copy one S3 object to GCS, or skip it when the destination already holds it."""
+    request = ReplicationRequest(
+        s3_bucket=body.s3_bucket,
+        s3_key=body.s3_key,
+        gcs_bucket=body.gcs_bucket or settings.gcs_bucket_name,
+        gcs_key=body.gcs_key or body.s3_key,
+        overwrite=body.overwrite or settings.overwrite,
+    )
+    return _response(replicator.replicate(request))
+
+
+@router.post(
+    "/v1/replicate/batch",
+    responses=_ERRORS,
+    tags=["replication"],
+    response_model_exclude_none=True,
+)
+def replicate_batch(
+    body: schemas.BatchRequest,
+    replicator: ReplicatorDep,
+    settings: SettingsDep,
+    pool: BatchPoolDep,
+) -> schemas.BatchResponse:
+    """Copy up to 1000 keys of one bucket concurrently; one result per key, in request order."""
+
+    def one(key: str) -> schemas.BatchItem:
+        request = ReplicationRequest(
+            s3_bucket=body.s3_bucket,
+            s3_key=key,
+            gcs_bucket=body.gcs_bucket or settings.gcs_bucket_name,
+            gcs_key=key,
+            overwrite=body.overwrite or settings.overwrite,
+        )
+        try:
+            result = _response(replicator.replicate(request))
+        except errors.ObjectNotFound as exc:
+            return schemas.BatchItem(key=key, status="not_found", error=exc.detail)
+        except errors.ReplicatorError as exc:
+            return schemas.BatchItem(key=key, status="error", error=f"{exc.kind}: {exc.detail}")
+        return schemas.BatchItem(
+            key=key,
+            status="success",
+            action=result.action,
+            size=result.size,
+            md5=result.md5,
+            crc32c=result.crc32c,
+            generation=result.generation,
+            message=result.message,
+        )
+
+    results = list(pool.map(one, body.s3_keys))
+    count = {
+        outcome: sum(1 for r in results if (r.action or r.status) == outcome)
+        for outcome in ("replicated", "skipped", "not_found", "error")
+    }
+    summary = schemas.BatchSummary(
+        total=len(results),
+        replicated=count["replicated"],
+        skipped=count["skipped"],
+        not_found=count["not_found"],
+        failed=count["error"],
+    )
+    return schemas.BatchResponse(results=results, summary=summary)
+
+
+ObjectPath = Annotated[str, Path(description="Object name; may contain slashes")]
+
+
+@router.get("/v1/object/{bucket}/{key:path}", responses=_ERRORS, tags=["objects"])
+def get_object(
+    bucket: Annotated[GCSBucket, Path()], key: ObjectPath, destination: DestinationDep
+) -> schemas.ObjectResponse:
+    """The destination object's size, checksums, content headers and metadata."""
+    info = destination.head(bucket, key)
+    if info is None:
+        raise errors.ObjectNotFound(f"gs://{bucket}/{key} does not exist")
+    return schemas.ObjectResponse(
+        bucket=bucket,
+        key=key,
+        size=info.size,
+        md5=info.checksums.md5,
+        crc32c=info.checksums.crc32c,
+        generation=info.generation,
+        content_type=info.headers.content_type,
+        content_encoding=info.headers.content_encoding,
+        cache_control=info.headers.cache_control,
+        content_disposition=info.headers.content_disposition,
+        content_language=info.headers.content_language,
+        metadata=dict(info.metadata),
+    )
+
+
+@router.delete(
+    "/v1/object/{bucket}/{key:path}", status_code=204, responses=_ERRORS, tags=["objects"]
+)
+def delete_object(
+    bucket: Annotated[GCSBucket, Path()], key: ObjectPath, destination: DestinationDep
+) -> Response:
+    """Delete the destination object."""
+    destination.delete(bucket, key)
+    return Response(status_code=204)
+
+
+@router.get("/health", tags=["service"])
+@router.get("/", tags=["service"])
+def health(settings: SettingsDep) -> schemas.HealthResponse:
+    """Liveness, and where the service points. Never a secret."""
+    return schemas.HealthResponse(current_config=settings.describe())

@@ -1,0 +1,158 @@
+"""Request and response bodies of the HTTP API."""
+
+from __future__ import annotations
+
+from typing import Literal, Self
+
+from pydantic import AliasChoices, BaseModel, Field, model_validator
+
+from app.api.names import GCSBucket, GCSKey, ObjectKey, S3Bucket, check_gcs_key
+from app.services.replicator import Overwrite
+
+
+class ReplicateRequest(BaseModel):
+    """Seed clients' `src_bucket`, `src_key`, `dest_bucket`, `dest_key` are accepted too."""
+
+    s3_bucket: S3Bucket = Field(validation_alias=AliasChoices("s3_bucket", "src_bucket"))
+    s3_key: ObjectKey = Field(validation_alias=AliasChoices("s3_key", "src_key"))
+    gcs_bucket: GCSBucket | None = Field(
+        None,
+        validation_alias=AliasChoices("gcs_bucket", "dest_bucket"),
+        description="Destination bucket; GCS_BUCKET_NAME when omitted.",
+    )
+    gcs_key: GCSKey | None = Field(
+        None,
+        validation_alias=AliasChoices("gcs_key", "dest_key"),
+        description="Destination object name; the S3 key when omitted.",
+    )
+    overwrite: Overwrite | None = Field(
+        None, description="Overrides the OVERWRITE setting for this request."
+    )
+
+    model_config = {
+        "json_schema_extra": {
+            "examples": [
+                {"s3_bucket": "source-bucket", "s3_key": "hello.txt"},
+                {
+                    "s3_bucket": "source-bucket",
+                    "s3_key": "reports/2026/q3.csv",
+                    "gcs_bucket": "destination-bucket",
+                    "gcs_key": "archive/q3.csv",
+                    "overwrite": "different",
+                },
+            ]
+        }
+    }
+
+    @model_validator(mode="after")
+    def _default_key_is_a_gcs_name(self) -> Self:
+        if self.gcs_key is None:
+            try:
+                check_gcs_key(self.s3_key)
+            except ValueError as exc:
+                raise ValueError(f"s3_key cannot be used as the GCS object name: {exc}") from None
+        return self
+
+
+class ReplicationResponse(BaseModel):
+    status: Literal["success"] = "success"
+    action: Literal["replicated", "skipped"]
+    s3_bucket: str
+    s3_key: str
+    gcs_bucket: str
+    gcs_key: str
+    size: int
+    md5: str | None = Field(description="Base64 MD5 of the destination object, as GCS reports it")
+    crc32c: str | None = Field(description="Base64 CRC32C of the destination object")
+    generation: int | None
+    message: str
+
+
+class BatchRequest(BaseModel):
+    s3_bucket: S3Bucket = Field(validation_alias=AliasChoices("s3_bucket", "src_bucket"))
+    s3_keys: list[ObjectKey] = Field(min_length=1, max_length=1000)
+    gcs_bucket: GCSBucket | None = Field(
+        None, validation_alias=AliasChoices("gcs_bucket", "dest_bucket")
+    )
+    overwrite: Overwrite | None = None
+
+    model_config = {
+        "json_schema_extra": {
+            "examples": [
+                {"s3_bucket": "source-bucket", "s3_keys": ["hello.txt", "missing.txt"]},
+            ]
+        }
+    }
+
+    @model_validator(mode="after")
+    def _keys_are_unique_gcs_names(self) -> Self:
+        seen: set[str] = set()
+        for key in self.s3_keys:
+            if key in seen:
+                raise ValueError(f"s3_keys lists {key!r} more than once")
+            seen.add(key)
+            try:
+                check_gcs_key(key)
+            except ValueError as exc:
+                raise ValueError(f"s3_keys: {key!r} cannot be a GCS object name: {exc}") from None
+        return self
+
+
+class BatchItem(BaseModel):
+    key: str
+    status: Literal["success", "not_found", "error"]
+    action: Literal["replicated", "skipped"] | None = None
+    size: int | None = None
+    md5: str | None = None
+    crc32c: str | None = None
+    generation: int | None = None
+    message: str | None = None
+    error: str | None = Field(None, description="What went wrong, when status is not success")
+
+
+class BatchSummary(BaseModel):
+    total: int
+    replicated: int
+    skipped: int
+    not_found: int
+    failed: int
+
+
+class BatchResponse(BaseModel):
+    status: Literal["completed"] = "completed"
+    results: list[BatchItem]
+    summary: BatchSummary
+
+
+class ObjectResponse(BaseModel):
+    bucket: str
+    key: str
+    size: int
+    md5: str | None
+    crc32c: str | None
+    generation: int | None
+    content_type: str | None
+    content_encoding: str | None
+    cache_control: str | None
+    content_disposition: str | None
+    content_language: str | None
+    metadata: dict[str, str]
+
+
+class HealthResponse(BaseModel):
+    status: Literal["ok"] = "ok"
+    message: str = "Welcome to the Cross-Cloud Replicator!"
+    current_config: dict[str, str] = Field(
+        examples=[
+            {
+                "s3_target": "http://127.0.0.1:9000",
+                "gcs_target": "http://127.0.0.1:4443",
+                "gcs_bucket": "destination-bucket",
+            }
+        ]
+    )
+
+
+class ErrorResponse(BaseModel):
+    error: str = Field(examples=["not_found"])
+    detail: str = Field(examples=["s3://source-bucket/missing.txt does not exist"])

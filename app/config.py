@@ -1,0 +1,124 @@
+"""Settings from the environment: process environment over `.env.local` over `.env`.
+
+`load_settings()` turns every problem into one readable line naming the variable, so a
+misconfigured service stops before it serves instead of failing on its first request.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic import model_validator as model_check
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from app.errors import StartupError
+from app.services.replicator import Overwrite
+
+MiB = 1024 * 1024
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_file=(".env", ".env.local"),  # later files win; the process environment wins over both
+        env_file_encoding="utf-8",
+        extra="ignore",
+        populate_by_name=True,
+    )
+
+    aws_access_key_id: SecretStr | None = None
+    aws_secret_access_key: SecretStr | None = None
+    aws_region: str = "us-east-1"
+    s3_endpoint_url: str | None = None
+
+    gcs_bucket_name: str = Field(
+        validation_alias=AliasChoices("GCS_BUCKET_NAME", "TARGET_GCS_BUCKET", "gcs_bucket_name"),
+    )
+    storage_emulator_host: str | None = None
+    google_application_credentials: Path | None = None
+    gcp_project: str | None = None
+    local_gcs_path: Path | None = None
+
+    max_retries: int = Field(3, ge=0, le=20)
+    retry_delay: float = Field(0.5, ge=0, le=60)
+    retry_max_delay: float = Field(30.0, ge=0, le=600)
+    connect_timeout: float = Field(5.0, gt=0, le=120)
+    read_timeout: float = Field(60.0, gt=0, le=3600)
+    startup_probe: bool = True
+    probe_timeout: float = Field(3.0, gt=0, le=60)
+
+    overwrite: Overwrite = Overwrite.DIFFERENT
+    upload_chunk_size: int = Field(64 * MiB, ge=256 * 1024, le=1024 * MiB)
+    batch_concurrency: int = Field(16, ge=1, le=256)
+
+    @field_validator("s3_endpoint_url", "storage_emulator_host", mode="before")
+    @classmethod
+    def _url_with_scheme(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = value.strip().rstrip("/")
+            if not value:
+                return None
+            if "://" not in value:
+                value = f"http://{value}"
+        return value
+
+    @field_validator("upload_chunk_size")
+    @classmethod
+    def _chunk_granularity(cls, value: int) -> int:
+        if value % (256 * 1024):
+            raise ValueError("must be a multiple of 262144 (256 KiB), as GCS requires")
+        return value
+
+    @model_check(mode="after")
+    def _conditional_requirements(self) -> Settings:
+        if bool(self.aws_access_key_id) != bool(self.aws_secret_access_key):
+            missing = "AWS_SECRET_ACCESS_KEY" if self.aws_access_key_id else "AWS_ACCESS_KEY_ID"
+            raise ValueError(f"{missing}: required when the other AWS key is set")
+        if self.uses_real_gcs:
+            if self.google_application_credentials is None:
+                raise ValueError(
+                    "GOOGLE_APPLICATION_CREDENTIALS: required when neither "
+                    "STORAGE_EMULATOR_HOST nor LOCAL_GCS_PATH is set"
+                )
+            if not self.google_application_credentials.is_file():
+                path = self.google_application_credentials
+                raise ValueError(f"GOOGLE_APPLICATION_CREDENTIALS: no file at {path}")
+        return self
+
+    @property
+    def uses_real_gcs(self) -> bool:
+        return self.storage_emulator_host is None and self.local_gcs_path is None
+
+    def describe(self) -> dict[str, str]:
+        """Where the service points, for /health. Never a secret."""
+        if self.local_gcs_path is not None:
+            gcs_target = f"LOCAL {self.local_gcs_path}"
+        else:
+            gcs_target = self.storage_emulator_host or "REAL GCS"
+        return {
+            "s3_target": self.s3_endpoint_url or "REAL AWS",
+            "gcs_target": gcs_target,
+            "gcs_bucket": self.gcs_bucket_name,
+        }
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Settings, or a StartupError with one line per problem."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        raise StartupError("\n".join(_problem(e) for e in exc.errors())) from None
+
+
+def _problem(error: Any) -> str:
+    message = str(error["msg"]).removeprefix("Value error, ")
+    if not error["loc"]:  # a cross-field rule; its message names the variable
+        return f"configuration error: {message}"
+    name = str(error["loc"][0]).upper()
+    if error["type"] == "missing":
+        return f"configuration error: {name}: required but not set"
+    value = error.get("input")
+    secret = "KEY" in name or "SECRET" in name
+    shown = f" (got {value!r})" if isinstance(value, str | int | float) and not secret else ""
+    return f"configuration error: {name}: {message}{shown}"

@@ -1,0 +1,38 @@
+"""Clients are built once in the lifespan (main.py) and kept on app state; routes get them here."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from app.config import Settings
+from app.services.replicator import Replicator
+from app.storage.base import Destination
+
+
+def get_settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+def get_replicator(request: Request) -> Replicator:
+    replicator: Replicator = request.app.state.replicator
+    return replicator
+
+
+def get_destination(request: Request) -> Destination:
+    destination: Destination = request.app.state.destination
+    return destination
+
+
+def get_batch_pool(request: Request) -> ThreadPoolExecutor:
+    pool: ThreadPoolExecutor = request.app.state.batch_pool
+    return pool
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+ReplicatorDep = Annotated[Replicator, Depends(get_replicator)]
+DestinationDep = Annotated[Destination, Depends(get_destination)]
+BatchPoolDep = Annotated[ThreadPoolExecutor, Depends(get_batch_pool)]

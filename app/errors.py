@@ -1,0 +1,66 @@
+"""The error vocabulary. Adapters raise these; one handler in main.py turns them into JSON.
+
+Each class carries its HTTP status and the `error` word clients see, so the mapping to HTTP
+lives here and nowhere else.
+"""
+
+from __future__ import annotations
+
+
+class ReplicatorError(Exception):
+    status_code = 500
+    kind = "internal_error"
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+
+class InvalidRequest(ReplicatorError):
+    status_code = 422
+    kind = "invalid_request"
+
+
+class ObjectNotFound(ReplicatorError):
+    status_code = 404
+    kind = "not_found"
+
+
+class BucketNotFound(ObjectNotFound):
+    """The bucket itself is missing: same status and kind as a missing object."""
+
+
+class AccessDenied(ReplicatorError):
+    """The cloud refused our credentials: the service is misconfigured, not the caller."""
+
+    status_code = 502
+    kind = "access_denied"
+
+
+class PreconditionFailed(ReplicatorError):
+    """A generation or ETag precondition did not hold: someone else changed the object."""
+
+    status_code = 409
+    kind = "conflict"
+
+
+class IntegrityError(ReplicatorError):
+    """The bytes did not verify. Nothing damaged was published."""
+
+    status_code = 502
+    kind = "integrity_error"
+
+
+class TransientError(ReplicatorError):
+    """A fault worth retrying: connection trouble, timeouts, 408/429/5xx, S3 SlowDown."""
+
+    status_code = 503
+    kind = "unavailable"
+
+    def __init__(self, detail: str, retry_after: float | None = None) -> None:
+        super().__init__(detail)
+        self.retry_after = retry_after
+
+
+class StartupError(Exception):
+    """The service cannot start; the message is one readable line per problem."""

@@ -1,0 +1,182 @@
+"""The FastAPI application: settings and clients built once at start-up, then the routes.
+
+Start-up fails fast: a bad setting or an unreachable cloud stops the process with one
+readable line per problem, before it accepts a single request.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import anyio
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
+from starlette.types import Message, Receive, Scope, Send
+
+from app import errors
+from app.api.routes import router
+from app.config import Settings, load_settings
+from app.logging_config import setup_logging
+from app.services.replicator import Replicator
+from app.services.retry import RetryPolicy
+from app.storage import gcs, local, s3
+from app.storage.base import Destination
+
+log = logging.getLogger("app")
+
+
+def build_replicator(settings: Settings) -> tuple[Replicator, s3.S3Source, Destination]:
+    """The source, destination and replication flow for these settings. Creates clients only;
+    talks to no cloud."""
+    retry = RetryPolicy(settings.max_retries, settings.retry_delay, settings.retry_max_delay)
+    pool_size = settings.batch_concurrency + 4
+    s3_client = s3.build_client(
+        endpoint_url=settings.s3_endpoint_url,
+        region=settings.aws_region,
+        access_key_id=_secret(settings.aws_access_key_id),
+        secret_access_key=_secret(settings.aws_secret_access_key),
+        connect_timeout=settings.connect_timeout,
+        read_timeout=settings.read_timeout,
+        max_pool_connections=pool_size,
+    )
+    source = s3.S3Source(s3_client, settings.s3_endpoint_url)
+    destination: Destination
+    if settings.local_gcs_path is not None:
+        destination = local.LocalDestination(settings.local_gcs_path)
+    else:
+        client = gcs.build_client(
+            emulator_host=settings.storage_emulator_host,
+            project=settings.gcp_project,
+            max_pool_connections=pool_size,
+        )
+        destination = gcs.GCSDestination(
+            client,
+            retry,
+            chunk_size=settings.upload_chunk_size,
+            timeout=(settings.connect_timeout, settings.read_timeout),
+            target=settings.describe()["gcs_target"],
+        )
+    return Replicator(source, destination, retry), source, destination
+
+
+def _secret(value: Any) -> str | None:
+    return value.get_secret_value() if value is not None else None
+
+
+def probe(settings: Settings) -> None:
+    """Reach S3 and GCS with short timeouts and no retries; StartupError on the first failure."""
+    quick = settings.model_copy(
+        update={"connect_timeout": settings.probe_timeout, "read_timeout": settings.probe_timeout}
+    )
+    _, source, destination = build_replicator(quick)
+    source.probe()
+    destination.probe(settings.gcs_bucket_name)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        setup_logging()
+        try:
+            app.state.settings = settings or load_settings()
+            if app.state.settings.startup_probe:
+                await anyio.to_thread.run_sync(probe, app.state.settings)
+        except errors.StartupError as exc:
+            app.state.startup_error = exc
+            raise
+        replicator, _, destination = build_replicator(app.state.settings)
+        app.state.replicator = replicator
+        app.state.destination = destination
+        app.state.batch_pool = ThreadPoolExecutor(
+            app.state.settings.batch_concurrency, thread_name_prefix="batch"
+        )
+        log.info("serving; replicating to %s", app.state.settings.describe())
+        try:
+            yield
+        finally:
+            app.state.batch_pool.shutdown(wait=True, cancel_futures=True)
+
+    app = FastAPI(
+        title="cross-cloud-replicator",
+        version="0.1.0",
+        summary="Streams objects from Amazon S3 into Google Cloud Storage, verified, exactly once.",
+        lifespan=lifespan,
+    )
+    app.include_router(router)
+    app.add_exception_handler(errors.ReplicatorError, _replicator_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(HTTPException, _http_error)
+    app.add_middleware(StartupFailureReporter)
+    return app
+
+
+class StartupFailureReporter:
+    """Report a StartupError as the server's one-line start-up failure, not a traceback.
+
+    Starlette reports a failed lifespan with the formatted traceback; this replaces that
+    message with the error's own lines, which uvicorn prints before exiting non-zero.
+    """
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "lifespan":
+            await self.app(scope, receive, send)
+            return
+
+        async def report(message: Message) -> None:
+            failure = getattr(scope["app"].state, "startup_error", None)
+            if message["type"] == "lifespan.startup.failed" and failure is not None:
+                message = {**message, "message": str(failure)}
+            await send(message)
+
+        try:
+            await self.app(scope, receive, report)
+        except errors.StartupError:
+            pass  # already reported through `report`
+
+
+async def _replicator_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, errors.ReplicatorError)
+    if exc.status_code >= 500:
+        log.error(
+            "%s %s -> %d %s: %s",
+            request.method,
+            request.url.path,
+            exc.status_code,
+            exc.kind,
+            exc.detail,
+        )
+    return JSONResponse({"error": exc.kind, "detail": exc.detail}, status_code=exc.status_code)
+
+
+async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    problems = []
+    for error in exc.errors():
+        where = ".".join(str(part) for part in error["loc"] if part != "body")
+        message = str(error["msg"]).removeprefix("Value error, ")
+        if error["type"] == "json_invalid":
+            message = f"the request body is not valid JSON ({error.get('ctx', {}).get('error')})"
+        problems.append(f"{where}: {message}" if where else message)
+    return JSONResponse({"error": "invalid_request", "detail": "; ".join(problems)}, 422)
+
+
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, HTTPException)
+    kind = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+    return JSONResponse(
+        {"error": kind, "detail": str(exc.detail)},
+        status_code=exc.status_code,
+        headers=getattr(exc, "headers", None),
+    )
+
+
+app = create_app()

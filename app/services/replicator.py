@@ -1,0 +1,167 @@
+"""The replication flow: look up the source, decide whether to copy, stream, verify, record.
+
+It does not care who asked (HTTP route, batch, a future queue worker): callers hand it a
+`ReplicationRequest` and get a `ReplicationResult` or an app.errors exception.
+"""
+
+from __future__ import annotations
+
+import datetime
+import enum
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from app import errors
+from app.services.locks import KeyedLocks
+from app.services.retry import RetryPolicy
+from app.services.stream import SourceStream
+from app.storage.base import Destination, ObjectInfo, Source
+
+log = logging.getLogger(__name__)
+
+# Where the destination records which source it holds. S3 stores user metadata keys in lower
+# case, so these capitalised keys can never collide with metadata copied from S3.
+SOURCE_BUCKET = "Replicator-Source-Bucket"
+SOURCE_KEY = "Replicator-Source-Key"
+SOURCE_ETAG = "Replicator-Source-Etag"
+SOURCE_VERSION = "Replicator-Source-Version-Id"
+REPLICATED_AT = "Replicator-Replicated-At"
+RESERVED_KEYS = (SOURCE_BUCKET, SOURCE_KEY, SOURCE_ETAG, SOURCE_VERSION, REPLICATED_AT)
+
+
+class Overwrite(enum.StrEnum):
+    """When an existing destination object is replaced (Storage Transfer's `overwriteWhen`)."""
+
+    DIFFERENT = "different"  # replace when it records another source version, or none
+    NEVER = "never"  # keep whatever is there
+    ALWAYS = "always"  # copy again every time
+
+
+@dataclass(frozen=True)
+class ReplicationRequest:
+    s3_bucket: str
+    s3_key: str
+    gcs_bucket: str
+    gcs_key: str
+    overwrite: Overwrite = Overwrite.DIFFERENT
+
+
+@dataclass(frozen=True)
+class ReplicationResult:
+    action: str  # "replicated" or "skipped"
+    source: ObjectInfo
+    destination: ObjectInfo
+    reason: str
+
+
+class Replicator:
+    def __init__(self, source: Source, destination: Destination, retry: RetryPolicy) -> None:
+        self._source = source
+        self._destination = destination
+        self._retry = retry
+        self._locks = KeyedLocks()
+
+    def replicate(self, request: ReplicationRequest) -> ReplicationResult:
+        source = self._retry.call(self._source.head, request.s3_bucket, request.s3_key)
+        with self._locks.hold((request.gcs_bucket, request.gcs_key)):
+            current = self._head_destination(request)
+            reason = _reason_to_skip(current, source, request.overwrite)
+            if current is not None and reason:
+                return ReplicationResult("skipped", source, current, reason)
+            try:
+                generation = (current.generation or 0) if current else 0
+                written = self._copy(source, request, generation)
+            except errors.PreconditionFailed:
+                # Another writer got there first. If it wrote this very source, we are done.
+                current = self._head_destination(request)
+                if current is not None and _same_source(current, source):
+                    return ReplicationResult("skipped", source, current, "written concurrently")
+                raise
+        return ReplicationResult("replicated", source, written, "copied")
+
+    def _head_destination(self, request: ReplicationRequest) -> ObjectInfo | None:
+        return self._retry.call(self._destination.head, request.gcs_bucket, request.gcs_key)
+
+    def _copy(self, source: ObjectInfo, request: ReplicationRequest, generation: int) -> ObjectInfo:
+        stream = SourceStream(self._source, source, self._retry)
+        try:
+            written = self._destination.write(
+                request.gcs_bucket,
+                request.gcs_key,
+                stream,
+                source.size,
+                source.headers,
+                _destination_metadata(source),
+                if_generation_match=generation,
+            )
+        finally:
+            stream.close()
+        expected = stream.checksums()
+        mismatch = [
+            name
+            for name, ours, theirs in (
+                ("size", source.size, written.size),
+                ("crc32c", expected.crc32c, written.checksums.crc32c),
+                ("md5", expected.md5, written.checksums.md5),
+            )
+            if theirs is not None and ours != theirs
+        ]
+        if mismatch:
+            self._discard(written)
+            raise errors.IntegrityError(
+                f"gs://{written.bucket}/{written.key} does not match what was read from "
+                f"s3://{source.bucket}/{source.key} ({', '.join(mismatch)} differ); it was removed"
+            )
+        log.info(
+            "replicated s3://%s/%s -> gs://%s/%s (%d bytes, crc32c %s)",
+            source.bucket,
+            source.key,
+            written.bucket,
+            written.key,
+            written.size,
+            written.checksums.crc32c,
+        )
+        return written
+
+    def _discard(self, written: ObjectInfo) -> None:
+        try:
+            self._destination.delete(written.bucket, written.key, written.generation)
+        except errors.ReplicatorError as exc:
+            log.error(
+                "could not remove unverified gs://%s/%s: %s", written.bucket, written.key, exc
+            )
+
+
+def _same_source(current: ObjectInfo, source: ObjectInfo) -> bool:
+    recorded = current.metadata
+    return (
+        recorded.get(SOURCE_BUCKET) == source.bucket
+        and recorded.get(SOURCE_KEY) == source.key
+        and recorded.get(SOURCE_ETAG) == (source.etag or "")
+        and recorded.get(SOURCE_VERSION, "") == (source.version_id or "")
+    )
+
+
+def _reason_to_skip(current: ObjectInfo | None, source: ObjectInfo, overwrite: Overwrite) -> str:
+    if current is None or overwrite is Overwrite.ALWAYS:
+        return ""
+    if overwrite is Overwrite.NEVER:
+        return "the destination exists and overwrite is 'never'"
+    if _same_source(current, source):
+        return "the destination already holds this version of the source"
+    return ""
+
+
+def _destination_metadata(source: ObjectInfo) -> Mapping[str, str]:
+    metadata = {k: v for k, v in source.metadata.items() if k not in RESERVED_KEYS}
+    metadata.update(
+        {
+            SOURCE_BUCKET: source.bucket,
+            SOURCE_KEY: source.key,
+            SOURCE_ETAG: source.etag or "",
+            SOURCE_VERSION: source.version_id or "",
+            REPLICATED_AT: datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        }
+    )
+    return metadata

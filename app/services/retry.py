@@ -1,0 +1,50 @@
+"""The retry policy, in one place: what is retried, how often, and how long to wait.
+
+Adapters translate provider errors into `TransientError` (retryable) or a final error; this
+module only looks at that classification. The SDKs' own retry loops are turned off
+(boto3 `total_max_attempts=1`, google-cloud-storage `retry=None`) so this policy rules alone.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+import tenacity
+
+from app.errors import TransientError
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+def is_retryable(exc: BaseException) -> bool:
+    return isinstance(exc, TransientError)
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """`max_retries` retries after the first attempt, exponential backoff with full jitter."""
+
+    max_retries: int = 3
+    base_delay: float = 0.5
+    max_delay: float = 30.0
+
+    def call(self, fn: Callable[..., T], *args: object, **kwargs: object) -> T:
+        retrying = tenacity.Retrying(
+            retry=tenacity.retry_if_exception(is_retryable),
+            stop=tenacity.stop_after_attempt(self.max_retries + 1),
+            wait=tenacity.wait_random_exponential(multiplier=self.base_delay, max=self.max_delay),
+            before_sleep=_log_retry,
+            reraise=True,
+        )
+        return retrying(fn, *args, **kwargs)
+
+
+def _log_retry(state: tenacity.RetryCallState) -> None:
+    exc = state.outcome.exception() if state.outcome else None
+    delay = state.next_action.sleep if state.next_action else 0.0
+    name = getattr(state.fn, "__qualname__", "call")
+    log.warning("retrying %s in %.2fs after attempt %d: %s", name, delay, state.attempt_number, exc)

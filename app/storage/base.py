@@ -1,0 +1,106 @@
+"""What the replication flow needs from storage: plain dataclasses and two small protocols.
+
+Adapters (s3.py, gcs.py, local.py) speak their provider's SDK inside and this vocabulary
+outside; provider errors are translated to app.errors at the adapter's edge.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class ContentHeaders:
+    """The HTTP content headers an object carries from source to destination, as stored."""
+
+    content_type: str | None = None
+    content_encoding: str | None = None
+    cache_control: str | None = None
+    content_disposition: str | None = None
+    content_language: str | None = None
+
+
+@dataclass(frozen=True)
+class Checksums:
+    """Base64 digests, as GCS reports them (`md5Hash`, `crc32c`)."""
+
+    md5: str | None = None
+    crc32c: str | None = None
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    bucket: str
+    key: str
+    size: int
+    headers: ContentHeaders = field(default_factory=ContentHeaders)
+    metadata: Mapping[str, str] = field(default_factory=dict)
+    checksums: Checksums = field(default_factory=Checksums)
+    etag: str | None = None  # S3: the ETag without quotes
+    version_id: str | None = None  # S3: set on versioned buckets
+    generation: int | None = None  # destination: GCS generation or the local equivalent
+
+
+class Body(Protocol):
+    """An open source object: `read` returns up to `size` bytes, b"" at the end."""
+
+    def read(self, size: int, /) -> bytes: ...
+
+    def close(self) -> None: ...
+
+
+class VerifiedStream(Protocol):
+    """The bytes to write. `read` raises IntegrityError instead of returning the final bytes
+    of an object that did not verify, so a destination never completes a damaged write."""
+
+    def read(self, size: int, /) -> bytes: ...
+
+    def checksums(self) -> Checksums:
+        """Digests of everything read; complete once `read` has returned the last byte."""
+        ...
+
+
+class Source(Protocol):
+    def probe(self) -> None:
+        """Raise StartupError if the source cannot be reached with the configured credentials."""
+
+    def head(self, bucket: str, key: str) -> ObjectInfo:
+        """Raise ObjectNotFound / BucketNotFound, TransientError, AccessDenied."""
+        ...
+
+    def open(self, obj: ObjectInfo, start: int = 0) -> Body:
+        """The bytes of exactly the version `obj` describes, from `start`; a changed object
+        raises PreconditionFailed rather than returning other bytes."""
+        ...
+
+
+class Destination(Protocol):
+    target: str  # where it writes, for /health
+
+    def probe(self, bucket: str) -> None:
+        """Raise StartupError if the destination or its bucket cannot be reached."""
+
+    def head(self, bucket: str, key: str) -> ObjectInfo | None:
+        """None when the object does not exist; BucketNotFound when the bucket does not."""
+        ...
+
+    def write(
+        self,
+        bucket: str,
+        key: str,
+        stream: VerifiedStream,
+        size: int,
+        headers: ContentHeaders,
+        metadata: Mapping[str, str],
+        if_generation_match: int,
+    ) -> ObjectInfo:
+        """Write `size` bytes atomically: readers see the old object or the whole new one.
+
+        `if_generation_match=0` means "only if absent"; raises PreconditionFailed otherwise.
+        """
+        ...
+
+    def delete(self, bucket: str, key: str, if_generation_match: int | None = None) -> None:
+        """Raise ObjectNotFound when there is nothing to delete."""

@@ -1,0 +1,317 @@
+"""Google Cloud Storage as a replication destination, through google-cloud-storage.
+
+Objects up to one chunk go up in one multipart request that carries their MD5 and CRC32C, so
+GCS rejects damaged bytes. Larger objects use a resumable upload driven here chunk by chunk:
+each chunk is retried on its own (after asking GCS how much it kept), and the final chunk is
+only sent once the source has verified, with an `X-Goog-Hash` header GCS checks. An upload
+that fails is cancelled, so nothing partial is ever published. Every write carries an
+`ifGenerationMatch` precondition, which makes retrying it safe.
+
+The library's own retries are off (`retry=None`); app.services.retry owns the policy.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import google.api_core.exceptions as gexc
+import google.auth.exceptions
+import requests
+import requests.adapters
+from google.auth.credentials import AnonymousCredentials
+from google.cloud import storage
+
+from app import errors
+from app.services.retry import RetryPolicy
+from app.storage.base import Checksums, ContentHeaders, ObjectInfo, VerifiedStream
+
+UPLOAD_GRANULARITY = 256 * 1024  # resumable chunks must be multiples of this
+_NETWORK_ERRORS = (
+    requests.ConnectionError,
+    requests.Timeout,
+    google.auth.exceptions.TransportError,
+)
+
+
+def build_client(
+    *, emulator_host: str | None, project: str | None, max_pool_connections: int
+) -> storage.Client:
+    if emulator_host:
+        client = storage.Client(
+            project=project or "local-emulator",
+            credentials=AnonymousCredentials(),
+            client_options={"api_endpoint": emulator_host},
+        )
+    else:
+        client = storage.Client(project=project)  # Application Default Credentials
+    adapter = requests.adapters.HTTPAdapter(
+        pool_connections=max_pool_connections, pool_maxsize=max_pool_connections
+    )
+    client._http.mount("https://", adapter)  # the library's documented transport session
+    client._http.mount("http://", adapter)
+    return client
+
+
+def translate(exc: Exception, what: str) -> errors.ReplicatorError:
+    if isinstance(exc, gexc.NotFound):
+        return errors.ObjectNotFound(f"{what} does not exist")
+    if isinstance(exc, gexc.PreconditionFailed):
+        return errors.PreconditionFailed(f"{what} was changed by another writer")
+    if isinstance(exc, gexc.Forbidden | gexc.Unauthorized):
+        return errors.AccessDenied(f"GCS denied access to {what}: {exc.message}")
+    if isinstance(exc, gexc.GoogleAPICallError) and (
+        exc.code in (408, 429) or (exc.code or 0) >= 500
+    ):
+        return errors.TransientError(f"GCS answered {exc.code} for {what}: {exc.message}")
+    if isinstance(exc, gexc.BadRequest) and "checksum" in str(exc.message).lower():
+        return errors.IntegrityError(f"GCS rejected the bytes of {what}: {exc.message}")
+    if isinstance(exc, _NETWORK_ERRORS):
+        return errors.TransientError(f"GCS unreachable while writing {what}: {exc}")
+    return errors.ReplicatorError(f"unexpected GCS failure for {what}: {exc!r}")
+
+
+def _translate_response(response: requests.Response, what: str) -> errors.ReplicatorError:
+    status = response.status_code
+    text = response.text[:300]
+    if status == 412:
+        return errors.PreconditionFailed(f"{what} was changed by another writer")
+    if status in (401, 403):
+        return errors.AccessDenied(f"GCS denied access to {what}: {text}")
+    if status in (404, 410):
+        return errors.TransientError(f"the upload session for {what} is gone ({status})")
+    if status in (408, 429) or status >= 500:
+        retry_after = response.headers.get("Retry-After")
+        return errors.TransientError(
+            f"GCS answered {status} for {what}: {text}",
+            retry_after=float(retry_after) if retry_after and retry_after.isdigit() else None,
+        )
+    if status == 400 and ("checksum" in text.lower() or "hash" in text.lower()):
+        return errors.IntegrityError(f"GCS rejected the bytes of {what}: {text}")
+    return errors.ReplicatorError(f"GCS answered {status} for {what}: {text}")
+
+
+@contextlib.contextmanager
+def _translated(what: str) -> Iterator[None]:
+    try:
+        yield
+    except (gexc.GoogleAPIError, *_NETWORK_ERRORS) as exc:
+        raise translate(exc, what) from exc
+
+
+class GCSDestination:
+    def __init__(
+        self,
+        client: storage.Client,
+        retry: RetryPolicy,
+        *,
+        chunk_size: int,
+        timeout: tuple[float, float],
+        target: str = "REAL GCS",
+    ) -> None:
+        if chunk_size % UPLOAD_GRANULARITY:
+            raise ValueError(f"chunk_size must be a multiple of {UPLOAD_GRANULARITY}")
+        self._client = client
+        self._retry = retry
+        self._chunk_size = chunk_size
+        self._timeout = timeout
+        self.target = target
+
+    def probe(self, bucket: str) -> None:
+        try:
+            self._client.get_bucket(bucket, timeout=self._timeout, retry=None)
+        except gexc.NotFound as exc:
+            raise errors.StartupError(
+                f"GCS bucket '{bucket}' does not exist at {self.target} (GCS_BUCKET_NAME)"
+            ) from exc
+        except (gexc.GoogleAPIError, *_NETWORK_ERRORS) as exc:
+            raise errors.StartupError(f"cannot reach GCS at {self.target}: {exc}") from exc
+
+    def head(self, bucket: str, key: str) -> ObjectInfo | None:
+        with _translated(f"gs://{bucket}/{key}"):
+            blob = self._client.bucket(bucket).get_blob(key, timeout=self._timeout, retry=None)
+        return None if blob is None else _object_info(bucket, key, blob._properties)
+
+    def delete(self, bucket: str, key: str, if_generation_match: int | None = None) -> None:
+        with _translated(f"gs://{bucket}/{key}"):
+            self._client.bucket(bucket).delete_blob(
+                key, if_generation_match=if_generation_match, timeout=self._timeout, retry=None
+            )
+
+    def write(
+        self,
+        bucket: str,
+        key: str,
+        stream: VerifiedStream,
+        size: int,
+        headers: ContentHeaders,
+        metadata: Mapping[str, str],
+        if_generation_match: int,
+    ) -> ObjectInfo:
+        blob = self._client.bucket(bucket).blob(key)
+        blob.content_type = headers.content_type or "application/octet-stream"
+        blob.content_encoding = headers.content_encoding
+        blob.cache_control = headers.cache_control
+        blob.content_disposition = headers.content_disposition
+        blob.content_language = headers.content_language
+        blob.metadata = dict(metadata)
+        what = f"gs://{bucket}/{key}"
+        if size <= self._chunk_size:
+            return self._write_simple(blob, stream, size, if_generation_match, what)
+        return self._write_resumable(blob, stream, size, if_generation_match, what)
+
+    def _write_simple(
+        self, blob: storage.Blob, stream: VerifiedStream, size: int, generation: int, what: str
+    ) -> ObjectInfo:
+        data = stream.read(size)
+        sums = stream.checksums()
+        blob.md5_hash, blob.crc32c = sums.md5, sums.crc32c  # GCS validates both on upload
+
+        def upload() -> None:
+            with _translated(what):
+                blob.upload_from_string(
+                    data,
+                    content_type=blob.content_type,
+                    if_generation_match=generation,
+                    checksum=None,
+                    timeout=self._timeout,
+                    retry=None,
+                )
+
+        self._retry.call(upload)
+        return _object_info(blob.bucket.name, blob.name, blob._properties)
+
+    def _write_resumable(
+        self, blob: storage.Blob, stream: VerifiedStream, size: int, generation: int, what: str
+    ) -> ObjectInfo:
+        def start() -> str:
+            with _translated(what):
+                url: str = blob.create_resumable_upload_session(
+                    content_type=blob.content_type,
+                    size=size,
+                    if_generation_match=generation,
+                    checksum=None,
+                    timeout=self._timeout,
+                    retry=None,
+                )
+            return url
+
+        session = ResumableSession(self._client._http, self._retry.call(start), size, what)
+        try:
+            resource: dict[str, Any] | None = None
+            while session.offset < size:
+                chunk_start = session.offset
+                chunk = stream.read(min(self._chunk_size, size - chunk_start))
+                sums = stream.checksums() if chunk_start + len(chunk) == size else None
+                resource = self._retry.call(session.send, chunk, chunk_start, sums, self._timeout)
+            if resource is None:
+                raise errors.IntegrityError(f"GCS did not finish the upload of {what}")
+        except BaseException:
+            session.cancel(self._timeout)
+            raise
+        return _object_info(blob.bucket.name, blob.name, resource)
+
+
+class ResumableSession:
+    """One resumable upload session: send chunks in order, resume where GCS left off."""
+
+    def __init__(self, http: Any, url: str, size: int, what: str) -> None:
+        self._http = http
+        self._url = url
+        self._size = size
+        self._what = what
+        self.offset = 0  # bytes GCS has persisted
+        self._offset_known = True
+
+    def send(
+        self,
+        chunk: bytes,
+        chunk_start: int,
+        sums: Checksums | None,
+        timeout: tuple[float, float],
+    ) -> dict[str, Any] | None:
+        """Send what GCS has not kept yet of `chunk`, the bytes from `chunk_start`.
+        Returns the object resource once the upload is complete, else None."""
+        if not self._offset_known:
+            done = self._query(timeout)
+            if done is not None:
+                return done
+        skip = self.offset - chunk_start
+        if not 0 <= skip <= len(chunk):
+            raise errors.ReplicatorError(
+                f"GCS resumed the upload of {self._what} at byte {self.offset}, "
+                f"outside the chunk being sent ({chunk_start}+{len(chunk)})"
+            )
+        body = memoryview(chunk)[skip:]
+        end = self.offset + len(body) - 1
+        headers = {"Content-Range": f"bytes {self.offset}-{end}/{self._size}"}
+        if sums is not None:
+            headers["X-Goog-Hash"] = f"crc32c={sums.crc32c},md5={sums.md5}"
+        try:
+            response = self._http.put(self._url, data=body, headers=headers, timeout=timeout)
+        except _NETWORK_ERRORS as exc:
+            self._offset_known = False
+            raise errors.TransientError(
+                f"GCS unreachable while writing {self._what}: {exc}"
+            ) from exc
+        if response.status_code in (200, 201):
+            self.offset = self._size
+            resource: dict[str, Any] = response.json()
+            return resource
+        if response.status_code == 308:
+            self.offset = _persisted(response)
+            if self.offset < end + 1:
+                self._offset_known = True
+                raise errors.TransientError(f"GCS kept only {self.offset} bytes of {self._what}")
+            return None
+        self._offset_known = False
+        raise _translate_response(response, self._what)
+
+    def _query(self, timeout: tuple[float, float]) -> dict[str, Any] | None:
+        headers = {"Content-Range": f"bytes */{self._size}"}
+        try:
+            response = self._http.put(self._url, data=b"", headers=headers, timeout=timeout)
+        except _NETWORK_ERRORS as exc:
+            raise errors.TransientError(
+                f"GCS unreachable while writing {self._what}: {exc}"
+            ) from exc
+        if response.status_code in (200, 201):
+            self.offset = self._size
+            resource: dict[str, Any] = response.json()
+            return resource
+        if response.status_code != 308:
+            raise _translate_response(response, self._what)
+        self.offset = _persisted(response)
+        self._offset_known = True
+        return None
+
+    def cancel(self, timeout: tuple[float, float]) -> None:
+        """Abandon the session so GCS discards what it holds (it answers 499)."""
+        with contextlib.suppress(Exception):
+            self._http.delete(self._url, timeout=timeout)
+
+
+def _persisted(response: requests.Response) -> int:
+    """The next offset GCS expects, from a 308's `Range: bytes=0-N` (absent: nothing kept)."""
+    match = re.fullmatch(r"bytes=0-(\d+)", response.headers.get("Range", ""))
+    return int(match.group(1)) + 1 if match else 0
+
+
+def _object_info(bucket: str, key: str, resource: Mapping[str, Any]) -> ObjectInfo:
+    return ObjectInfo(
+        bucket=bucket,
+        key=key,
+        size=int(resource.get("size", 0)),
+        generation=int(resource["generation"]) if resource.get("generation") else None,
+        checksums=Checksums(md5=resource.get("md5Hash"), crc32c=resource.get("crc32c")),
+        headers=ContentHeaders(
+            content_type=resource.get("contentType"),
+            content_encoding=resource.get("contentEncoding"),
+            cache_control=resource.get("cacheControl"),
+            content_disposition=resource.get("contentDisposition"),
+            content_language=resource.get("contentLanguage"),
+        ),
+        metadata=dict(resource.get("metadata") or {}),
+    )

@@ -1,0 +1,204 @@
+"""Amazon S3 as a replication source, through boto3.
+
+boto3's own retries are off (`total_max_attempts=1`): app.services.retry owns the policy.
+Every boto3 call goes through `_translated`, which maps botocore errors to app.errors once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+import boto3
+import botocore.config
+import botocore.exceptions as bce
+
+from app import errors
+from app.storage.base import ContentHeaders, ObjectInfo
+
+_NOT_FOUND = {"NoSuchKey", "NotFound", "404"}
+_NO_BUCKET = {"NoSuchBucket"}
+_DENIED = {
+    "AccessDenied",
+    "403",
+    "InvalidAccessKeyId",
+    "SignatureDoesNotMatch",
+    "AllAccessDisabled",
+}
+_CHANGED = {"PreconditionFailed", "412"}
+_TRANSIENT = {
+    "SlowDown",
+    "RequestTimeout",
+    "InternalError",
+    "ServiceUnavailable",
+    "Throttling",
+    "ThrottlingException",
+    "RequestLimitExceeded",
+}
+_NETWORK_ERRORS = (
+    bce.ConnectionError,  # includes EndpointConnectionError, ConnectTimeoutError
+    bce.HTTPClientError,  # includes ReadTimeoutError, ConnectionClosedError
+    bce.ResponseStreamingError,
+    bce.IncompleteReadError,
+)
+
+
+def build_client(
+    *,
+    endpoint_url: str | None,
+    region: str,
+    access_key_id: str | None,
+    secret_access_key: str | None,
+    connect_timeout: float,
+    read_timeout: float,
+    max_pool_connections: int,
+) -> Any:
+    config = botocore.config.Config(
+        region_name=region,
+        signature_version="s3v4",
+        connect_timeout=connect_timeout,
+        read_timeout=read_timeout,
+        retries={"total_max_attempts": 1, "mode": "standard"},
+        max_pool_connections=max_pool_connections,
+        s3={"addressing_style": "path"} if endpoint_url else {},
+        request_checksum_calculation="when_required",
+        response_checksum_validation="when_required",
+    )
+    session = boto3.session.Session(
+        aws_access_key_id=access_key_id, aws_secret_access_key=secret_access_key
+    )
+    return session.client("s3", endpoint_url=endpoint_url, config=config)
+
+
+def translate(exc: Exception, what: str) -> errors.ReplicatorError:
+    """Map a botocore exception to the project's vocabulary; `what` names the object."""
+    if isinstance(exc, bce.ClientError):
+        error = exc.response.get("Error", {})
+        code = str(error.get("Code", ""))
+        meta = exc.response.get("ResponseMetadata", {})
+        status = int(meta.get("HTTPStatusCode") or 0)
+        message = error.get("Message") or code
+        if code in _NO_BUCKET:
+            return errors.BucketNotFound(f"S3 bucket of {what} does not exist")
+        if code in _NOT_FOUND or status == 404:
+            return errors.ObjectNotFound(f"{what} does not exist")
+        if code in _DENIED or status == 403:
+            return errors.AccessDenied(f"S3 denied access to {what}: {message}")
+        if code in _CHANGED or status == 412:
+            return errors.PreconditionFailed(f"{what} changed while it was being copied")
+        if code in _TRANSIENT or status in (408, 429) or status >= 500:
+            retry_after = meta.get("HTTPHeaders", {}).get("retry-after")
+            return errors.TransientError(
+                f"S3 answered {status or code} for {what}: {message}",
+                retry_after=_seconds(retry_after),
+            )
+        return errors.ReplicatorError(f"S3 error for {what}: {code} {message}")
+    if isinstance(exc, _NETWORK_ERRORS):
+        return errors.TransientError(f"S3 unreachable while reading {what}: {exc}")
+    if isinstance(exc, bce.NoCredentialsError):
+        return errors.AccessDenied("no AWS credentials found (set AWS_ACCESS_KEY_ID)")
+    return errors.ReplicatorError(f"unexpected S3 failure for {what}: {exc!r}")
+
+
+def _seconds(value: str | None) -> float | None:
+    try:
+        return float(value) if value else None
+    except ValueError:
+        return None
+
+
+@contextlib.contextmanager
+def _translated(what: str) -> Iterator[None]:
+    try:
+        yield
+    except (bce.BotoCoreError, bce.ClientError) as exc:
+        raise translate(exc, what) from exc
+
+
+def _describe(bucket: str, key: str) -> str:
+    return f"s3://{bucket}/{key}"
+
+
+class S3Source:
+    def __init__(self, client: Any, endpoint_url: str | None = None) -> None:
+        self._client = client
+        self.target = endpoint_url or "REAL AWS"
+
+    def probe(self) -> None:
+        try:
+            self._client.list_buckets(MaxBuckets=1)
+        except bce.ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code", "")
+            if code == "AccessDenied":
+                return  # reachable, and the signature was accepted; listing is just not allowed
+            raise errors.StartupError(f"S3 at {self.target} rejected the request: {code}") from exc
+        except (bce.BotoCoreError, ValueError) as exc:
+            raise errors.StartupError(f"cannot reach S3 at {self.target}: {exc}") from exc
+
+    def head(self, bucket: str, key: str) -> ObjectInfo:
+        what = _describe(bucket, key)
+        try:
+            with _translated(what):
+                response = self._client.head_object(Bucket=bucket, Key=key)
+        except errors.ObjectNotFound:
+            self._raise_if_bucket_missing(bucket)
+            raise
+        return _object_info(bucket, key, response)
+
+    def _raise_if_bucket_missing(self, bucket: str) -> None:
+        try:
+            self._client.head_bucket(Bucket=bucket)
+        except bce.ClientError as exc:
+            if translate(exc, bucket).status_code == 404:
+                raise errors.BucketNotFound(f"S3 bucket '{bucket}' does not exist") from exc
+        except bce.BotoCoreError:
+            return  # the object lookup's own answer stands
+
+    def open(self, obj: ObjectInfo, start: int = 0) -> S3Body:
+        what = _describe(obj.bucket, obj.key)
+        request: dict[str, Any] = {"Bucket": obj.bucket, "Key": obj.key}
+        if obj.etag:
+            request["IfMatch"] = f'"{obj.etag}"'
+        if obj.version_id:
+            request["VersionId"] = obj.version_id
+        if start:
+            request["Range"] = f"bytes={start}-"
+        with _translated(what):
+            response = self._client.get_object(**request)
+        return S3Body(response["Body"], what)
+
+
+class S3Body:
+    """A GET response body whose errors are already translated."""
+
+    def __init__(self, body: Any, what: str) -> None:
+        self._body = body
+        self._what = what
+
+    def read(self, size: int, /) -> bytes:
+        with _translated(self._what):
+            data: bytes = self._body.read(size)
+        return data
+
+    def close(self) -> None:
+        self._body.close()
+
+
+def _object_info(bucket: str, key: str, response: dict[str, Any]) -> ObjectInfo:
+    return ObjectInfo(
+        bucket=bucket,
+        key=key,
+        size=int(response["ContentLength"]),
+        etag=str(response.get("ETag", "")).strip('"') or None,
+        version_id=response.get("VersionId"),
+        headers=ContentHeaders(
+            content_type=response.get("ContentType"),
+            content_encoding=response.get("ContentEncoding"),
+            cache_control=response.get("CacheControl"),
+            content_disposition=response.get("ContentDisposition"),
+            content_language=response.get("ContentLanguage"),
+        ),
+        # S3 stores user metadata keys in lower case; normalise emulators that do not.
+        metadata={k.lower(): v for k, v in (response.get("Metadata") or {}).items()},
+    )
