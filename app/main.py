@@ -62,7 +62,8 @@ def build_replicator(settings: Settings) -> tuple[Replicator, s3.S3Source, Desti
             timeout=(settings.connect_timeout, settings.read_timeout),
             target=settings.describe()["gcs_target"],
         )
-    return Replicator(source, destination, retry), source, destination
+    replicator = Replicator(source, destination, retry, block_size=settings.upload_chunk_size)
+    return replicator, source, destination
 
 
 def _secret(value: Any) -> str | None:

@@ -10,9 +10,11 @@ import datetime
 import enum
 import logging
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from app import errors
+from app.services.digest import is_multipart_etag
 from app.services.locks import KeyedLocks
 from app.services.retry import RetryPolicy
 from app.services.stream import SourceStream
@@ -56,10 +58,18 @@ class ReplicationResult:
 
 
 class Replicator:
-    def __init__(self, source: Source, destination: Destination, retry: RetryPolicy) -> None:
+    def __init__(
+        self,
+        source: Source,
+        destination: Destination,
+        retry: RetryPolicy,
+        *,
+        block_size: int = 64 * 1024 * 1024,
+    ) -> None:
         self._source = source
         self._destination = destination
         self._retry = retry
+        self._block_size = block_size
         self._locks = KeyedLocks()
 
     def replicate(self, request: ReplicationRequest) -> ReplicationResult:
@@ -84,7 +94,13 @@ class Replicator:
         return self._retry.call(self._destination.head, request.gcs_bucket, request.gcs_key)
 
     def _copy(self, source: ObjectInfo, request: ReplicationRequest, generation: int) -> ObjectInfo:
-        stream = SourceStream(self._source, source, self._retry)
+        stream = SourceStream(
+            self._source,
+            source,
+            self._retry,
+            block_size=self._block_size,
+            part_sizes=self._part_sizes(source),
+        )
         try:
             written = self._destination.write(
                 request.gcs_bucket,
@@ -105,7 +121,7 @@ class Replicator:
                 ("crc32c", expected.crc32c, written.checksums.crc32c),
                 ("md5", expected.md5, written.checksums.md5),
             )
-            if theirs is not None and ours != theirs
+            if ours is not None and theirs is not None and ours != theirs
         ]
         if mismatch:
             self._discard(written)
@@ -123,6 +139,21 @@ class Replicator:
             written.checksums.crc32c,
         )
         return written
+
+    def _part_sizes(self, source: ObjectInfo) -> list[int] | None:
+        """The part layout of a multipart upload, needed to check its ETag. S3 reports it one
+        part at a time, so the parts after the first are asked for concurrently."""
+        if not is_multipart_etag(source.etag):
+            return None
+        first, count = self._retry.call(self._source.part_size, source, 1)
+        if count == 1:
+            return [first]
+
+        def size_of(part: int) -> int:
+            return self._retry.call(self._source.part_size, source, part)[0]
+
+        with ThreadPoolExecutor(min(8, count - 1), thread_name_prefix="s3-parts") as pool:
+            return [first, *pool.map(size_of, range(2, count + 1))]
 
     def _discard(self, written: ObjectInfo) -> None:
         try:

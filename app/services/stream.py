@@ -1,85 +1,158 @@
-"""Read one source object exactly once, surviving broken connections, verifying every byte.
+"""Read one source object exactly once, ahead of the writer, verifying every byte.
 
-`SourceStream` is what a destination writes from. It hashes what it hands out (MD5 and
-CRC32C), resumes a broken read from the last byte it got (pinned to the same ETag and version,
-so the bytes cannot change underneath), and checks the digests against the source before it
-returns the final bytes: a destination never receives the end of an object that did not verify.
+`SourceStream` is what a destination writes from. A reader thread fills blocks from S3 while
+the destination uploads the previous one (two blocks in memory at most, so memory does not
+grow with the object). It hashes every byte as it arrives, resumes a broken read from the
+last byte it got (pinned to the same ETag and version, so the bytes cannot change
+underneath), and verifies the whole object against S3's checksums *before* it releases the
+final block: a destination never receives the end of an object that did not verify.
 """
 
 from __future__ import annotations
 
-import base64
-import hashlib
-
-import google_crc32c
+import queue
+import threading
+from collections.abc import Sequence
 
 from app import errors
+from app.services.digest import Digest
 from app.services.retry import RetryPolicy
 from app.storage.base import Body, Checksums, ObjectInfo, Source
 
+READ_PIECE = 1024 * 1024  # one socket read; hashed, then copied into the block
+BLOCKS_IN_MEMORY = 2  # one being written, one being read ahead
+
+
+class _Closed(Exception):
+    """The consumer went away; the reader stops."""
+
 
 class SourceStream:
-    def __init__(self, source: Source, obj: ObjectInfo, retry: RetryPolicy) -> None:
+    def __init__(
+        self,
+        source: Source,
+        obj: ObjectInfo,
+        retry: RetryPolicy,
+        *,
+        block_size: int,
+        part_sizes: Sequence[int] | None = None,
+    ) -> None:
         self._source = source
         self._obj = obj
         self._retry = retry
-        self._body: Body | None = None
-        self._offset = 0  # bytes handed out
-        self._md5 = hashlib.md5()
-        self._crc32c = google_crc32c.Checksum()
+        self._block_size = max(1, min(block_size, obj.size))
+        self._digest = Digest(obj, part_sizes)
+        self._ready: queue.Queue[memoryview | BaseException] = queue.Queue()
+        self._free: queue.Queue[bytearray | None] = queue.Queue()
+        self._allocated = 0
+        self._closed = threading.Event()
+        self._reader: threading.Thread | None = None
+        self._current: memoryview | None = None
+        self._position = 0  # within _current
+        self._delivered = 0
 
-    def read(self, size: int, /) -> bytes:
-        """Up to `size` bytes; b"" once the whole object has been read and verified."""
-        want = min(size, self._obj.size - self._offset)
-        if want <= 0:
-            return b""
-        pieces: list[bytes] = []
-        self._retry.call(self._fill, pieces, want)
-        data = pieces[0] if len(pieces) == 1 else b"".join(pieces)
-        self._md5.update(data)
-        self._crc32c.update(data)
-        self._offset += len(data)
-        if self._offset == self._obj.size:
-            self.close()
-            self._verify()
-        return data
+    def read(self, size: int, /) -> memoryview:
+        """Up to `size` bytes, valid until the next call; empty once everything was read.
 
-    def _fill(self, pieces: list[bytes], want: int) -> None:
-        """One attempt: append to `pieces` until they hold `want` bytes. What an attempt got
-        before failing is kept; the next attempt reopens the object after it."""
-        have = sum(len(p) for p in pieces)
+        Raises what reading failed with: IntegrityError when the object did not verify
+        (before its final bytes are released), TransientError when the retries ran out.
+        """
+        if self._current is None or self._position == len(self._current):
+            self._release_current()
+            if self._delivered == self._obj.size:
+                return memoryview(b"")
+            self._start_reader()
+            item = self._ready.get()
+            if isinstance(item, BaseException):
+                raise item
+            self._current, self._position = item, 0
+        take = min(size, len(self._current) - self._position)
+        view = self._current[self._position : self._position + take]
+        self._position += take
+        self._delivered += take
+        return view
+
+    def checksums(self) -> Checksums:
+        """Digests of the bytes read; final (and verified) once the last byte was returned."""
+        return self._digest.checksums()
+
+    def close(self) -> None:
+        self._closed.set()
+        self._release_current()
+        self._free.put(None)  # wakes a reader waiting for a buffer
+
+    def _release_current(self) -> None:
+        if self._current is not None:
+            buffer = self._current.obj
+            self._current = None
+            assert isinstance(buffer, bytearray)
+            self._free.put(buffer)
+
+    def _start_reader(self) -> None:
+        if self._reader is None:
+            self._reader = threading.Thread(target=self._read_ahead, name="s3-read", daemon=True)
+            self._reader.start()
+
+    # --- the reader thread ---------------------------------------------------------------
+
+    def _read_ahead(self) -> None:
+        body: list[Body | None] = [None]
         try:
-            if self._body is None:
-                self._body = self._source.open(self._obj, start=self._offset + have)
-            while have < want:
-                piece = self._body.read(want - have)
+            offset = 0
+            while offset < self._obj.size:
+                length = min(self._block_size, self._obj.size - offset)
+                buffer = self._take_buffer()
+                filled = [0]
+                self._retry.call(self._fill, body, buffer, offset, length, filled)
+                offset += length
+                if offset == self._obj.size:
+                    self._digest.verify()
+                self._ready.put(memoryview(buffer)[:length])
+        except _Closed:
+            pass
+        except BaseException as exc:  # handed to the consumer, raised from read()
+            self._ready.put(exc)
+        finally:
+            if body[0] is not None:
+                body[0].close()
+
+    def _take_buffer(self) -> bytearray:
+        if self._allocated < BLOCKS_IN_MEMORY:
+            self._allocated += 1
+            return bytearray(self._block_size)
+        buffer = self._free.get()
+        if buffer is None or self._closed.is_set():
+            raise _Closed
+        return buffer
+
+    def _fill(
+        self,
+        body: list[Body | None],
+        buffer: bytearray,
+        offset: int,
+        length: int,
+        filled: list[int],
+    ) -> None:
+        """One attempt at filling buffer[:length] with the bytes from `offset`. What earlier
+        attempts got is kept (`filled`); a broken body is reopened after it."""
+        try:
+            while filled[0] < length:
+                if self._closed.is_set():
+                    raise _Closed
+                current = body[0]
+                if current is None:
+                    current = body[0] = self._source.open(self._obj, start=offset + filled[0])
+                piece = current.read(min(READ_PIECE, length - filled[0]))
                 if not piece:
                     raise errors.TransientError(
                         f"s3://{self._obj.bucket}/{self._obj.key} ended at byte "
-                        f"{self._offset + have} of {self._obj.size}"
+                        f"{offset + filled[0]} of {self._obj.size}"
                     )
-                pieces.append(piece)
-                have += len(piece)
+                self._digest.update(piece)
+                buffer[filled[0] : filled[0] + len(piece)] = piece
+                filled[0] += len(piece)
         except errors.TransientError:
-            self.close()
+            if body[0] is not None:
+                body[0].close()
+                body[0] = None
             raise
-
-    def close(self) -> None:
-        if self._body is not None:
-            self._body.close()
-            self._body = None
-
-    def checksums(self) -> Checksums:
-        return Checksums(
-            md5=base64.b64encode(self._md5.digest()).decode(),
-            crc32c=base64.b64encode(self._crc32c.digest()).decode(),
-        )
-
-    def _verify(self) -> None:
-        """Single-part S3 ETags are the MD5 of the bytes; multipart ones (`<hex>-N`) are not."""
-        etag = self._obj.etag or ""
-        if len(etag) == 32 and "-" not in etag and etag != self._md5.hexdigest():
-            raise errors.IntegrityError(
-                f"the bytes read from s3://{self._obj.bucket}/{self._obj.key} do not match its "
-                f"ETag (expected MD5 {etag}, read {self._md5.hexdigest()}); nothing was written"
-            )

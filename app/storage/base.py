@@ -41,6 +41,9 @@ class ObjectInfo:
     etag: str | None = None  # S3: the ETag without quotes
     version_id: str | None = None  # S3: set on versioned buckets
     generation: int | None = None  # destination: GCS generation or the local equivalent
+    # S3's additional checksums ("CRC32C", "SHA256", ...: base64, "-N" when composite).
+    s3_checksums: Mapping[str, str] = field(default_factory=dict)
+    s3_checksum_type: str | None = None  # "FULL_OBJECT" or "COMPOSITE" when S3 says
 
 
 class Body(Protocol):
@@ -53,9 +56,10 @@ class Body(Protocol):
 
 class VerifiedStream(Protocol):
     """The bytes to write. `read` raises IntegrityError instead of returning the final bytes
-    of an object that did not verify, so a destination never completes a damaged write."""
+    of an object that did not verify, so a destination never completes a damaged write.
+    What `read` returns stays valid until the next call."""
 
-    def read(self, size: int, /) -> bytes: ...
+    def read(self, size: int, /) -> bytes | memoryview: ...
 
     def checksums(self) -> Checksums:
         """Digests of everything read; complete once `read` has returned the last byte."""
@@ -68,6 +72,10 @@ class Source(Protocol):
 
     def head(self, bucket: str, key: str) -> ObjectInfo:
         """Raise ObjectNotFound / BucketNotFound, TransientError, AccessDenied."""
+        ...
+
+    def part_size(self, obj: ObjectInfo, part_number: int) -> tuple[int, int]:
+        """For a multipart object: the size of one part, and the number of parts."""
         ...
 
     def open(self, obj: ObjectInfo, start: int = 0) -> Body:
@@ -104,3 +112,19 @@ class Destination(Protocol):
 
     def delete(self, bucket: str, key: str, if_generation_match: int | None = None) -> None:
         """Raise ObjectNotFound when there is nothing to delete."""
+
+
+def read_exactly(stream: VerifiedStream, size: int) -> bytes | memoryview:
+    """`size` bytes from `stream` (fewer only at its end), without a copy when one read does."""
+    first = stream.read(size)
+    if len(first) == size or not first:
+        return first
+    pieces = [bytes(first)]
+    have = len(first)
+    while have < size:
+        piece = stream.read(size - have)
+        if not piece:
+            break
+        pieces.append(bytes(piece))
+        have += len(piece)
+    return b"".join(pieces)

@@ -1,6 +1,6 @@
 """Google Cloud Storage as a replication destination, through google-cloud-storage.
 
-Objects up to one chunk go up in one multipart request that carries their MD5 and CRC32C, so
+Objects up to 8 MiB go up in one multipart request that carries their MD5 and CRC32C, so
 GCS rejects damaged bytes. Larger objects use a resumable upload driven here chunk by chunk:
 each chunk is retried on its own (after asking GCS how much it kept), and the final chunk is
 only sent once the source has verified, with an `X-Goog-Hash` header GCS checks. An upload
@@ -26,9 +26,10 @@ from google.cloud import storage
 
 from app import errors
 from app.services.retry import RetryPolicy
-from app.storage.base import Checksums, ContentHeaders, ObjectInfo, VerifiedStream
+from app.storage.base import Checksums, ContentHeaders, ObjectInfo, VerifiedStream, read_exactly
 
 UPLOAD_GRANULARITY = 256 * 1024  # resumable chunks must be multiples of this
+SIMPLE_UPLOAD_MAX = 8 * 1024 * 1024  # larger objects go up in resumable chunks
 _NETWORK_ERRORS = (
     requests.ConnectionError,
     requests.Timeout,
@@ -158,14 +159,14 @@ class GCSDestination:
         blob.content_language = headers.content_language
         blob.metadata = dict(metadata)
         what = f"gs://{bucket}/{key}"
-        if size <= self._chunk_size:
+        if size <= min(SIMPLE_UPLOAD_MAX, self._chunk_size):
             return self._write_simple(blob, stream, size, if_generation_match, what)
         return self._write_resumable(blob, stream, size, if_generation_match, what)
 
     def _write_simple(
         self, blob: storage.Blob, stream: VerifiedStream, size: int, generation: int, what: str
     ) -> ObjectInfo:
-        data = stream.read(size)
+        data = bytes(read_exactly(stream, size))
         sums = stream.checksums()
         blob.md5_hash, blob.crc32c = sums.md5, sums.crc32c  # GCS validates both on upload
 
@@ -203,7 +204,7 @@ class GCSDestination:
             resource: dict[str, Any] | None = None
             while session.offset < size:
                 chunk_start = session.offset
-                chunk = stream.read(min(self._chunk_size, size - chunk_start))
+                chunk = read_exactly(stream, min(self._chunk_size, size - chunk_start))
                 sums = stream.checksums() if chunk_start + len(chunk) == size else None
                 resource = self._retry.call(session.send, chunk, chunk_start, sums, self._timeout)
             if resource is None:
@@ -227,7 +228,7 @@ class ResumableSession:
 
     def send(
         self,
-        chunk: bytes,
+        chunk: bytes | memoryview,
         chunk_start: int,
         sums: Checksums | None,
         timeout: tuple[float, float],
@@ -248,7 +249,8 @@ class ResumableSession:
         end = self.offset + len(body) - 1
         headers = {"Content-Range": f"bytes {self.offset}-{end}/{self._size}"}
         if sums is not None:
-            headers["X-Goog-Hash"] = f"crc32c={sums.crc32c},md5={sums.md5}"
+            hashes = {"crc32c": sums.crc32c, "md5": sums.md5}
+            headers["X-Goog-Hash"] = ",".join(f"{k}={v}" for k, v in hashes.items() if v)
         try:
             response = self._http.put(self._url, data=body, headers=headers, timeout=timeout)
         except _NETWORK_ERRORS as exc:

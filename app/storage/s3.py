@@ -140,7 +140,7 @@ class S3Source:
         what = _describe(bucket, key)
         try:
             with _translated(what):
-                response = self._client.head_object(Bucket=bucket, Key=key)
+                response = self._client.head_object(Bucket=bucket, Key=key, ChecksumMode="ENABLED")
         except errors.ObjectNotFound:
             self._raise_if_bucket_missing(bucket)
             raise
@@ -154,6 +154,17 @@ class S3Source:
                 raise errors.BucketNotFound(f"S3 bucket '{bucket}' does not exist") from exc
         except bce.BotoCoreError:
             return  # the object lookup's own answer stands
+
+    def part_size(self, obj: ObjectInfo, part_number: int) -> tuple[int, int]:
+        """The size of part `part_number` of a multipart object, and how many parts it has."""
+        # No If-Match here: emulators compare it with the part's ETag. A layout read from a
+        # replaced object cannot pass the ETag check, and the GET itself is pinned.
+        request: dict[str, Any] = {"Bucket": obj.bucket, "Key": obj.key, "PartNumber": part_number}
+        if obj.version_id:
+            request["VersionId"] = obj.version_id
+        with _translated(f"part {part_number} of {_describe(obj.bucket, obj.key)}"):
+            response = self._client.head_object(**request)
+        return int(response["ContentLength"]), int(response.get("PartsCount") or 1)
 
     def open(self, obj: ObjectInfo, start: int = 0) -> S3Body:
         what = _describe(obj.bucket, obj.key)
@@ -201,4 +212,10 @@ def _object_info(bucket: str, key: str, response: dict[str, Any]) -> ObjectInfo:
         ),
         # S3 stores user metadata keys in lower case; normalise emulators that do not.
         metadata={k.lower(): v for k, v in (response.get("Metadata") or {}).items()},
+        s3_checksums={
+            name.removeprefix("Checksum"): str(value)
+            for name, value in response.items()
+            if name.startswith("Checksum") and name != "ChecksumType" and value
+        },
+        s3_checksum_type=response.get("ChecksumType"),
     )

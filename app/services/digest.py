@@ -1,0 +1,158 @@
+"""Checksums of a stream as it passes, and the check against what S3 says the object is.
+
+What S3 offers to check against:
+- the ETag: the MD5 of the bytes for a single-part upload; for a multipart upload
+  (`<hex>-N`) the MD5 of the concatenated binary MD5s of its N parts, so the part layout
+  is needed (S3 tells each part's size through `HeadObject(PartNumber=n)`);
+- optional additional checksums (`ChecksumMode=ENABLED`): CRC32C, CRC32, SHA256, SHA1,
+  either over the full object or, for multipart uploads, "composite" (the checksum of the
+  parts' checksums, shown with a `-N` suffix).
+
+CRC32C of the whole stream is always computed: it is what GCS reports for every object,
+composite or not, and so what the destination is checked against.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import zlib
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Protocol
+
+import google_crc32c
+
+from app import errors
+from app.storage.base import Checksums, ObjectInfo
+
+
+class _Hasher(Protocol):
+    def update(self, data: bytes, /) -> Any: ...
+
+    def digest(self) -> bytes: ...
+
+
+class _Crc32:
+    def __init__(self) -> None:
+        self._value = 0
+
+    def update(self, data: bytes, /) -> None:
+        self._value = zlib.crc32(data, self._value)
+
+    def digest(self) -> bytes:
+        return self._value.to_bytes(4, "big")
+
+
+_ALGORITHMS: dict[str, Callable[[], _Hasher]] = {
+    "CRC32C": google_crc32c.Checksum,
+    "CRC32": _Crc32,
+    "SHA256": hashlib.sha256,
+    "SHA1": hashlib.sha1,
+}
+
+
+def _b64(raw: bytes) -> str:
+    return base64.b64encode(raw).decode()
+
+
+def is_multipart_etag(etag: str | None) -> bool:
+    return bool(etag) and "-" in str(etag)
+
+
+class Digest:
+    """Feed every byte of the object in order with `update`, then `verify`."""
+
+    def __init__(self, obj: ObjectInfo, part_sizes: Sequence[int] | None = None) -> None:
+        self._obj = obj
+        self._parts = list(part_sizes) if part_sizes else [obj.size]
+        self._part_index = 0
+        self._part_left = self._parts[0]
+        multipart = is_multipart_etag(obj.etag)
+        self._crc32c = google_crc32c.Checksum()
+        self._md5 = None if multipart else hashlib.md5()
+        # The extra algorithms S3 has a checksum for: whole-object and per-part hashers.
+        self._claims = {a: v for a, v in obj.s3_checksums.items() if a in _ALGORITHMS}
+        self._whole = {a: _ALGORITHMS[a]() for a in self._claims}
+        self._per_part: dict[str, list[bytes]] = {a: [] for a in self._claims}
+        if multipart:
+            self._per_part["MD5"] = []
+        self._part_hashers = self._new_part_hashers()
+        if self._part_left == 0:  # an empty object: its only part is complete already
+            self._close_part()
+
+    def _new_part_hashers(self) -> dict[str, _Hasher]:
+        return {a: (hashlib.md5() if a == "MD5" else _ALGORITHMS[a]()) for a in self._per_part}
+
+    def update(self, data: bytes) -> None:
+        self._crc32c.update(data)
+        if self._md5 is not None:
+            self._md5.update(data)
+        for hasher in self._whole.values():
+            hasher.update(data)
+        start = 0
+        while self._per_part and start < len(data):
+            if self._part_index >= len(self._parts):
+                raise errors.IntegrityError(
+                    f"s3://{self._obj.bucket}/{self._obj.key} sent more bytes than its parts hold"
+                )
+            take = min(self._part_left, len(data) - start)
+            piece = data if take == len(data) else data[start : start + take]
+            for hasher in self._part_hashers.values():
+                hasher.update(piece)
+            self._part_left -= take
+            start += take
+            if self._part_left == 0:
+                self._close_part()
+
+    def _close_part(self) -> None:
+        for algorithm, hasher in self._part_hashers.items():
+            self._per_part[algorithm].append(hasher.digest())
+        self._part_index += 1
+        if self._part_index < len(self._parts):
+            self._part_left = self._parts[self._part_index]
+            self._part_hashers = self._new_part_hashers()
+
+    def checksums(self) -> Checksums:
+        return Checksums(
+            md5=_b64(self._md5.digest()) if self._md5 is not None else None,
+            crc32c=_b64(self._crc32c.digest()),
+        )
+
+    def verify(self) -> None:
+        """Raise IntegrityError naming every check that failed; return when all passed."""
+        failed = [name for name, ok in self._checks().items() if not ok]
+        if failed:
+            where = f"s3://{self._obj.bucket}/{self._obj.key}"
+            raise errors.IntegrityError(
+                f"the bytes read from {where} do not match its {', '.join(failed)}; "
+                "nothing was published"
+            )
+
+    def _checks(self) -> Mapping[str, bool]:
+        checks: dict[str, bool] = {}
+        etag = self._obj.etag or ""
+        if self._md5 is not None and len(etag) == 32:
+            checks["ETag (MD5)"] = self._md5.hexdigest() == etag
+        elif "MD5" in self._per_part:
+            md5s = self._per_part["MD5"]
+            computed = f"{hashlib.md5(b''.join(md5s)).hexdigest()}-{len(md5s)}"
+            checks["multipart ETag"] = computed == etag
+        for algorithm, claim in self._claims.items():
+            value, _, count = claim.partition("-")
+            full = _b64(self._whole[algorithm].digest())
+            composite = _b64(_combine(algorithm, self._per_part[algorithm]))
+            kind = self._obj.s3_checksum_type
+            if kind == "FULL_OBJECT":
+                ok = value == full
+            elif kind == "COMPOSITE" or count:
+                ok = value == composite
+            else:  # type not reported: a single-part object's checksum is over the full object
+                ok = value in (full, composite) if len(self._parts) > 1 else value == full
+            checks[f"S3 {algorithm} checksum"] = ok
+        return checks
+
+
+def _combine(algorithm: str, digests: list[bytes]) -> bytes:
+    hasher = _ALGORITHMS[algorithm]()
+    hasher.update(b"".join(digests))
+    return hasher.digest()
