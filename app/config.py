@@ -7,7 +7,7 @@ misconfigured service stops before it serves instead of failing on its first req
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
 from pydantic import model_validator as model_check
@@ -48,6 +48,11 @@ class Settings(BaseSettings):
     startup_probe: bool = True
     probe_timeout: float = Field(3.0, gt=0, le=60)
 
+    api_keys: SecretStr | None = None  # comma-separated; unset: the API is open
+    log_format: Literal["rich", "json"] = "rich"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    max_request_bytes: int = Field(4 * MiB, ge=1024, le=64 * MiB)
+
     overwrite: Overwrite = Overwrite.DIFFERENT
     upload_chunk_size: int = Field(64 * MiB, ge=256 * 1024, le=1024 * MiB)
     batch_concurrency: int = Field(16, ge=1, le=256)
@@ -85,6 +90,11 @@ class Settings(BaseSettings):
                 path = self.google_application_credentials
                 raise ValueError(f"GOOGLE_APPLICATION_CREDENTIALS: no file at {path}")
         return self
+
+    def api_key_list(self) -> list[str]:
+        if self.api_keys is None:
+            return []
+        return [k.strip() for k in self.api_keys.get_secret_value().split(",") if k.strip()]
 
     @property
     def uses_real_gcs(self) -> bool:

@@ -3,13 +3,22 @@
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Request
 
 from app.config import Settings
 from app.services.replicator import Replicator
-from app.storage.base import Destination
+from app.storage.base import Destination, Source
+
+
+@dataclass(frozen=True)
+class Probe:
+    """Clients with short timeouts and no retries, for the start-up probe and /ready."""
+
+    source: Source
+    destination: Destination
 
 
 def get_settings(request: Request) -> Settings:
@@ -27,6 +36,11 @@ def get_destination(request: Request) -> Destination:
     return destination
 
 
+def get_probe(request: Request) -> Probe:
+    probe: Probe = request.app.state.probe
+    return probe
+
+
 def get_batch_pool(request: Request) -> ThreadPoolExecutor:
     pool: ThreadPoolExecutor = request.app.state.batch_pool
     return pool
@@ -36,3 +50,4 @@ SettingsDep = Annotated[Settings, Depends(get_settings)]
 ReplicatorDep = Annotated[Replicator, Depends(get_replicator)]
 DestinationDep = Annotated[Destination, Depends(get_destination)]
 BatchPoolDep = Annotated[ThreadPoolExecutor, Depends(get_batch_pool)]
+ProbeDep = Annotated[Probe, Depends(get_probe)]

@@ -10,6 +10,7 @@ from __future__ import annotations
 class ReplicatorError(Exception):
     status_code = 500
     kind = "internal_error"
+    headers: dict[str, str] = {}
 
     def __init__(self, detail: str) -> None:
         super().__init__(detail)
@@ -19,6 +20,29 @@ class ReplicatorError(Exception):
 class InvalidRequest(ReplicatorError):
     status_code = 422
     kind = "invalid_request"
+
+
+class Unauthorized(ReplicatorError):
+    status_code = 401
+    kind = "unauthorized"
+    headers = {"WWW-Authenticate": 'Bearer realm="cross-cloud-replicator"'}
+
+
+class PayloadTooLarge(ReplicatorError):
+    status_code = 413
+    kind = "payload_too_large"
+
+
+class UnsupportedMediaType(ReplicatorError):
+    status_code = 415
+    kind = "unsupported_media_type"
+
+
+class NotReady(ReplicatorError):
+    """A cloud does not answer right now (GET /ready)."""
+
+    status_code = 503
+    kind = "not_ready"
 
 
 class ObjectNotFound(ReplicatorError):
@@ -52,13 +76,20 @@ class IntegrityError(ReplicatorError):
 
 
 class TransientError(ReplicatorError):
-    """A fault worth retrying: connection trouble, timeouts, 408/429/5xx, S3 SlowDown."""
+    """A fault worth retrying: connection trouble, timeouts, 408/429/5xx, S3 SlowDown.
+
+    `cause` is one of "connection", "timeout", "throttled", "server_error", "stream_broken"
+    (a bounded set, used as a metrics label); `retry_after` is the server's hint in seconds.
+    """
 
     status_code = 503
     kind = "unavailable"
 
-    def __init__(self, detail: str, retry_after: float | None = None) -> None:
+    def __init__(
+        self, detail: str, *, cause: str = "server_error", retry_after: float | None = None
+    ) -> None:
         super().__init__(detail)
+        self.cause = cause
         self.retry_after = retry_after
 
 

@@ -1,24 +1,79 @@
-"""Console logging through rich: one readable line per event."""
+"""Logging: rich console lines by default, one JSON object per line with LOG_FORMAT=json.
+
+Every record carries the id of the request it belongs to (`request_id`), set by the request
+middleware and carried into worker threads with the context.
+"""
 
 from __future__ import annotations
 
+import contextvars
+import json
 import logging
 import sys
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from rich.console import Console
 from rich.logging import RichHandler
 
+request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
+T = TypeVar("T")
 
-def setup_logging(level: str = "INFO") -> None:
+
+def in_context(fn: Callable[..., T]) -> Callable[..., T]:
+    """`fn` bound to the caller's context (its request id), for work handed to other threads;
+    each call runs in its own copy, so calls may run concurrently."""
+    context = contextvars.copy_context()
+
+    def run(*args: Any, **kwargs: Any) -> T:
+        return context.copy().run(fn, *args, **kwargs)
+
+    return run
+
+
+class _RequestIdFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.request_id = request_id.get()
+        return True
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S%z"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "request_id": getattr(record, "request_id", "-"),
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry, ensure_ascii=False)
+
+
+def setup_logging(log_format: str = "rich", level: str = "INFO") -> None:
+    """Send every log line, uvicorn's included, through one handler. Safe to call again."""
+    if log_format == "json":
+        handler: logging.Handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(JsonFormatter())
+    else:
+        # Not a terminal (a log file, a container): wide lines instead of wrapping at 80.
+        width = None if sys.stderr.isatty() else 200
+        console = Console(stderr=True, width=width)
+        handler = RichHandler(console=console, show_path=False, markup=False)
+        handler.setFormatter(logging.Formatter("[%(request_id)s] %(message)s", datefmt="[%X]"))
+    handler.addFilter(_RequestIdFilter())
     root = logging.getLogger()
-    if any(isinstance(h, RichHandler) for h in root.handlers):
-        return
-    # Not a terminal (a log file, a container): wide lines instead of wrapping at 80 columns.
-    width = None if sys.stderr.isatty() else 200
-    console = Console(stderr=True, width=width)
-    handler = RichHandler(console=console, show_path=False, rich_tracebacks=False, markup=False)
-    handler.setFormatter(logging.Formatter("%(message)s", datefmt="[%X]"))
+    for old in [h for h in root.handlers if getattr(h, "_replicator", False)]:
+        root.removeHandler(old)
+    handler._replicator = True  # type: ignore[attr-defined]
     root.addHandler(handler)
     root.setLevel(level)
-    for noisy in ("botocore", "boto3", "urllib3", "google"):
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+        logger = logging.getLogger(name)
+        logger.handlers.clear()
+        logger.propagate = True
+    # The request middleware logs each request with its id; uvicorn's own line would repeat it.
+    logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
+    for noisy in ("botocore", "boto3", "urllib3", "google", "httpx"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -20,8 +20,10 @@ from starlette.exceptions import HTTPException
 from starlette.types import Message, Receive, Scope, Send
 
 from app import errors
-from app.api.routes import router
+from app.api.middleware import RequestEdge
+from app.api.routes import router, service_router
 from app.config import Settings, load_settings
+from app.dependencies import Probe
 from app.logging_config import setup_logging
 from app.services.replicator import Replicator
 from app.services.retry import RetryPolicy
@@ -70,14 +72,22 @@ def _secret(value: Any) -> str | None:
     return value.get_secret_value() if value is not None else None
 
 
-def probe(settings: Settings) -> None:
-    """Reach S3 and GCS with short timeouts and no retries; StartupError on the first failure."""
+def build_probe(settings: Settings) -> Probe:
     quick = settings.model_copy(
-        update={"connect_timeout": settings.probe_timeout, "read_timeout": settings.probe_timeout}
+        update={
+            "connect_timeout": settings.probe_timeout,
+            "read_timeout": settings.probe_timeout,
+            "batch_concurrency": 1,
+        }
     )
     _, source, destination = build_replicator(quick)
-    source.probe()
-    destination.probe(settings.gcs_bucket_name)
+    return Probe(source, destination)
+
+
+def run_probe(probe: Probe, bucket: str) -> None:
+    """Reach S3 and GCS with short timeouts and no retries; StartupError on the first failure."""
+    probe.source.probe()
+    probe.destination.probe(bucket)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -85,19 +95,23 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         setup_logging()
         try:
-            app.state.settings = settings or load_settings()
-            if app.state.settings.startup_probe:
-                await anyio.to_thread.run_sync(probe, app.state.settings)
+            config = app.state.settings = settings or load_settings()
+            setup_logging(config.log_format, config.log_level)
+            app.state.probe = build_probe(config)
+            if config.startup_probe:
+                await anyio.to_thread.run_sync(run_probe, app.state.probe, config.gcs_bucket_name)
         except errors.StartupError as exc:
             app.state.startup_error = exc
             raise
-        replicator, _, destination = build_replicator(app.state.settings)
+        replicator, _, destination = build_replicator(config)
         app.state.replicator = replicator
         app.state.destination = destination
         app.state.batch_pool = ThreadPoolExecutor(
-            app.state.settings.batch_concurrency, thread_name_prefix="batch"
+            config.batch_concurrency, thread_name_prefix="batch"
         )
-        log.info("serving; replicating to %s", app.state.settings.describe())
+        if not config.api_key_list():
+            log.warning("API_KEYS is not set: anyone who can reach this service can use its API")
+        log.info("serving; replicating to %s", config.describe())
         try:
             yield
         finally:
@@ -110,9 +124,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.include_router(router)
+    app.include_router(service_router)
     app.add_exception_handler(errors.ReplicatorError, _replicator_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(HTTPException, _http_error)
+    app.add_middleware(RequestEdge)
     app.add_middleware(StartupFailureReporter)
     return app
 
@@ -155,7 +171,11 @@ async def _replicator_error(request: Request, exc: Exception) -> JSONResponse:
             exc.kind,
             exc.detail,
         )
-    return JSONResponse({"error": exc.kind, "detail": exc.detail}, status_code=exc.status_code)
+    return JSONResponse(
+        {"error": exc.kind, "detail": exc.detail},
+        status_code=exc.status_code,
+        headers=exc.headers or None,
+    )
 
 
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:

@@ -4,15 +4,19 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Response
+from fastapi import APIRouter, Depends, Path, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from app import errors
 from app.api import schemas
 from app.api.names import GCSBucket
-from app.dependencies import BatchPoolDep, DestinationDep, ReplicatorDep, SettingsDep
+from app.api.security import require_api_key
+from app.dependencies import BatchPoolDep, DestinationDep, ProbeDep, ReplicatorDep, SettingsDep
+from app.logging_config import in_context
 from app.services.replicator import ReplicationRequest, ReplicationResult
 
-router = APIRouter()
+router = APIRouter(dependencies=[Depends(require_api_key)])  # /v1: API keys when configured
+service_router = APIRouter(tags=["service"])  # liveness and readiness: always open
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": schemas.ErrorResponse, "description": text}
@@ -96,7 +100,7 @@ def replicate_batch(
             message=result.message,
         )
 
-    results = list(pool.map(one, body.s3_keys))
+    results = list(pool.map(in_context(one), body.s3_keys))
     count = {
         outcome: sum(1 for r in results if (r.action or r.status) == outcome)
         for outcome in ("replicated", "skipped", "not_found", "error")
@@ -149,8 +153,25 @@ def delete_object(
     return Response(status_code=204)
 
 
-@router.get("/health", tags=["service"])
-@router.get("/", tags=["service"])
+@router.get("/metrics", tags=["service"], response_class=Response)
+def metrics() -> Response:
+    """Prometheus metrics: objects and bytes replicated, skips, failures, retries, durations."""
+    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+
+@service_router.get("/health")
+@service_router.get("/")
 def health(settings: SettingsDep) -> schemas.HealthResponse:
-    """Liveness, and where the service points. Never a secret."""
+    """Liveness, and where the service points; cheap, talks to no cloud. Never a secret."""
     return schemas.HealthResponse(current_config=settings.describe())
+
+
+@service_router.get("/ready", responses={503: {"model": schemas.ErrorResponse}})
+def ready(probe: ProbeDep, settings: SettingsDep) -> dict[str, str]:
+    """200 only when S3 and GCS both answer now (short timeouts, no retries)."""
+    try:
+        probe.source.probe()
+        probe.destination.probe(settings.gcs_bucket_name)
+    except errors.StartupError as exc:
+        raise errors.NotReady(str(exc)) from exc
+    return {"status": "ready"}

@@ -14,6 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from app import errors
+from app.services import metrics
 from app.services.digest import is_multipart_etag
 from app.services.locks import KeyedLocks
 from app.services.retry import RetryPolicy
@@ -73,6 +74,20 @@ class Replicator:
         self._locks = KeyedLocks()
 
     def replicate(self, request: ReplicationRequest) -> ReplicationResult:
+        """Copy, or skip, one object. Raises app.errors exceptions; counts every outcome."""
+        try:
+            result = self._replicate(request)
+        except errors.ReplicatorError as exc:
+            metrics.OBJECTS_FAILED.labels(exc.kind).inc()
+            raise
+        if result.action == "skipped":
+            metrics.OBJECTS_SKIPPED.inc()
+        else:
+            metrics.OBJECTS_REPLICATED.inc()
+            metrics.BYTES_REPLICATED.inc(result.destination.size)
+        return result
+
+    def _replicate(self, request: ReplicationRequest) -> ReplicationResult:
         source = self._retry.call(self._source.head, request.s3_bucket, request.s3_key)
         with self._locks.hold((request.gcs_bucket, request.gcs_key)):
             current = self._head_destination(request)
@@ -94,6 +109,12 @@ class Replicator:
         return self._retry.call(self._destination.head, request.gcs_bucket, request.gcs_key)
 
     def _copy(self, source: ObjectInfo, request: ReplicationRequest, generation: int) -> ObjectInfo:
+        with metrics.IN_FLIGHT.track_inprogress(), metrics.COPY_SECONDS.time():
+            return self._copy_verified(source, request, generation)
+
+    def _copy_verified(
+        self, source: ObjectInfo, request: ReplicationRequest, generation: int
+    ) -> ObjectInfo:
         stream = SourceStream(
             self._source,
             source,

@@ -15,6 +15,7 @@ from typing import TypeVar
 import tenacity
 
 from app.errors import TransientError
+from app.services import metrics
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -26,7 +27,9 @@ def is_retryable(exc: BaseException) -> bool:
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """`max_retries` retries after the first attempt, exponential backoff with full jitter."""
+    """`max_retries` retries after the first attempt. The wait before retry n is random in
+    [0, base_delay * 2**n] (exponential backoff with full jitter), at least what a server's
+    Retry-After asked for, and never more than `max_delay`."""
 
     max_retries: int = 3
     base_delay: float = 0.5
@@ -36,15 +39,25 @@ class RetryPolicy:
         retrying = tenacity.Retrying(
             retry=tenacity.retry_if_exception(is_retryable),
             stop=tenacity.stop_after_attempt(self.max_retries + 1),
-            wait=tenacity.wait_random_exponential(multiplier=self.base_delay, max=self.max_delay),
-            before_sleep=_log_retry,
+            wait=self._wait,
+            before_sleep=_record_retry,
             reraise=True,
         )
         return retrying(fn, *args, **kwargs)
 
+    def _wait(self, state: tenacity.RetryCallState) -> float:
+        backoff = tenacity.wait_random_exponential(multiplier=self.base_delay, max=self.max_delay)
+        delay = backoff(state)
+        exc = state.outcome.exception() if state.outcome else None
+        hinted = getattr(exc, "retry_after", None)
+        if hinted:
+            delay = max(delay, float(hinted))
+        return min(delay, self.max_delay)
 
-def _log_retry(state: tenacity.RetryCallState) -> None:
+
+def _record_retry(state: tenacity.RetryCallState) -> None:
     exc = state.outcome.exception() if state.outcome else None
+    metrics.RETRIES.labels(getattr(exc, "cause", "unknown")).inc()
     delay = state.next_action.sleep if state.next_action else 0.0
     name = getattr(state.fn, "__qualname__", "call")
     log.warning("retrying %s in %.2fs after attempt %d: %s", name, delay, state.attempt_number, exc)

@@ -15,6 +15,7 @@ import threading
 from collections.abc import Sequence
 
 from app import errors
+from app.logging_config import in_context
 from app.services.digest import Digest
 from app.services.retry import RetryPolicy
 from app.storage.base import Body, Checksums, ObjectInfo, Source
@@ -90,7 +91,9 @@ class SourceStream:
 
     def _start_reader(self) -> None:
         if self._reader is None:
-            self._reader = threading.Thread(target=self._read_ahead, name="s3-read", daemon=True)
+            self._reader = threading.Thread(
+                target=in_context(self._read_ahead), name="s3-read", daemon=True
+            )
             self._reader.start()
 
     # --- the reader thread ---------------------------------------------------------------
@@ -146,7 +149,8 @@ class SourceStream:
                 if not piece:
                     raise errors.TransientError(
                         f"s3://{self._obj.bucket}/{self._obj.key} ended at byte "
-                        f"{offset + filled[0]} of {self._obj.size}"
+                        f"{offset + filled[0]} of {self._obj.size}",
+                        cause="stream_broken",
                     )
                 self._digest.update(piece)
                 buffer[filled[0] : filled[0] + len(piece)] = piece

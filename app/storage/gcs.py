@@ -63,15 +63,25 @@ def translate(exc: Exception, what: str) -> errors.ReplicatorError:
         return errors.PreconditionFailed(f"{what} was changed by another writer")
     if isinstance(exc, gexc.Forbidden | gexc.Unauthorized):
         return errors.AccessDenied(f"GCS denied access to {what}: {exc.message}")
-    if isinstance(exc, gexc.GoogleAPICallError) and (
-        exc.code in (408, 429) or (exc.code or 0) >= 500
-    ):
-        return errors.TransientError(f"GCS answered {exc.code} for {what}: {exc.message}")
+    code = int(getattr(exc, "code", None) or 0)
+    if isinstance(exc, gexc.GoogleAPICallError) and (code in (408, 429) or code >= 500):
+        return errors.TransientError(
+            f"GCS answered {code} for {what}: {exc.message}", cause=_status_cause(code)
+        )
     if isinstance(exc, gexc.BadRequest) and "checksum" in str(exc.message).lower():
         return errors.IntegrityError(f"GCS rejected the bytes of {what}: {exc.message}")
     if isinstance(exc, _NETWORK_ERRORS):
-        return errors.TransientError(f"GCS unreachable while writing {what}: {exc}")
+        return _network_error(exc, what)
     return errors.ReplicatorError(f"unexpected GCS failure for {what}: {exc!r}")
+
+
+def _status_cause(status: int) -> str:
+    return {408: "timeout", 429: "throttled", 503: "throttled"}.get(status, "server_error")
+
+
+def _network_error(exc: Exception, what: str) -> errors.TransientError:
+    cause = "timeout" if isinstance(exc, requests.Timeout) else "connection"
+    return errors.TransientError(f"GCS unreachable for {what}: {exc}", cause=cause)
 
 
 def _translate_response(response: requests.Response, what: str) -> errors.ReplicatorError:
@@ -82,11 +92,14 @@ def _translate_response(response: requests.Response, what: str) -> errors.Replic
     if status in (401, 403):
         return errors.AccessDenied(f"GCS denied access to {what}: {text}")
     if status in (404, 410):
-        return errors.TransientError(f"the upload session for {what} is gone ({status})")
+        return errors.TransientError(
+            f"the upload session for {what} is gone ({status})", cause="server_error"
+        )
     if status in (408, 429) or status >= 500:
         retry_after = response.headers.get("Retry-After")
         return errors.TransientError(
             f"GCS answered {status} for {what}: {text}",
+            cause=_status_cause(status),
             retry_after=float(retry_after) if retry_after and retry_after.isdigit() else None,
         )
     if status == 400 and ("checksum" in text.lower() or "hash" in text.lower()):
@@ -255,9 +268,7 @@ class ResumableSession:
             response = self._http.put(self._url, data=body, headers=headers, timeout=timeout)
         except _NETWORK_ERRORS as exc:
             self._offset_known = False
-            raise errors.TransientError(
-                f"GCS unreachable while writing {self._what}: {exc}"
-            ) from exc
+            raise _network_error(exc, self._what) from exc
         if response.status_code in (200, 201):
             self.offset = self._size
             resource: dict[str, Any] = response.json()
@@ -266,7 +277,9 @@ class ResumableSession:
             self.offset = _persisted(response)
             if self.offset < end + 1:
                 self._offset_known = True
-                raise errors.TransientError(f"GCS kept only {self.offset} bytes of {self._what}")
+                raise errors.TransientError(
+                    f"GCS kept only {self.offset} bytes of {self._what}", cause="stream_broken"
+                )
             return None
         self._offset_known = False
         raise _translate_response(response, self._what)
@@ -276,9 +289,7 @@ class ResumableSession:
         try:
             response = self._http.put(self._url, data=b"", headers=headers, timeout=timeout)
         except _NETWORK_ERRORS as exc:
-            raise errors.TransientError(
-                f"GCS unreachable while writing {self._what}: {exc}"
-            ) from exc
+            raise _network_error(exc, self._what) from exc
         if response.status_code in (200, 201):
             self.offset = self._size
             resource: dict[str, Any] = response.json()

@@ -89,16 +89,28 @@ def translate(exc: Exception, what: str) -> errors.ReplicatorError:
             return errors.PreconditionFailed(f"{what} changed while it was being copied")
         if code in _TRANSIENT or status in (408, 429) or status >= 500:
             retry_after = meta.get("HTTPHeaders", {}).get("retry-after")
+            throttled = status in (429, 503) or code in ("SlowDown", "Throttling")
             return errors.TransientError(
                 f"S3 answered {status or code} for {what}: {message}",
+                cause="throttled" if throttled else "timeout" if status == 408 else "server_error",
                 retry_after=_seconds(retry_after),
             )
         return errors.ReplicatorError(f"S3 error for {what}: {code} {message}")
     if isinstance(exc, _NETWORK_ERRORS):
-        return errors.TransientError(f"S3 unreachable while reading {what}: {exc}")
+        return errors.TransientError(
+            f"S3 unreachable while reading {what}: {exc}", cause=_cause(exc)
+        )
     if isinstance(exc, bce.NoCredentialsError):
         return errors.AccessDenied("no AWS credentials found (set AWS_ACCESS_KEY_ID)")
     return errors.ReplicatorError(f"unexpected S3 failure for {what}: {exc!r}")
+
+
+def _cause(exc: Exception) -> str:
+    if isinstance(exc, bce.ReadTimeoutError | bce.ConnectTimeoutError):
+        return "timeout"
+    if isinstance(exc, bce.ResponseStreamingError | bce.IncompleteReadError):
+        return "stream_broken"
+    return "connection"
 
 
 def _seconds(value: str | None) -> float | None:

@@ -1,0 +1,111 @@
+"""The request edge: a request id for every request, body size and content-type limits,
+and one log line per request. Pure ASGI, so it sees requests before any route does."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+import uuid
+
+from starlette.datastructures import Headers
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app import errors
+from app.logging_config import request_id
+
+log = logging.getLogger("app.requests")
+_VALID_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+_BODY_METHODS = {"POST", "PUT", "PATCH"}
+
+
+class RequestEdge:
+    """Reads MAX_REQUEST_BYTES from the settings the lifespan put on app state."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = Headers(scope=scope)
+        given = headers.get("x-request-id", "")
+        rid = given if _VALID_ID.fullmatch(given) else uuid.uuid4().hex
+        token = request_id.set(rid)
+        status = [500]
+        started = time.perf_counter()
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+                message["headers"] = [*message.get("headers", []), (b"x-request-id", rid.encode())]
+            await send(message)
+
+        limit = scope["app"].state.settings.max_request_bytes
+        try:
+            problem = _check_headers(scope, headers, limit)
+            if problem is None and scope["method"] in _BODY_METHODS:
+                body, problem = await _read_body(receive, limit)
+                receive = _replay(body, receive)
+            if problem is not None:
+                await _send_error(problem, send_with_id)
+            else:
+                await self.app(scope, receive, send_with_id)
+        finally:
+            elapsed = (time.perf_counter() - started) * 1000
+            log.info("%s %s -> %d in %.1f ms", scope["method"], scope["path"], status[0], elapsed)
+            request_id.reset(token)
+
+
+def _check_headers(scope: Scope, headers: Headers, limit: int) -> errors.ReplicatorError | None:
+    length = headers.get("content-length")
+    if length is not None and (not length.isdigit() or int(length) > limit):
+        return errors.PayloadTooLarge(f"the request body is larger than {limit} bytes")
+    if scope["method"] in _BODY_METHODS and scope["path"].startswith("/v1/"):
+        media_type = headers.get("content-type", "").split(";")[0].strip().lower()
+        if media_type != "application/json" and not media_type.endswith("+json"):
+            shown = media_type or "none"
+            return errors.UnsupportedMediaType(
+                f"send the request body as JSON with 'Content-Type: application/json' (got {shown})"
+            )
+    return None
+
+
+async def _read_body(receive: Receive, limit: int) -> tuple[bytes, errors.ReplicatorError | None]:
+    """The whole body (requests are small), or a 413 once it passes `limit` bytes."""
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            break
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            return b"", errors.PayloadTooLarge(f"the request body is larger than {limit} bytes")
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            break
+    return b"".join(chunks), None
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    sent = False
+
+    async def replay() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay
+
+
+async def _send_error(error: errors.ReplicatorError, send: Send) -> None:
+    body = json.dumps({"error": error.kind, "detail": error.detail}).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": error.status_code, "headers": headers})
+    await send({"type": "http.response.body", "body": body})

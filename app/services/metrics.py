@@ -1,0 +1,19 @@
+"""Prometheus metrics of the replication flow, served at /metrics."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+OBJECTS_REPLICATED = Counter("replicator_objects_replicated", "Objects copied to the destination")
+BYTES_REPLICATED = Counter("replicator_bytes_replicated", "Bytes copied to the destination")
+OBJECTS_SKIPPED = Counter("replicator_objects_skipped", "Requests answered without copying")
+OBJECTS_FAILED = Counter("replicator_objects_failed", "Requests that ended in an error", ["reason"])
+RETRIES = Counter(
+    "replicator_retries", "Retried operations, by the fault that caused them", ["cause"]
+)
+COPY_SECONDS = Histogram(
+    "replicator_copy_duration_seconds",
+    "Time to copy one object, verification included",
+    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 900),
+)
+IN_FLIGHT = Gauge("replicator_objects_in_flight", "Objects being copied now")
