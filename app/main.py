@@ -116,6 +116,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             yield
         finally:
             app.state.batch_pool.shutdown(wait=True, cancel_futures=True)
+            replicator.close()
 
     app = FastAPI(
         title="cross-cloud-replicator",

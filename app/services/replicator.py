@@ -14,6 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from app import errors
+from app.logging_config import in_context
 from app.services import metrics
 from app.services.digest import is_multipart_etag
 from app.services.locks import KeyedLocks
@@ -66,12 +67,14 @@ class Replicator:
         retry: RetryPolicy,
         *,
         block_size: int = 64 * 1024 * 1024,
+        lookup_threads: int = 64,
     ) -> None:
         self._source = source
         self._destination = destination
         self._retry = retry
         self._block_size = block_size
         self._locks = KeyedLocks()
+        self._lookups = ThreadPoolExecutor(lookup_threads, thread_name_prefix="lookup")
 
     def replicate(self, request: ReplicationRequest) -> ReplicationResult:
         """Copy, or skip, one object. Raises app.errors exceptions; counts every outcome."""
@@ -88,8 +91,20 @@ class Replicator:
         return result
 
     def _replicate(self, request: ReplicationRequest) -> ReplicationResult:
-        source = self._retry.call(self._source.head, request.s3_bucket, request.s3_key)
+        # Both sides are looked up at once, without a lock: a duplicate notification costs one
+        # round trip, however many arrive for the same object.
+        pending = self._lookups.submit(in_context(self._head_destination), request)
+        try:
+            source = self._retry.call(self._source.head, request.s3_bucket, request.s3_key)
+        except BaseException:
+            pending.cancel()
+            raise
+        current = pending.result()
+        reason = _reason_to_skip(current, source, request.overwrite)
+        if current is not None and reason:
+            return ReplicationResult("skipped", source, current, reason)
         with self._locks.hold((request.gcs_bucket, request.gcs_key)):
+            # Under the lock, look again: a request that held it may have just written.
             current = self._head_destination(request)
             reason = _reason_to_skip(current, source, request.overwrite)
             if current is not None and reason:
@@ -104,6 +119,9 @@ class Replicator:
                     return ReplicationResult("skipped", source, current, "written concurrently")
                 raise
         return ReplicationResult("replicated", source, written, "copied")
+
+    def close(self) -> None:
+        self._lookups.shutdown(wait=False, cancel_futures=True)
 
     def _head_destination(self, request: ReplicationRequest) -> ObjectInfo | None:
         return self._retry.call(self._destination.head, request.gcs_bucket, request.gcs_key)
