@@ -71,7 +71,25 @@ def check_gcs_key(key: str) -> str:
     return key
 
 
-S3Bucket = Annotated[str, AfterValidator(check_s3_bucket), Field(examples=["source-bucket"])]
-GCSBucket = Annotated[str, AfterValidator(check_gcs_bucket), Field(examples=["destination-bucket"])]
-ObjectKey = Annotated[str, AfterValidator(check_key), Field(examples=["hello.txt"])]
-GCSKey = Annotated[str, AfterValidator(check_gcs_key), Field(examples=["hello.txt"])]
+# The JSON Schema shows the shape of each rule; the checks above are the whole rule (a key's
+# limit is 1024 bytes of UTF-8, which a schema's maxLength in characters cannot say).
+S3Bucket = Annotated[
+    str,
+    AfterValidator(check_s3_bucket),
+    Field(examples=["source-bucket"], pattern=f"^{_S3_BUCKET.pattern}$"),
+]
+GCSBucket = Annotated[
+    str,
+    AfterValidator(check_gcs_bucket),
+    Field(examples=["destination-bucket"], pattern=f"^{_GCS_BUCKET.pattern}$"),
+]
+ObjectKey = Annotated[
+    str,
+    AfterValidator(check_key),
+    Field(examples=["hello.txt"], min_length=1, max_length=MAX_KEY_BYTES),
+]
+GCSKey = Annotated[
+    str,
+    AfterValidator(check_gcs_key),
+    Field(examples=["hello.txt"], min_length=1, max_length=MAX_KEY_BYTES),
+]
