@@ -1,0 +1,92 @@
+"""Sustained load on loopback: 64 clients for LOAD_SECONDS (30 by default) mixing single and
+batch requests. Bounded in time and count, and it stops by itself.
+
+What it checks: no 5xx, no growth in open file descriptors (sockets included) and a steady
+RSS between the end of the warm-up and the end of the run, and correct bytes at the end.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import httpx
+from google.cloud import storage
+
+from app.dev import emulators
+from tests.conftest import destination_bytes
+from tests.service_process import running_service
+
+CLIENTS = 64
+SECONDS = float(os.environ.get("LOAD_SECONDS", "30"))
+WARM_UP = 5.0
+MAX_REQUESTS = 200_000
+KEYS = [f"load/object-{i:03d}.bin" for i in range(60)]
+
+
+def test_64_clients_for_30_seconds(
+    tmp_path: Path,
+    moto_server: emulators.Emulator,
+    gcs_server: emulators.Emulator,
+    s3: Any,
+    gcs: storage.Client,
+    source_bucket: str,
+    dest_bucket: str,
+) -> None:
+    payloads = {key: os.urandom(random.randint(1, 64 * 1024)) for key in KEYS}
+    for key, data in payloads.items():
+        s3.put_object(Bucket=source_bucket, Key=key, Body=data)
+    settings = {
+        "S3_ENDPOINT_URL": moto_server.url,
+        "STORAGE_EMULATOR_HOST": gcs_server.url,
+        "GCS_BUCKET_NAME": dest_bucket,
+        "AWS_ACCESS_KEY_ID": "test",
+        "AWS_SECRET_ACCESS_KEY": "test",
+        "LOG_LEVEL": "WARNING",
+    }
+    statuses: Counter[int] = Counter()
+    lock = threading.Lock()
+    stop = threading.Event()
+
+    def client(seed: int) -> None:
+        rng = random.Random(seed)
+        with httpx.Client(base_url=service.url, timeout=60) as http:
+            while not stop.is_set():
+                if rng.random() < 0.7:
+                    body: dict[str, Any] = {"s3_bucket": source_bucket, "s3_key": rng.choice(KEYS)}
+                    if rng.random() < 0.2:
+                        body["overwrite"] = "always"  # keep real copies in the mix
+                    response = http.post("/v1/replicate", json=body)
+                else:
+                    keys = rng.sample(KEYS, 8)
+                    response = http.post(
+                        "/v1/replicate/batch", json={"s3_bucket": source_bucket, "s3_keys": keys}
+                    )
+                with lock:
+                    statuses[response.status_code] += 1
+                    if sum(statuses.values()) >= MAX_REQUESTS:
+                        stop.set()
+
+    with running_service(tmp_path, settings) as service:
+        threads = [threading.Thread(target=client, args=(n,)) for n in range(CLIENTS)]
+        for thread in threads:
+            thread.start()
+        time.sleep(WARM_UP)
+        fds_warm, rss_warm = service.open_fds(), service.status("VmRSS")
+        stop.wait(max(0.0, SECONDS - WARM_UP))
+        fds_end, rss_end = service.open_fds(), service.status("VmRSS")
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=120)
+
+    assert sum(statuses.values()) > CLIENTS
+    assert set(statuses) == {200}, statuses
+    assert fds_end <= fds_warm + 8, (fds_warm, fds_end)
+    assert rss_end - rss_warm < 64 * 1024, (rss_warm, rss_end)  # kB
+    for key in KEYS[:5]:
+        assert destination_bytes(gcs, dest_bucket, key) == payloads[key]
