@@ -6,13 +6,21 @@ misconfigured service stops before it serves instead of failing on its first req
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
 from pydantic import model_validator as model_check
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    DotEnvSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
 
+from app.api.names import check_gcs_bucket
 from app.errors import StartupError
 from app.services.replicator import Overwrite
 
@@ -66,7 +74,45 @@ class Settings(BaseSettings):
                 return None
             if "://" not in value:
                 value = f"http://{value}"
+            parts = urlsplit(value)
+            try:
+                parts.port  # noqa: B018 - raises ValueError on a port that is not a number
+            except ValueError:
+                raise ValueError("the port is not a number") from None
+            if parts.scheme not in ("http", "https") or not parts.hostname or " " in value:
+                raise ValueError("must be an http(s) URL such as http://127.0.0.1:9000")
         return value
+
+    @field_validator("gcs_bucket_name")
+    @classmethod
+    def _gcs_bucket_name(cls, value: str) -> str:
+        return check_gcs_bucket(value)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """One source per env file, later files first, so that `.env.local` wins over `.env`
+        even when they spell a variable differently (TARGET_GCS_BUCKET / GCS_BUCKET_NAME)."""
+        assert isinstance(dotenv_settings, DotEnvSettingsSource)
+        files = dotenv_settings.env_file  # honours Settings(_env_file=...)
+        if files is None or isinstance(files, str | os.PathLike):
+            per_file: tuple[PydanticBaseSettingsSource, ...] = (dotenv_settings,)
+        else:
+            per_file = tuple(
+                DotEnvSettingsSource(
+                    settings_cls,
+                    env_file=file,
+                    env_file_encoding=dotenv_settings.env_file_encoding,
+                )
+                for file in reversed(list(files))
+            )
+        return init_settings, env_settings, *per_file, file_secret_settings
 
     @field_validator("upload_chunk_size")
     @classmethod

@@ -1,4 +1,8 @@
-"""Clients are built once in the lifespan (main.py) and kept on app state; routes get them here."""
+"""Clients are built once in the lifespan (main.py) and kept on app state; routes get them here.
+
+The getters are `async def` so FastAPI calls them on the event loop instead of handing each to
+the thread pool: they only read app state.
+"""
 
 from __future__ import annotations
 
@@ -21,27 +25,27 @@ class Probe:
     destination: Destination
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
 
-def get_replicator(request: Request) -> Replicator:
+async def get_replicator(request: Request) -> Replicator:
     replicator: Replicator = request.app.state.replicator
     return replicator
 
 
-def get_destination(request: Request) -> Destination:
+async def get_destination(request: Request) -> Destination:
     destination: Destination = request.app.state.destination
     return destination
 
 
-def get_probe(request: Request) -> Probe:
+async def get_probe(request: Request) -> Probe:
     probe: Probe = request.app.state.probe
     return probe
 
 
-def get_batch_pool(request: Request) -> ThreadPoolExecutor:
+async def get_batch_pool(request: Request) -> ThreadPoolExecutor:
     pool: ThreadPoolExecutor = request.app.state.batch_pool
     return pool
 

@@ -23,7 +23,7 @@ def matches_any(presented: str, keys: list[str]) -> bool:
     return found
 
 
-def require_api_key(
+async def require_api_key(
     settings: SettingsDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
     header_key: Annotated[str | None, Depends(api_key_header)],

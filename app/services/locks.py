@@ -14,13 +14,19 @@ class KeyedLocks:
         self._locks: dict[Hashable, tuple[threading.Lock, int]] = {}
 
     @contextlib.contextmanager
-    def hold(self, key: Hashable) -> Iterator[None]:
+    def hold(self, key: Hashable) -> Iterator[bool]:
+        """Hold the lock for `key`; yields whether another holder had to be waited for."""
         with self._guard:
             lock, users = self._locks.get(key, (threading.Lock(), 0))
             self._locks[key] = (lock, users + 1)
         try:
-            with lock:
-                yield
+            waited = not lock.acquire(blocking=False)
+            if waited:
+                lock.acquire()
+            try:
+                yield waited
+            finally:
+                lock.release()
         finally:
             with self._guard:
                 lock, users = self._locks[key]

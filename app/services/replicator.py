@@ -103,12 +103,15 @@ class Replicator:
         reason = _reason_to_skip(current, source, request.overwrite)
         if current is not None and reason:
             return ReplicationResult("skipped", source, current, reason)
-        with self._locks.hold((request.gcs_bucket, request.gcs_key)):
-            # Under the lock, look again: a request that held it may have just written.
-            current = self._head_destination(request)
-            reason = _reason_to_skip(current, source, request.overwrite)
-            if current is not None and reason:
-                return ReplicationResult("skipped", source, current, reason)
+        # Copies of one object queue behind each other in this process. A lookup that went
+        # stale meanwhile (another process, or a holder that finished before we asked for the
+        # lock) is caught by the generation precondition of the write: see below.
+        with self._locks.hold((request.gcs_bucket, request.gcs_key)) as waited:
+            if waited:  # the request we waited for may have just written it: look again
+                current = self._head_destination(request)
+                reason = _reason_to_skip(current, source, request.overwrite)
+                if current is not None and reason:
+                    return ReplicationResult("skipped", source, current, reason)
             try:
                 generation = (current.generation or 0) if current else 0
                 written = self._copy(source, request, generation)

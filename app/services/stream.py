@@ -47,7 +47,7 @@ class SourceStream:
         self._free: queue.Queue[bytearray | None] = queue.Queue()
         self._allocated = 0
         self._closed = threading.Event()
-        self._reader: threading.Thread | None = None
+        self._started = False
         self._current: memoryview | None = None
         self._position = 0  # within _current
         self._delivered = 0
@@ -90,11 +90,14 @@ class SourceStream:
             self._free.put(buffer)
 
     def _start_reader(self) -> None:
-        if self._reader is None:
-            self._reader = threading.Thread(
-                target=in_context(self._read_ahead), name="s3-read", daemon=True
-            )
-            self._reader.start()
+        if self._started:
+            return
+        self._started = True
+        if self._obj.size <= self._block_size:
+            self._read_ahead()  # one block: nothing to overlap, so no thread to start
+            return
+        reader = threading.Thread(target=in_context(self._read_ahead), name="s3-read", daemon=True)
+        reader.start()
 
     # --- the reader thread ---------------------------------------------------------------
 

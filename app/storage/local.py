@@ -8,8 +8,10 @@ Bucket names cannot start with a dot, so `.meta` and `.tmp` never collide with a
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import stat
 import tempfile
 import threading
 import time
@@ -51,9 +53,14 @@ class LocalDestination:
         data_path, meta_path = self._paths(bucket, key)
         try:
             record = json.loads(meta_path.read_text())
-            size = data_path.stat().st_size
-        except (FileNotFoundError, NotADirectoryError):
-            return None
+            data = data_path.stat()
+        except OSError as exc:
+            if exc.errno in _CANNOT_EXIST:
+                return None
+            raise
+        if not stat.S_ISREG(data.st_mode):
+            return None  # a directory: the key is only a prefix of other keys here
+        size = data.st_size
         return ObjectInfo(
             bucket=bucket,
             key=key,
@@ -99,8 +106,7 @@ class LocalDestination:
                 current = self.head(bucket, key)
                 if if_generation_match != (current.generation if current else 0):
                     raise errors.PreconditionFailed(f"{bucket}/{key} was changed by another writer")
-                data_path.parent.mkdir(parents=True, exist_ok=True)
-                meta_path.parent.mkdir(parents=True, exist_ok=True)
+                _make_room(key, data_path, meta_path)
                 _write_atomically(meta_path, json.dumps(record).encode(), staging)
                 os.replace(tmp_name, data_path)
         except BaseException:
@@ -120,6 +126,29 @@ class LocalDestination:
                 raise errors.PreconditionFailed(f"{bucket}/{key} was changed by another writer")
             data_path.unlink()
             meta_path.unlink()
+
+
+# head(): these mean "no such object"; any of them, on write, means the key cannot be stored.
+_CANNOT_EXIST = {errno.ENOENT, errno.ENOTDIR, errno.ENAMETOOLONG}
+
+
+def _make_room(key: str, data_path: Path, meta_path: Path) -> None:
+    """Create the parent directories of both paths, or refuse the key before anything is
+    written: a filesystem cannot hold `a` as an object and as a prefix of `a/b`, nor a name
+    over its length limit."""
+    try:
+        for path in (data_path, meta_path):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if path.is_dir():
+                raise IsADirectoryError(errno.EISDIR, "is a directory", str(path))
+    except OSError as exc:
+        if exc.errno == errno.ENAMETOOLONG:
+            reason = "is too long for the filesystem under LOCAL_GCS_PATH"
+        elif exc.errno in (errno.EEXIST, errno.ENOTDIR, errno.EISDIR):
+            reason = "collides with another object's path under LOCAL_GCS_PATH"
+        else:
+            raise
+        raise errors.InvalidRequest(f"key {key!r} {reason}") from exc
 
 
 def _write_atomically(path: Path, content: bytes, staging: Path) -> None:
