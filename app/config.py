@@ -22,7 +22,7 @@ from pydantic_settings import (
 
 from app.api.names import check_gcs_bucket
 from app.errors import StartupError
-from app.services.replicator import Overwrite
+from app.services.identity import Overwrite
 
 MiB = 1024 * 1024
 

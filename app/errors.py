@@ -93,5 +93,12 @@ class TransientError(ReplicatorError):
         self.retry_after = retry_after
 
 
+class UploadSessionLost(ReplicatorError):
+    """GCS forgot a resumable upload half way; the source stream cannot be rewound to redo it."""
+
+    status_code = 503
+    kind = "unavailable"
+
+
 class StartupError(Exception):
     """The service cannot start; the message is one readable line per problem."""

@@ -31,13 +31,17 @@ from app.storage import gcs, local, s3
 from app.storage.base import Destination
 
 log = logging.getLogger("app")
+REQUEST_THREADS = 40  # anyio's default pool, which runs the sync routes
+LOOKUP_THREADS = 64
 
 
 def build_replicator(settings: Settings) -> tuple[Replicator, s3.S3Source, Destination]:
     """The source, destination and replication flow for these settings. Creates clients only;
     talks to no cloud."""
     retry = RetryPolicy(settings.max_retries, settings.retry_delay, settings.retry_max_delay)
-    pool_size = settings.batch_concurrency + 4
+    # One connection per thread that may talk to a cloud at once (request threads, batch
+    # workers, lookups), so no request waits for, or churns, a connection.
+    pool_size = REQUEST_THREADS + settings.batch_concurrency + LOOKUP_THREADS
     s3_client = s3.build_client(
         endpoint_url=settings.s3_endpoint_url,
         region=settings.aws_region,
@@ -64,7 +68,13 @@ def build_replicator(settings: Settings) -> tuple[Replicator, s3.S3Source, Desti
             timeout=(settings.connect_timeout, settings.read_timeout),
             target=settings.describe()["gcs_target"],
         )
-    replicator = Replicator(source, destination, retry, block_size=settings.upload_chunk_size)
+    replicator = Replicator(
+        source,
+        destination,
+        retry,
+        block_size=settings.upload_chunk_size,
+        lookup_threads=LOOKUP_THREADS,
+    )
     return replicator, source, destination
 
 

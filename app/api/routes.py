@@ -12,7 +12,6 @@ from app.api import schemas
 from app.api.names import GCSBucket
 from app.api.security import require_api_key
 from app.dependencies import BatchPoolDep, DestinationDep, ProbeDep, ReplicatorDep, SettingsDep
-from app.logging_config import in_context
 from app.services.replicator import ReplicationRequest, ReplicationResult
 
 router = APIRouter(dependencies=[Depends(require_api_key)])  # /v1: API keys when configured
@@ -75,32 +74,22 @@ def replicate_batch(
 ) -> schemas.BatchResponse:
     """Copy up to 1000 keys of one bucket concurrently; one result per key, in request order."""
 
-    def one(key: str) -> schemas.BatchItem:
-        request = ReplicationRequest(
+    requests = [
+        ReplicationRequest(
             s3_bucket=body.s3_bucket,
             s3_key=key,
             gcs_bucket=body.gcs_bucket or settings.gcs_bucket_name,
             gcs_key=key,
             overwrite=body.overwrite or settings.overwrite,
         )
-        try:
-            result = _response(replicator.replicate(request))
-        except errors.ObjectNotFound as exc:
-            return schemas.BatchItem(key=key, status="not_found", error=exc.detail)
-        except errors.ReplicatorError as exc:
-            return schemas.BatchItem(key=key, status="error", error=f"{exc.kind}: {exc.detail}")
-        return schemas.BatchItem(
-            key=key,
-            status="success",
-            action=result.action,
-            size=result.size,
-            md5=result.md5,
-            crc32c=result.crc32c,
-            generation=result.generation,
-            message=result.message,
+        for key in body.s3_keys
+    ]
+    results = [
+        _batch_item(request.s3_key, outcome)
+        for request, outcome in zip(
+            requests, replicator.replicate_batch(requests, pool), strict=True
         )
-
-    results = list(pool.map(in_context(one), body.s3_keys))
+    ]
     count = {
         outcome: sum(1 for r in results if (r.action or r.status) == outcome)
         for outcome in ("replicated", "skipped", "not_found", "error")
@@ -113,6 +102,24 @@ def replicate_batch(
         failed=count["error"],
     )
     return schemas.BatchResponse(results=results, summary=summary)
+
+
+def _batch_item(key: str, outcome: ReplicationResult | errors.ReplicatorError) -> schemas.BatchItem:
+    if isinstance(outcome, errors.ObjectNotFound):
+        return schemas.BatchItem(key=key, status="not_found", error=outcome.detail)
+    if isinstance(outcome, errors.ReplicatorError):
+        return schemas.BatchItem(key=key, status="error", error=f"{outcome.kind}: {outcome.detail}")
+    result = _response(outcome)
+    return schemas.BatchItem(
+        key=key,
+        status="success",
+        action=result.action,
+        size=result.size,
+        md5=result.md5,
+        crc32c=result.crc32c,
+        generation=result.generation,
+        message=result.message,
+    )
 
 
 ObjectPath = Annotated[str, Path(description="Object name; may contain slashes")]

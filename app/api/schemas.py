@@ -7,7 +7,7 @@ from typing import Literal, Self
 from pydantic import AliasChoices, BaseModel, Field, model_validator
 
 from app.api.names import GCSBucket, GCSKey, ObjectKey, S3Bucket, check_gcs_key
-from app.services.replicator import Overwrite
+from app.services.identity import Overwrite
 
 
 class ReplicateRequest(BaseModel):

@@ -17,3 +17,6 @@ COPY_SECONDS = Histogram(
     buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 900),
 )
 IN_FLIGHT = Gauge("replicator_objects_in_flight", "Objects being copied now")
+LOOKUPS_SHARED = Counter(
+    "replicator_lookups_shared", "Lookups answered by a call made for a concurrent request"
+)

@@ -1,45 +1,29 @@
 """The replication flow: look up the source, decide whether to copy, stream, verify, record.
 
-It does not care who asked (HTTP route, batch, a future queue worker): callers hand it a
-`ReplicationRequest` and get a `ReplicationResult` or an app.errors exception.
+It does not care who asked (HTTP route, batch, a future queue worker): callers hand it
+`ReplicationRequest`s and get `ReplicationResult`s or app.errors exceptions.
 """
 
 from __future__ import annotations
 
-import datetime
-import enum
 import logging
-from collections.abc import Mapping
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Sequence
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
 
 from app import errors
 from app.logging_config import in_context
 from app.services import metrics
+from app.services.coalesce import Coalescer
 from app.services.digest import is_multipart_etag
+from app.services.identity import Overwrite, destination_metadata, holds, reason_to_skip
 from app.services.locks import KeyedLocks
 from app.services.retry import RetryPolicy
 from app.services.stream import SourceStream
-from app.storage.base import Destination, ObjectInfo, Source
+from app.storage.base import Body, Destination, Listing, ObjectInfo, Source
 
 log = logging.getLogger(__name__)
-
-# Where the destination records which source it holds. S3 stores user metadata keys in lower
-# case, so these capitalised keys can never collide with metadata copied from S3.
-SOURCE_BUCKET = "Replicator-Source-Bucket"
-SOURCE_KEY = "Replicator-Source-Key"
-SOURCE_ETAG = "Replicator-Source-Etag"
-SOURCE_VERSION = "Replicator-Source-Version-Id"
-REPLICATED_AT = "Replicator-Replicated-At"
-RESERVED_KEYS = (SOURCE_BUCKET, SOURCE_KEY, SOURCE_ETAG, SOURCE_VERSION, REPLICATED_AT)
-
-
-class Overwrite(enum.StrEnum):
-    """When an existing destination object is replaced (Storage Transfer's `overwriteWhen`)."""
-
-    DIFFERENT = "different"  # replace when it records another source version, or none
-    NEVER = "never"  # keep whatever is there
-    ALWAYS = "always"  # copy again every time
+LISTING_PAGES_PER_1000_KEYS = 3  # a batch lists at most this much before asking key by key
 
 
 @dataclass(frozen=True)
@@ -59,6 +43,9 @@ class ReplicationResult:
     reason: str
 
 
+Fetch = Callable[[], tuple[ObjectInfo, Body]]
+
+
 class Replicator:
     def __init__(
         self,
@@ -74,87 +61,186 @@ class Replicator:
         self._retry = retry
         self._block_size = block_size
         self._locks = KeyedLocks()
+        self._source_heads: Coalescer[ObjectInfo] = Coalescer()
+        self._destination_heads: Coalescer[ObjectInfo | None] = Coalescer()
         self._lookups = ThreadPoolExecutor(lookup_threads, thread_name_prefix="lookup")
 
+    def close(self) -> None:
+        self._lookups.shutdown(wait=False, cancel_futures=True)
+
     def replicate(self, request: ReplicationRequest) -> ReplicationResult:
-        """Copy, or skip, one object. Raises app.errors exceptions; counts every outcome."""
-        try:
-            result = self._replicate(request)
-        except errors.ReplicatorError as exc:
-            metrics.OBJECTS_FAILED.labels(exc.kind).inc()
-            raise
-        if result.action == "skipped":
-            metrics.OBJECTS_SKIPPED.inc()
-        else:
-            metrics.OBJECTS_REPLICATED.inc()
-            metrics.BYTES_REPLICATED.inc(result.destination.size)
-        return result
+        """Copy, or skip, one object. Raises app.errors exceptions."""
+        return _counted(self._replicate, request)
+
+    def replicate_batch(
+        self, requests: Sequence[ReplicationRequest], pool: Executor
+    ) -> list[ReplicationResult | errors.ReplicatorError]:
+        """Copy, or skip, many objects of one source bucket into one destination bucket, on
+        `pool`. One listing of each side replaces a lookup per key where it can; a key the
+        listings do not cover is looked up on its own. Results come in request order."""
+        first = requests[0]
+        pending = self._lookups.submit(
+            in_context(self._list), self._source.list, first.s3_bucket, [r.s3_key for r in requests]
+        )
+        destination = self._list(
+            self._destination.list, first.gcs_bucket, [r.gcs_key for r in requests]
+        )
+        source = pending.result()
+
+        def one(request: ReplicationRequest) -> ReplicationResult | errors.ReplicatorError:
+            try:
+                return _counted(self._replicate_listed, request, source, destination)
+            except errors.ReplicatorError as exc:
+                return exc
+
+        return list(pool.map(in_context(one), requests))
+
+    # --- deciding ------------------------------------------------------------------------
 
     def _replicate(self, request: ReplicationRequest) -> ReplicationResult:
         # Both sides are looked up at once, without a lock: a duplicate notification costs one
         # round trip, however many arrive for the same object.
         pending = self._lookups.submit(in_context(self._head_destination), request)
         try:
-            source = self._retry.call(self._source.head, request.s3_bucket, request.s3_key)
+            source = self._head_source(request)
         except BaseException:
             pending.cancel()
             raise
-        current = pending.result()
-        reason = _reason_to_skip(current, source, request.overwrite)
+        return self._settle(request, source, pending.result())
+
+    def _replicate_listed(
+        self,
+        request: ReplicationRequest,
+        sources: Listing | errors.ReplicatorError,
+        destinations: Listing | errors.ReplicatorError,
+    ) -> ReplicationResult:
+        if isinstance(sources, errors.BucketNotFound):
+            raise sources
+        if isinstance(destinations, errors.BucketNotFound):
+            raise destinations
+        if not isinstance(sources, Listing) or not sources.knows(request.s3_key):
+            return self._replicate(request)
+        listed = sources.objects.get(request.s3_key)
+        if listed is None:
+            raise errors.ObjectNotFound(f"s3://{request.s3_bucket}/{request.s3_key} does not exist")
+        if isinstance(destinations, Listing) and destinations.knows(request.gcs_key):
+            current = destinations.objects.get(request.gcs_key)
+        else:
+            current = self._head_destination(request)
+
+        def fetch() -> tuple[ObjectInfo, Body]:
+            # One GET describes the object and opens it: no HEAD on the copy path.
+            return self._retry.call(self._source.get, listed.bucket, listed.key, listed.etag)
+
+        try:
+            return self._settle(request, listed, current, fetch)
+        except errors.PreconditionFailed:
+            return self._replicate(request)  # it changed since the listing: start over
+
+    def _settle(
+        self,
+        request: ReplicationRequest,
+        source: ObjectInfo,
+        current: ObjectInfo | None,
+        fetch: Fetch | None = None,
+    ) -> ReplicationResult:
+        """Skip, or copy, given what is known of both sides. `fetch` opens the source when
+        `source` is only a listing entry (the copy needs its full description)."""
+        reason = reason_to_skip(current, source, request.overwrite)
         if current is not None and reason:
             return ReplicationResult("skipped", source, current, reason)
         # Copies of one object queue behind each other in this process. A lookup that went
         # stale meanwhile (another process, or a holder that finished before we asked for the
-        # lock) is caught by the generation precondition of the write: see below.
+        # lock) is caught by the generation precondition of the write.
         with self._locks.hold((request.gcs_bucket, request.gcs_key)) as waited:
             if waited:  # the request we waited for may have just written it: look again
                 current = self._head_destination(request)
-                reason = _reason_to_skip(current, source, request.overwrite)
+                reason = reason_to_skip(current, source, request.overwrite)
                 if current is not None and reason:
                     return ReplicationResult("skipped", source, current, reason)
+            generation = (current.generation or 0) if current else 0
+            body = None
+            if fetch is not None:
+                source, body = fetch()
             try:
-                generation = (current.generation or 0) if current else 0
-                written = self._copy(source, request, generation)
+                written = self._copy(source, request, generation, body)
             except errors.PreconditionFailed:
                 # Another writer got there first. If it wrote this very source, we are done.
                 current = self._head_destination(request)
-                if current is not None and _same_source(current, source):
+                if current is not None and holds(current, source):
                     return ReplicationResult("skipped", source, current, "written concurrently")
                 raise
         return ReplicationResult("replicated", source, written, "copied")
 
-    def close(self) -> None:
-        self._lookups.shutdown(wait=False, cancel_futures=True)
+    def _head_source(self, request: ReplicationRequest) -> ObjectInfo:
+        def head() -> ObjectInfo:
+            return self._retry.call(self._source.head, request.s3_bucket, request.s3_key)
+
+        return self._source_heads.call((request.s3_bucket, request.s3_key), head)
 
     def _head_destination(self, request: ReplicationRequest) -> ObjectInfo | None:
-        return self._retry.call(self._destination.head, request.gcs_bucket, request.gcs_key)
+        def head() -> ObjectInfo | None:
+            return self._retry.call(self._destination.head, request.gcs_bucket, request.gcs_key)
 
-    def _copy(self, source: ObjectInfo, request: ReplicationRequest, generation: int) -> ObjectInfo:
-        with metrics.IN_FLIGHT.track_inprogress(), metrics.COPY_SECONDS.time():
-            return self._copy_verified(source, request, generation)
+        return self._destination_heads.call((request.gcs_bucket, request.gcs_key), head)
 
-    def _copy_verified(
-        self, source: ObjectInfo, request: ReplicationRequest, generation: int
-    ) -> ObjectInfo:
-        stream = SourceStream(
-            self._source,
-            source,
-            self._retry,
-            block_size=self._block_size,
-            part_sizes=self._part_sizes(source),
-        )
+    def _list(
+        self, lister: Callable[[str, Sequence[str], int], Listing], bucket: str, keys: list[str]
+    ) -> Listing | errors.ReplicatorError:
+        """A listing, or the error that stopped it: callers fall back to looking up each key
+        (a role may read objects but not list them), except when the bucket is missing."""
+        pages = LISTING_PAGES_PER_1000_KEYS * (1 + len(keys) // 1000)
         try:
-            written = self._destination.write(
-                request.gcs_bucket,
-                request.gcs_key,
-                stream,
-                source.size,
-                source.headers,
-                _destination_metadata(source),
-                if_generation_match=generation,
+            return self._retry.call(lister, bucket, keys, pages)
+        except errors.ReplicatorError as exc:
+            if not isinstance(exc, errors.BucketNotFound):
+                log.warning("listing %s failed, looking up keys one by one: %s", bucket, exc)
+            return exc
+
+    # --- copying -------------------------------------------------------------------------
+
+    def _copy(
+        self,
+        source: ObjectInfo,
+        request: ReplicationRequest,
+        generation: int,
+        body: Body | None,
+    ) -> ObjectInfo:
+        with metrics.IN_FLIGHT.track_inprogress(), metrics.COPY_SECONDS.time():
+            stream = SourceStream(
+                self._source,
+                source,
+                self._retry,
+                block_size=self._block_size,
+                part_sizes=self._part_sizes(source),
+                body=body,
             )
-        finally:
-            stream.close()
+            try:
+                written = self._destination.write(
+                    request.gcs_bucket,
+                    request.gcs_key,
+                    stream,
+                    source.size,
+                    source.headers,
+                    destination_metadata(source),
+                    if_generation_match=generation,
+                )
+            finally:
+                stream.close()
+            self._verify(source, written, stream)
+        log.info(
+            "replicated s3://%s/%s -> gs://%s/%s (%d bytes, crc32c %s)",
+            source.bucket,
+            source.key,
+            written.bucket,
+            written.key,
+            written.size,
+            written.checksums.crc32c,
+        )
+        return written
+
+    def _verify(self, source: ObjectInfo, written: ObjectInfo, stream: SourceStream) -> None:
+        """The destination's own checksums against ours; a mismatch is removed, not kept."""
         expected = stream.checksums()
         mismatch = [
             name
@@ -171,16 +257,6 @@ class Replicator:
                 f"gs://{written.bucket}/{written.key} does not match what was read from "
                 f"s3://{source.bucket}/{source.key} ({', '.join(mismatch)} differ); it was removed"
             )
-        log.info(
-            "replicated s3://%s/%s -> gs://%s/%s (%d bytes, crc32c %s)",
-            source.bucket,
-            source.key,
-            written.bucket,
-            written.key,
-            written.size,
-            written.checksums.crc32c,
-        )
-        return written
 
     def _part_sizes(self, source: ObjectInfo) -> list[int] | None:
         """The part layout of a multipart upload, needed to check its ETag. S3 reports it one
@@ -188,14 +264,11 @@ class Replicator:
         if not is_multipart_etag(source.etag):
             return None
         first, count = self._retry.call(self._source.part_size, source, 1)
-        if count == 1:
-            return [first]
 
         def size_of(part: int) -> int:
             return self._retry.call(self._source.part_size, source, part)[0]
 
-        with ThreadPoolExecutor(min(8, count - 1), thread_name_prefix="s3-parts") as pool:
-            return [first, *pool.map(size_of, range(2, count + 1))]
+        return [first, *self._lookups.map(in_context(size_of), range(2, count + 1))]
 
     def _discard(self, written: ObjectInfo) -> None:
         try:
@@ -206,35 +279,16 @@ class Replicator:
             )
 
 
-def _same_source(current: ObjectInfo, source: ObjectInfo) -> bool:
-    recorded = current.metadata
-    return (
-        recorded.get(SOURCE_BUCKET) == source.bucket
-        and recorded.get(SOURCE_KEY) == source.key
-        and recorded.get(SOURCE_ETAG) == (source.etag or "")
-        and recorded.get(SOURCE_VERSION, "") == (source.version_id or "")
-    )
-
-
-def _reason_to_skip(current: ObjectInfo | None, source: ObjectInfo, overwrite: Overwrite) -> str:
-    if current is None or overwrite is Overwrite.ALWAYS:
-        return ""
-    if overwrite is Overwrite.NEVER:
-        return "the destination exists and overwrite is 'never'"
-    if _same_source(current, source):
-        return "the destination already holds this version of the source"
-    return ""
-
-
-def _destination_metadata(source: ObjectInfo) -> Mapping[str, str]:
-    metadata = {k: v for k, v in source.metadata.items() if k not in RESERVED_KEYS}
-    metadata.update(
-        {
-            SOURCE_BUCKET: source.bucket,
-            SOURCE_KEY: source.key,
-            SOURCE_ETAG: source.etag or "",
-            SOURCE_VERSION: source.version_id or "",
-            REPLICATED_AT: datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        }
-    )
-    return metadata
+def _counted(fn: Callable[..., ReplicationResult], *args: object) -> ReplicationResult:
+    """Run one replication and count its outcome."""
+    try:
+        result = fn(*args)
+    except errors.ReplicatorError as exc:
+        metrics.OBJECTS_FAILED.labels(exc.kind).inc()
+        raise
+    if result.action == "skipped":
+        metrics.OBJECTS_SKIPPED.inc()
+    else:
+        metrics.OBJECTS_REPLICATED.inc()
+        metrics.BYTES_REPLICATED.inc(result.destination.size)
+    return result

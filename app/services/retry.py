@@ -7,6 +7,7 @@ module only looks at that classification. The SDKs' own retry loops are turned o
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -36,14 +37,19 @@ class RetryPolicy:
     max_delay: float = 30.0
 
     def call(self, fn: Callable[..., T], *args: object, **kwargs: object) -> T:
-        retrying = tenacity.Retrying(
+        return self._retrying(fn, *args, **kwargs)
+
+    @functools.cached_property
+    def _retrying(self) -> tenacity.Retrying:
+        # Built once: constructing it costs more than a duplicate notification's lookups.
+        # Its per-call state is thread-local, so one instance serves every thread.
+        return tenacity.Retrying(
             retry=tenacity.retry_if_exception(is_retryable),
             stop=tenacity.stop_after_attempt(self.max_retries + 1),
             wait=self._wait,
             before_sleep=_record_retry,
             reraise=True,
         )
-        return retrying(fn, *args, **kwargs)
 
     def _wait(self, state: tenacity.RetryCallState) -> float:
         backoff = tenacity.wait_random_exponential(multiplier=self.base_delay, max=self.max_delay)

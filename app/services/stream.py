@@ -37,7 +37,9 @@ class SourceStream:
         *,
         block_size: int,
         part_sizes: Sequence[int] | None = None,
+        body: Body | None = None,
     ) -> None:
+        """`body`, when given, is the object already opened at its first byte."""
         self._source = source
         self._obj = obj
         self._retry = retry
@@ -48,6 +50,7 @@ class SourceStream:
         self._allocated = 0
         self._closed = threading.Event()
         self._started = False
+        self._opened = body
         self._current: memoryview | None = None
         self._position = 0  # within _current
         self._delivered = 0
@@ -79,6 +82,9 @@ class SourceStream:
 
     def close(self) -> None:
         self._closed.set()
+        if self._opened is not None:  # opened but never read
+            self._opened.close()
+            self._opened = None
         self._release_current()
         self._free.put(None)  # wakes a reader waiting for a buffer
 
@@ -102,7 +108,8 @@ class SourceStream:
     # --- the reader thread ---------------------------------------------------------------
 
     def _read_ahead(self) -> None:
-        body: list[Body | None] = [None]
+        body: list[Body | None] = [self._opened]
+        self._opened = None
         try:
             offset = 0
             while offset < self._obj.size:

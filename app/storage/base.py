@@ -6,7 +6,8 @@ outside; provider errors are translated to app.errors at the adapter's edge.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -46,6 +47,25 @@ class ObjectInfo:
     s3_checksum_type: str | None = None  # "FULL_OBJECT" or "COMPOSITE" when S3 says
 
 
+@dataclass(frozen=True)
+class Listing:
+    """What one bounded listing learned about a set of keys: the objects it saw, and the last
+    key up to which it is complete (an absent key at or before it does not exist)."""
+
+    objects: Mapping[str, ObjectInfo] = field(default_factory=dict)
+    complete_through: str | None = None
+
+    def knows(self, key: str) -> bool:
+        return self.complete_through is not None and key <= self.complete_through
+
+
+def listing_range(keys: Sequence[str]) -> tuple[str, str, str]:
+    """The common prefix, first and last of `keys`: the range a listing has to cover.
+    (Both clouds list in UTF-8 byte order, which is Python's order for str.)"""
+    first, last = min(keys), max(keys)
+    return os.path.commonprefix([first, last]), first, last
+
+
 class Body(Protocol):
     """An open source object: `read` returns up to `size` bytes, b"" at the end."""
 
@@ -78,6 +98,16 @@ class Source(Protocol):
         """For a multipart object: the size of one part, and the number of parts."""
         ...
 
+    def list(self, bucket: str, keys: Sequence[str], max_pages: int) -> Listing:
+        """Size and ETag of those of `keys` that exist, from at most `max_pages` listing
+        pages; BucketNotFound when the bucket does not exist."""
+        ...
+
+    def get(self, bucket: str, key: str, etag: str | None) -> tuple[ObjectInfo, Body]:
+        """Look up and open in one request: the object's full description and its bytes,
+        pinned to `etag` when given (PreconditionFailed if it no longer matches)."""
+        ...
+
     def open(self, obj: ObjectInfo, start: int = 0) -> Body:
         """The bytes of exactly the version `obj` describes, from `start`; a changed object
         raises PreconditionFailed rather than returning other bytes."""
@@ -92,6 +122,10 @@ class Destination(Protocol):
 
     def head(self, bucket: str, key: str) -> ObjectInfo | None:
         """None when the object does not exist; BucketNotFound when the bucket does not."""
+        ...
+
+    def list(self, bucket: str, keys: Sequence[str], max_pages: int) -> Listing:
+        """Full descriptions (metadata included) of those of `keys` that exist."""
         ...
 
     def write(

@@ -1,34 +1,148 @@
 """A directory as a destination (LOCAL_GCS_PATH): the same contract as GCS, on a filesystem.
 
-Layout: `<root>/<bucket>/<key>` holds the bytes, `<root>/.meta/<bucket>/<key>.json` the
-headers, metadata, checksums and generation. A write goes to a temporary file under
-`<root>/.tmp` and is renamed into place, so readers never see half an object.
-Bucket names cannot start with a dot, so `.meta` and `.tmp` never collide with a bucket.
+Layout. Every key GCS accepts can be stored, and plain keys stay browsable: the object
+`reports/2026/q3.csv` of bucket `b` is
+
+    <root>/b/reports/2026/q3.csv~         its bytes, exactly as written
+    <root>/b/reports/2026/q3.csv~.json    key, generation, content headers, metadata, checksums
+
+- Each segment of the key but the last is a directory. The last one names the data file, with
+  `~` appended, and the metadata file beside it, with `~.json` appended.
+- A segment is kept as it is, except that `%`, `~`, `"*:<>?\\|` and control characters become
+  `%XX` (the bytes of their UTF-8, uppercase hex); other non-ASCII text stays readable. An empty
+  segment (`a//b`, `a/`) is `%`, which percent-encoding never produces alone.
+- An encoded segment over 200 bytes becomes `~` and the SHA-256 hex of the raw segment, so a
+  1024-byte key fits the filesystem's 255-byte limit on a name. The metadata file keeps the key.
+
+So nothing collides: the encoding is one-to-one, directory names never end in `~` or `~.json`
+(plain ones contain no `~`, hashed ones end in a hex digit), and the object `a` (file `a~`)
+lives beside the prefix of `a/b` (directory `a`), as GCS allows.
+
+Keys that could leave the root are refused with InvalidRequest before anything is touched:
+a `.` or `..` segment, a leading `/`, NUL, text that is not UTF-8. Bucket names must start
+with a letter or digit, so the staging directory `<root>/.tmp` is never a bucket.
+
+Writes. The bytes go to a temporary file under `<root>/.tmp` (the same filesystem, so a rename
+is atomic) and are fsynced before anything is published; a stream that does not verify leaves
+nothing. Then, under a lock that head and delete take too, the generation precondition is
+checked, the old data file (if any) is removed, the metadata file is renamed into place, then
+the data file. Data therefore never sits beside metadata that is not its own: every step
+between (and whatever a crash leaves) is "no object" (metadata without data), never a record
+describing other bytes. Readers in this process see the old object or the whole new one.
+Delete removes data, then metadata, then the directories it leaves empty (not the bucket's).
+
+The root must keep names that differ only in case or Unicode normalisation apart (probe checks).
+Filesystem errors are translated into app.errors: no OSError leaves this module.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import hashlib
 import json
 import os
+import re
 import stat
 import tempfile
 import threading
 import time
-from collections.abc import Mapping
-from dataclasses import asdict
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from app import errors
-from app.storage.base import Checksums, ContentHeaders, ObjectInfo, VerifiedStream
+from app.storage.base import Checksums, ContentHeaders, Listing, ObjectInfo, VerifiedStream
 
 _COPY_BLOCK = 8 * 1024 * 1024
+_MAX_NAME_BYTES = 200  # longer encoded segments are hashed; `~.json` is added to the longest
+_ESCAPED_ASCII = frozenset('%~"*:<>?\\|')
+_BUCKET = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,221}")
+# head(): the object cannot be there.
+_ABSENT = {errno.ENOENT, errno.ENOTDIR, errno.ENAMETOOLONG}
+
+
+@dataclass(frozen=True)
+class ObjectPaths:
+    """Where one object lives: the layout, in one place (the tests read the tree through it)."""
+
+    bucket_dir: Path
+    data: Path  # <dirs>/<name>~
+    meta: Path  # <dirs>/<name>~.json
+
+
+def object_paths(root: Path, bucket: str, key: str) -> ObjectPaths:
+    """Where `key` of `bucket` lives under `root`; InvalidRequest for a key or bucket name
+    that cannot be stored (see the module docstring)."""
+    bucket_dir = _bucket_dir(root, bucket)
+    *dirs, name = (_encode_segment(segment) for segment in _segments(key))
+    parent = bucket_dir.joinpath(*dirs)
+    return ObjectPaths(bucket_dir, parent / f"{name}~", parent / f"{name}~.json")
+
+
+def _bucket_dir(root: Path, bucket: str) -> Path:
+    if not _BUCKET.fullmatch(bucket):
+        raise errors.InvalidRequest(f"bucket name {bucket!r} cannot be stored under LOCAL_GCS_PATH")
+    return root / bucket
+
+
+def _segments(key: str) -> list[str]:
+    reason = None
+    if not key:
+        reason = "is empty"
+    elif key.startswith("/"):
+        reason = "starts with '/'"
+    elif "\0" in key:
+        reason = "contains NUL"
+    elif any(segment in (".", "..") for segment in key.split("/")):
+        reason = "has a '.' or '..' segment"
+    else:
+        try:
+            key.encode("utf-8")
+        except UnicodeEncodeError:
+            reason = "is not valid UTF-8"
+    if reason:
+        raise errors.InvalidRequest(f"key {key!r} {reason}: LOCAL_GCS_PATH cannot store it")
+    return key.split("/")
+
+
+def _encode_segment(segment: str) -> str:
+    if not segment:
+        return "%"
+    name = "".join(
+        "".join(f"%{byte:02X}" for byte in char.encode("utf-8"))
+        if char in _ESCAPED_ASCII or ord(char) < 0x20 or 0x7F <= ord(char) < 0xA0
+        else char
+        for char in segment
+    )
+    if len(name.encode("utf-8")) > _MAX_NAME_BYTES:
+        return "~" + hashlib.sha256(segment.encode("utf-8")).hexdigest()
+    return name
+
+
+def _translate(exc: OSError, what: str) -> errors.ReplicatorError:
+    reason = exc.strerror or str(exc)
+    if exc.errno == errno.ENAMETOOLONG:
+        return errors.InvalidRequest(f"{what}: the key is too long for the filesystem ({reason})")
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return errors.AccessDenied(f"LOCAL_GCS_PATH refused access to {what}: {reason}")
+    return errors.ReplicatorError(f"filesystem failure under LOCAL_GCS_PATH for {what}: {reason}")
+
+
+@contextlib.contextmanager
+def _translated(what: str) -> Iterator[None]:
+    try:
+        yield
+    except OSError as exc:
+        raise _translate(exc, what) from exc
 
 
 class LocalDestination:
     def __init__(self, root: Path) -> None:
         self._root = root
-        self._lock = threading.Lock()  # serialises the check-and-rename of a precondition
+        self._staging = root / ".tmp"
+        self._lock = threading.Lock()  # serialises precondition checks, renames and reads
         self.target = f"local:{root}"
 
     def probe(self, bucket: str) -> None:
@@ -36,40 +150,39 @@ class LocalDestination:
             raise errors.StartupError(f"LOCAL_GCS_PATH {self._root} is not a directory")
         if not os.access(self._root, os.W_OK):
             raise errors.StartupError(f"LOCAL_GCS_PATH {self._root} is not writable")
-        (self._root / bucket).mkdir(exist_ok=True)
-
-    def _paths(self, bucket: str, key: str) -> tuple[Path, Path]:
-        parts = key.split("/")
-        if key.startswith("/") or "\0" in key or any(p in ("", ".", "..") for p in parts[:-1]):
-            raise errors.InvalidRequest(f"key {key!r} cannot be stored under LOCAL_GCS_PATH")
-        if parts[-1] in ("", ".", ".."):
-            raise errors.InvalidRequest(f"key {key!r} cannot be stored under LOCAL_GCS_PATH")
-        bucket_dir = self._root / bucket
-        if not bucket_dir.is_dir():
-            raise errors.BucketNotFound(f"bucket '{bucket}' does not exist under {self._root}")
-        return bucket_dir / key, self._root / ".meta" / bucket / f"{key}.json"
+        if not _BUCKET.fullmatch(bucket):
+            raise errors.StartupError(f"bucket name {bucket!r} cannot be a directory name")
+        try:
+            (self._root / bucket).mkdir(exist_ok=True)
+            self._staging.mkdir(exist_ok=True)
+            folded = _folded_names(self._staging)
+        except OSError as exc:
+            raise errors.StartupError(f"LOCAL_GCS_PATH {self._root}: {exc}") from exc
+        if folded:
+            raise errors.StartupError(
+                f"LOCAL_GCS_PATH {self._root} is on a filesystem that treats names differing "
+                f"only in {folded} as one; keys like that would overwrite each other"
+            )
 
     def head(self, bucket: str, key: str) -> ObjectInfo | None:
-        data_path, meta_path = self._paths(bucket, key)
-        try:
-            record = json.loads(meta_path.read_text())
-            data = data_path.stat()
-        except OSError as exc:
-            if exc.errno in _CANNOT_EXIST:
-                return None
-            raise
-        if not stat.S_ISREG(data.st_mode):
-            return None  # a directory: the key is only a prefix of other keys here
-        size = data.st_size
-        return ObjectInfo(
-            bucket=bucket,
-            key=key,
-            size=size,
-            generation=record["generation"],
-            headers=ContentHeaders(**record["headers"]),
-            metadata=record["metadata"],
-            checksums=Checksums(**record["checksums"]),
-        )
+        """None when the object does not exist; BucketNotFound when the bucket does not."""
+        paths = self._locate(bucket, key)
+        with self._lock, _translated(f"{bucket}/{key}"):
+            return self._head(bucket, key, paths)
+
+    def list(self, bucket: str, keys: Sequence[str], max_pages: int) -> Listing:
+        """Each of `keys` looked up (there are no pages here): complete for exactly those keys.
+        A key this destination cannot hold is reported absent, as a cloud listing would."""
+        self._existing_bucket(bucket)
+        found: dict[str, ObjectInfo] = {}
+        for key in keys:
+            try:
+                info = self.head(bucket, key)
+            except errors.InvalidRequest:
+                continue
+            if info is not None:
+                found[key] = info
+        return Listing(found, max(keys, default=None))
 
     def write(
         self,
@@ -81,78 +194,148 @@ class LocalDestination:
         metadata: Mapping[str, str],
         if_generation_match: int,
     ) -> ObjectInfo:
-        data_path, meta_path = self._paths(bucket, key)
-        staging = self._root / ".tmp"
-        staging.mkdir(exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(dir=staging)
+        paths = self._locate(bucket, key)
+        what = f"{bucket}/{key}"
+        staged: list[str] = []  # temporary files not renamed into place (yet)
         try:
-            with os.fdopen(fd, "wb") as out:
-                remaining = size
-                while remaining:
-                    block = stream.read(min(_COPY_BLOCK, remaining))
-                    if not block:
-                        raise errors.IntegrityError(f"source ended {remaining} bytes early")
-                    out.write(block)
-                    remaining -= len(block)
-                out.flush()
-                os.fsync(out.fileno())
-            record = {
-                "generation": time.time_ns(),
-                "headers": asdict(headers),
-                "metadata": dict(metadata),
-                "checksums": asdict(stream.checksums()),
-            }
-            with self._lock:
-                current = self.head(bucket, key)
-                if if_generation_match != (current.generation if current else 0):
-                    raise errors.PreconditionFailed(f"{bucket}/{key} was changed by another writer")
-                _make_room(key, data_path, meta_path)
-                _write_atomically(meta_path, json.dumps(record).encode(), staging)
-                os.replace(tmp_name, data_path)
-        except BaseException:
-            Path(tmp_name).unlink(missing_ok=True)
-            raise
-        written = self.head(bucket, key)
-        assert written is not None
-        return written
+            with _translated(what):
+                self._staging.mkdir(exist_ok=True)
+                data_tmp = _stage_bytes(self._staging, stream, size, staged)
+            checksums = stream.checksums()
+            with self._lock, _translated(what):
+                current = self._head(bucket, key, paths)
+                current_generation = (current.generation or 0) if current else 0
+                if if_generation_match != current_generation:
+                    raise errors.PreconditionFailed(f"{what} was changed by another writer")
+                record = {
+                    "key": key,
+                    "generation": max(time.time_ns(), current_generation + 1),
+                    "headers": asdict(headers),
+                    "metadata": dict(metadata),
+                    "checksums": asdict(checksums),
+                }
+                meta_tmp = _stage_record(self._staging, record, staged)
+                _make_directories(paths.data.parent, paths.bucket_dir)
+                if current is not None:
+                    paths.data.unlink()  # from here to the last rename: no object, see above
+                os.replace(meta_tmp, paths.meta)
+                staged.remove(meta_tmp)
+                os.replace(data_tmp, paths.data)
+                staged.remove(data_tmp)
+                return _object_info(bucket, key, record, size)
+        finally:
+            for name in staged:
+                with contextlib.suppress(OSError):
+                    os.unlink(name)
 
     def delete(self, bucket: str, key: str, if_generation_match: int | None = None) -> None:
-        data_path, meta_path = self._paths(bucket, key)
-        with self._lock:
-            current = self.head(bucket, key)
+        """Raise ObjectNotFound when there is nothing to delete."""
+        paths = self._locate(bucket, key)
+        what = f"{bucket}/{key}"
+        with self._lock, _translated(what):
+            current = self._head(bucket, key, paths)
             if current is None:
-                raise errors.ObjectNotFound(f"{bucket}/{key} does not exist")
+                raise errors.ObjectNotFound(f"{what} does not exist")
             if if_generation_match is not None and current.generation != if_generation_match:
-                raise errors.PreconditionFailed(f"{bucket}/{key} was changed by another writer")
-            data_path.unlink()
-            meta_path.unlink()
+                raise errors.PreconditionFailed(f"{what} was changed by another writer")
+            paths.data.unlink()
+            paths.meta.unlink()
+            _remove_empty_parents(paths.data.parent, paths.bucket_dir)
 
+    def _locate(self, bucket: str, key: str) -> ObjectPaths:
+        paths = object_paths(self._root, bucket, key)
+        self._existing_bucket(bucket)
+        return paths
 
-# head(): these mean "no such object"; any of them, on write, means the key cannot be stored.
-_CANNOT_EXIST = {errno.ENOENT, errno.ENOTDIR, errno.ENAMETOOLONG}
+    def _existing_bucket(self, bucket: str) -> None:
+        with _translated(bucket):
+            if not _bucket_dir(self._root, bucket).is_dir():
+                raise errors.BucketNotFound(f"bucket '{bucket}' does not exist under {self._root}")
 
-
-def _make_room(key: str, data_path: Path, meta_path: Path) -> None:
-    """Create the parent directories of both paths, or refuse the key before anything is
-    written: a filesystem cannot hold `a` as an object and as a prefix of `a/b`, nor a name
-    over its length limit."""
-    try:
-        for path in (data_path, meta_path):
-            path.parent.mkdir(parents=True, exist_ok=True)
-            if path.is_dir():
-                raise IsADirectoryError(errno.EISDIR, "is a directory", str(path))
-    except OSError as exc:
-        if exc.errno == errno.ENAMETOOLONG:
-            reason = "is too long for the filesystem under LOCAL_GCS_PATH"
-        elif exc.errno in (errno.EEXIST, errno.ENOTDIR, errno.EISDIR):
-            reason = "collides with another object's path under LOCAL_GCS_PATH"
-        else:
+    def _head(self, bucket: str, key: str, paths: ObjectPaths) -> ObjectInfo | None:
+        try:
+            record = json.loads(paths.meta.read_bytes())
+            data = paths.data.stat()
+        except OSError as exc:
+            if exc.errno in _ABSENT:
+                return None  # metadata without data is a write that never finished
             raise
-        raise errors.InvalidRequest(f"key {key!r} {reason}") from exc
+        except ValueError as exc:
+            raise errors.ReplicatorError(f"the metadata file {paths.meta} is damaged") from exc
+        if not stat.S_ISREG(data.st_mode):
+            raise errors.ReplicatorError(f"{paths.data} is not a regular file")
+        return _object_info(bucket, key, record, data.st_size)
 
 
-def _write_atomically(path: Path, content: bytes, staging: Path) -> None:
-    fd, tmp_name = tempfile.mkstemp(dir=staging)
+def _stage_bytes(staging: Path, stream: VerifiedStream, size: int, staged: list[str]) -> str:
+    fd, name = tempfile.mkstemp(dir=staging, prefix="data-")
+    staged.append(name)
     with os.fdopen(fd, "wb") as out:
-        out.write(content)
-    os.replace(tmp_name, path)
+        remaining = size
+        while remaining:
+            block = stream.read(min(_COPY_BLOCK, remaining))
+            if not block:
+                raise errors.IntegrityError(f"source ended {remaining} bytes early")
+            out.write(block)
+            remaining -= len(block)
+        out.flush()
+        os.fsync(out.fileno())
+    return name
+
+
+def _stage_record(staging: Path, record: Mapping[str, Any], staged: list[str]) -> str:
+    fd, name = tempfile.mkstemp(dir=staging, prefix="meta-", suffix=".json")
+    staged.append(name)
+    with os.fdopen(fd, "wb") as out:
+        out.write(json.dumps(record, indent=2).encode())
+        out.flush()
+        os.fsync(out.fileno())
+    return name
+
+
+def _object_info(bucket: str, key: str, record: Mapping[str, Any], size: int) -> ObjectInfo:
+    try:
+        return ObjectInfo(
+            bucket=bucket,
+            key=key,
+            size=size,
+            generation=record["generation"],
+            headers=ContentHeaders(**record["headers"]),
+            metadata=record["metadata"],
+            checksums=Checksums(**record["checksums"]),
+        )
+    except (KeyError, TypeError) as exc:
+        raise errors.ReplicatorError(f"the metadata record of {bucket}/{key} is damaged") from exc
+
+
+def _make_directories(directory: Path, bucket_dir: Path) -> None:
+    """Create `directory` and its missing parents below `bucket_dir`, never `bucket_dir`
+    itself: a write does not bring back a bucket that was removed."""
+    missing = []
+    while directory != bucket_dir and not directory.is_dir():
+        missing.append(directory)
+        directory = directory.parent
+    for directory in reversed(missing):
+        directory.mkdir(exist_ok=True)
+
+
+def _remove_empty_parents(directory: Path, bucket_dir: Path) -> None:
+    """Remove `directory` and its parents up to (not including) `bucket_dir` while empty."""
+    while directory != bucket_dir:
+        try:
+            directory.rmdir()
+        except OSError:
+            return  # not empty (or not ours to remove): the delete itself is done
+        directory = directory.parent
+
+
+def _folded_names(staging: Path) -> str | None:
+    """What the filesystem under `staging` ignores in names ("case", "Unicode normalisation"),
+    or None when it keeps every name apart."""
+    with tempfile.TemporaryDirectory(dir=staging, prefix="probe-") as scratch:
+        (Path(scratch) / "A\u00e9").touch()  # "Aé", with é as one code point (NFC)
+        if (Path(scratch) / "a\u00e9").exists():
+            return "case"
+        if (Path(scratch) / "Ae\u0301").exists():  # é as e + combining acute (NFD)
+            return "Unicode normalisation"
+    return None

@@ -7,7 +7,7 @@ Every boto3 call goes through `_translated`, which maps botocore errors to app.e
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import boto3
@@ -15,7 +15,7 @@ import botocore.config
 import botocore.exceptions as bce
 
 from app import errors
-from app.storage.base import ContentHeaders, ObjectInfo
+from app.storage.base import ContentHeaders, Listing, ObjectInfo, listing_range
 
 _NOT_FOUND = {"NoSuchKey", "NotFound", "404"}
 _NO_BUCKET = {"NoSuchBucket"}
@@ -68,6 +68,9 @@ def build_client(
     session = boto3.session.Session(
         aws_access_key_id=access_key_id, aws_secret_access_key=secret_access_key
     )
+    # Timestamps (LastModified) are never used here; parsing them costs a share of every HEAD.
+    parsers = session._session.get_component("response_parser_factory")
+    parsers.set_parser_defaults(timestamp_parser=str)
     return session.client("s3", endpoint_url=endpoint_url, config=config)
 
 
@@ -177,6 +180,37 @@ class S3Source:
         with _translated(f"part {part_number} of {_describe(obj.bucket, obj.key)}"):
             response = self._client.head_object(**request)
         return int(response["ContentLength"]), int(response.get("PartsCount") or 1)
+
+    def list(self, bucket: str, keys: Sequence[str], max_pages: int) -> Listing:
+        prefix, first, last = listing_range(keys)
+        request: dict[str, Any] = {"Bucket": bucket, "Prefix": prefix}
+        if len(first) > 1:
+            request["StartAfter"] = first[:-1]  # sorts just before `first`
+        seen: dict[str, ObjectInfo] = {}
+        with _translated(f"the listing of s3://{bucket}/{prefix}"):
+            for _ in range(max_pages):
+                page = self._client.list_objects_v2(**request)
+                for item in page.get("Contents", []):
+                    seen[item["Key"]] = ObjectInfo(
+                        bucket=bucket,
+                        key=item["Key"],
+                        size=int(item["Size"]),
+                        etag=str(item["ETag"]).strip('"'),
+                    )
+                through = page["Contents"][-1]["Key"] if page.get("Contents") else last
+                if not page.get("IsTruncated") or through >= last:
+                    return Listing(seen, last)
+                request["ContinuationToken"] = page["NextContinuationToken"]
+        return Listing(seen, through)
+
+    def get(self, bucket: str, key: str, etag: str | None) -> tuple[ObjectInfo, S3Body]:
+        what = _describe(bucket, key)
+        request: dict[str, Any] = {"Bucket": bucket, "Key": key, "ChecksumMode": "ENABLED"}
+        if etag:
+            request["IfMatch"] = f'"{etag}"'
+        with _translated(what):
+            response = self._client.get_object(**request)
+        return _object_info(bucket, key, response), S3Body(response["Body"], what)
 
     def open(self, obj: ObjectInfo, start: int = 0) -> S3Body:
         what = _describe(obj.bucket, obj.key)

@@ -58,7 +58,8 @@ def test_second_request_skips_without_writing(
     assert second.json()["action"] == "skipped"
     assert second.json()["generation"] == first.json()["generation"]
     blob = gcs.bucket(dest_bucket).get_blob("a.txt")
-    assert blob is not None and blob.generation == first.json()["generation"]
+    assert blob is not None
+    assert blob.generation == first.json()["generation"]
 
 
 def test_changed_source_is_replicated_again(

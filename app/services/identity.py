@@ -1,0 +1,66 @@
+"""Which source a destination object holds, and when to replace it.
+
+The destination records its source in custom metadata. S3 stores user metadata keys in lower
+case, so these capitalised keys can never collide with metadata copied from S3.
+"""
+
+from __future__ import annotations
+
+import datetime
+import enum
+from collections.abc import Mapping
+
+from app.storage.base import ObjectInfo
+
+SOURCE_BUCKET = "Replicator-Source-Bucket"
+SOURCE_KEY = "Replicator-Source-Key"
+SOURCE_ETAG = "Replicator-Source-Etag"
+SOURCE_VERSION = "Replicator-Source-Version-Id"
+REPLICATED_AT = "Replicator-Replicated-At"
+RESERVED_KEYS = (SOURCE_BUCKET, SOURCE_KEY, SOURCE_ETAG, SOURCE_VERSION, REPLICATED_AT)
+
+
+class Overwrite(enum.StrEnum):
+    """When an existing destination object is replaced (Storage Transfer's `overwriteWhen`)."""
+
+    DIFFERENT = "different"  # replace when it records another source version, or none
+    NEVER = "never"  # keep whatever is there
+    ALWAYS = "always"  # copy again every time
+
+
+def holds(current: ObjectInfo, source: ObjectInfo) -> bool:
+    """Whether `current` was copied from this version of `source`. The version id is compared
+    when the source's is known (a listing does not tell it; the ETag then decides)."""
+    recorded = current.metadata
+    return (
+        recorded.get(SOURCE_BUCKET) == source.bucket
+        and recorded.get(SOURCE_KEY) == source.key
+        and recorded.get(SOURCE_ETAG) == (source.etag or "")
+        and (source.version_id is None or recorded.get(SOURCE_VERSION) == source.version_id)
+    )
+
+
+def reason_to_skip(current: ObjectInfo | None, source: ObjectInfo, overwrite: Overwrite) -> str:
+    """Why the copy is not needed, or "" when it is."""
+    if current is None or overwrite is Overwrite.ALWAYS:
+        return ""
+    if overwrite is Overwrite.NEVER:
+        return "the destination exists and overwrite is 'never'"
+    if holds(current, source):
+        return "the destination already holds this version of the source"
+    return ""
+
+
+def destination_metadata(source: ObjectInfo) -> Mapping[str, str]:
+    """The source's user metadata, plus the record of where the copy came from."""
+    metadata = {k: v for k, v in source.metadata.items() if k not in RESERVED_KEYS}
+    metadata.update(
+        {
+            SOURCE_BUCKET: source.bucket,
+            SOURCE_KEY: source.key,
+            SOURCE_ETAG: source.etag or "",
+            SOURCE_VERSION: source.version_id or "",
+            REPLICATED_AT: datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        }
+    )
+    return metadata
