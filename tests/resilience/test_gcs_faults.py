@@ -1,0 +1,352 @@
+"""Faults between the service and GCS, produced on the wire by a proxy in front of
+fake-gcs-server.
+
+The proxy answers resumable-upload status queries as real GCS does (see
+tests.faults.FaultProxy); the last tests here show what the emulator's own answers lead to.
+Each case ends with 200 and a byte-identical, verified destination, or with a clean 503
+and nothing new at the destination.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from google.cloud import storage
+
+from app.config import Settings
+from app.dev import emulators
+from tests.conftest import destination_bytes
+from tests.faults import Fault, FaultProxy
+from tests.resilience.conftest import (
+    CHUNK,
+    assert_nothing_written,
+    assert_replicated,
+    gaps,
+    proxied_settings,
+    replicate,
+    service,
+)
+
+SMALL = 200_000  # one simple (multipart) upload
+LARGE = 4 * CHUNK + 1000  # a resumable upload: four full chunks and a short final one
+SIMPLE_UPLOAD = "uploadType=multipart"
+SESSION = "uploadType=resumable"  # the initiating POST, and every PUT to the session
+CHUNK_PUT = "upload_id="
+# The object's metadata (GET). Not the bucket's: google-cloud-storage 3.x reads that once per
+# bucket in a background thread of its own, with its own retries, to label trace spans.
+OBJECT_METADATA = "/o/a.bin?"
+GCS_503 = b'{"error": {"code": 503, "message": "Backend Error"}}'  # GCS's error shape
+SERVICE_UNAVAILABLE: dict[str, Any] = {"action": "status", "status": 503, "body": GCS_503}
+
+SettingsFor = Callable[..., Settings]
+
+
+@pytest.fixture
+def settings_for(
+    gcs_proxy: FaultProxy, moto_server: emulators.Emulator, dest_bucket: str
+) -> SettingsFor:
+    """Settings that reach GCS through the proxy and S3 directly; 256 KiB upload chunks."""
+
+    def build(**overrides: Any) -> Settings:
+        values = {"upload_chunk_size": CHUNK, **overrides}
+        return proxied_settings(moto_server.url, gcs_proxy.url, dest_bucket, **values)
+
+    return build
+
+
+def chunk_ranges(proxy: FaultProxy) -> list[str]:
+    """The Content-Range of every chunk PUT the proxy received, status queries left out."""
+    ranges = [put.headers.get("content-range", "") for put in proxy.seen("PUT", CHUNK_PUT)]
+    return [r for r in ranges if not r.startswith("bytes */")]
+
+
+def chunks_of(size: int) -> list[str]:
+    return [
+        f"bytes {start}-{min(start + CHUNK, size) - 1}/{size}" for start in range(0, size, CHUNK)
+    ]
+
+
+def _valid(content_range: str) -> bool:
+    """RFC 9110 14.4: a range whose last byte comes before its first is invalid."""
+    first, last = content_range.removeprefix("bytes ").split("/")[0].split("-")
+    return int(first) <= int(last)
+
+
+@pytest.mark.parametrize(
+    ("path", "fault"),
+    [
+        (SIMPLE_UPLOAD, SERVICE_UNAVAILABLE),
+        (SIMPLE_UPLOAD, {"action": "reset"}),
+        (SIMPLE_UPLOAD, {"action": "stall", "stall_for": 10}),
+        (SESSION, SERVICE_UNAVAILABLE),
+        (SESSION, {"action": "reset"}),
+    ],
+    ids=["simple-503", "simple-reset", "simple-stall", "session-503", "session-reset"],
+)
+def test_failed_upload_request_is_retried(
+    gcs_proxy: FaultProxy,
+    settings_for: SettingsFor,
+    s3: Any,
+    gcs: storage.Client,
+    source_bucket: str,
+    dest_bucket: str,
+    path: str,
+    fault: dict[str, Any],
+) -> None:
+    size = SMALL if path == SIMPLE_UPLOAD else LARGE
+    data = os.urandom(size)
+    s3.put_object(Bucket=source_bucket, Key="a.bin", Body=data)
+    injected = gcs_proxy.add(Fault("POST", path, times=2, **fault))
+
+    with service(settings_for(read_timeout=0.5)) as client:
+        response = replicate(client, source_bucket, "a.bin")
+
+    assert_replicated(response, gcs, dest_bucket, "a.bin", data)
+    assert injected.fired == 2
+    assert len(gcs_proxy.seen("POST", path)) == 3
+
+
+def test_metadata_lookup_is_retried(
+    gcs_proxy: FaultProxy,
+    settings_for: SettingsFor,
+    s3: Any,
+    gcs: storage.Client,
+    source_bucket: str,
+    dest_bucket: str,
+) -> None:
+    data = os.urandom(SMALL)
+    s3.put_object(Bucket=source_bucket, Key="a.bin", Body=data)
+    path = f"/storage/v1/b/{dest_bucket}/o/a.bin"
+    fault = gcs_proxy.add(Fault("GET", path, times=2, **SERVICE_UNAVAILABLE))
+
+    with service(settings_for()) as client:
+        response = replicate(client, source_bucket, "a.bin")
+
+    assert_replicated(response, gcs, dest_bucket, "a.bin", data)
+    assert fault.fired == 2
+    assert len(gcs_proxy.seen("GET", path)) > 2  # the lookup went through in the end
+
+
+def test_lost_answer_to_a_simple_upload_is_not_a_failure(
+    gcs_proxy: FaultProxy,
+    settings_for: SettingsFor,
+    s3: Any,
+    gcs: storage.Client,
+    source_bucket: str,
+    dest_bucket: str,
+) -> None:
+    """GCS stored the object, but its answer was lost: the retry meets the generation
+    precondition (412), and the service sees that its own write is in place."""
+    data = os.urandom(SMALL)
+    s3.put_object(Bucket=source_bucket, Key="a.bin", Body=data)
+    gcs_proxy.add(Fault("POST", SIMPLE_UPLOAD, "reset_after_upload", times=1))
+
+    with service(settings_for()) as client:
+        response = replicate(client, source_bucket, "a.bin")
+
+    assert response.status_code == 200, response.text
+    assert destination_bytes(gcs, dest_bucket, "a.bin") == data
+    blob = gcs.bucket(dest_bucket).get_blob("a.bin")
+    assert blob is not None
+    assert blob.generation == response.json()["generation"]
+    assert len(gcs_proxy.seen("POST", SIMPLE_UPLOAD)) == 2
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [
+        {"action": "reset"},
+        SERVICE_UNAVAILABLE,
+        {"action": "stall", "stall_for": 10},
+        {"action": "reset_after_upload"},
+    ],
+    ids=["reset", "503", "stall", "reset-after-upload"],
+)
+def test_fault_on_a_middle_chunk_resumes_where_gcs_left_off(
+    gcs_proxy: FaultProxy,
+    settings_for: SettingsFor,
+    s3: Any,
+    gcs: storage.Client,
+    source_bucket: str,
+    dest_bucket: str,
+    fault: dict[str, Any],
+) -> None:
+    data = os.urandom(LARGE)
+    s3.put_object(Bucket=source_bucket, Key="a.bin", Body=data)
+    injected = gcs_proxy.add(Fault("PUT", CHUNK_PUT, nth=3, **fault))  # the third chunk
+
+    with service(settings_for(read_timeout=0.5)) as client:
+        response = replicate(client, source_bucket, "a.bin")
+
+    assert_replicated(response, gcs, dest_bucket, "a.bin", data)
+    assert injected.fired == 1
+    sent = chunks_of(LARGE)
+    if fault["action"] != "reset_after_upload":
+        sent.insert(3, sent[2])  # GCS never saw the third chunk: it goes again, whole
+    assert chunk_ranges(gcs_proxy) == sent
+    assert all(_valid(r) for r in chunk_ranges(gcs_proxy)), chunk_ranges(gcs_proxy)
+
+
+def test_lost_answer_to_the_final_chunk_is_not_a_failure(
+    gcs_proxy: FaultProxy,
+    settings_for: SettingsFor,
+    s3: Any,
+    gcs: storage.Client,
+    source_bucket: str,
+    dest_bucket: str,
+) -> None:
+    data = os.urandom(LARGE)
+    s3.put_object(Bucket=source_bucket, Key="a.bin", Body=data)
+    gcs_proxy.add(Fault("PUT", CHUNK_PUT, "reset_after_upload", nth=5))
+
+    with service(settings_for()) as client:
+        response = replicate(client, source_bucket, "a.bin")
+
+    assert_replicated(response, gcs, dest_bucket, "a.bin", data)
+    assert chunk_ranges(gcs_proxy) == chunks_of(LARGE)  # the status query found it complete
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "fault"),
+    [
+        ("POST", SIMPLE_UPLOAD, SERVICE_UNAVAILABLE),
+        ("POST", SIMPLE_UPLOAD, {"action": "reset"}),
+        ("POST", SESSION, SERVICE_UNAVAILABLE),
+        ("PUT", CHUNK_PUT, SERVICE_UNAVAILABLE),
+        ("PUT", CHUNK_PUT, {"action": "reset"}),
+        ("GET", OBJECT_METADATA, SERVICE_UNAVAILABLE),
+    ],
+    ids=["simple-503", "simple-reset", "session-503", "chunk-503", "chunk-reset", "head-503"],
+)
+def test_fault_on_every_attempt_is_503_and_writes_nothing(
+    gcs_proxy: FaultProxy,
+    settings_for: SettingsFor,
+    s3: Any,
+    gcs: storage.Client,
+    source_bucket: str,
+    dest_bucket: str,
+    method: str,
+    path: str,
+    fault: dict[str, Any],
+) -> None:
+    size = SMALL if path == SIMPLE_UPLOAD else LARGE
+    s3.put_object(Bucket=source_bucket, Key="a.bin", Body=os.urandom(size))
+    injected = gcs_proxy.add(Fault(method, path, **fault))
+
+    with service(settings_for(max_retries=2)) as client:
+        response = replicate(client, source_bucket, "a.bin")
+
+    assert response.status_code == 503, response.text
+    assert response.json()["error"] == "unavailable"
+    assert injected.fired >= 3  # the first attempt and two retries, at least
+    assert_nothing_written(gcs, dest_bucket)
+    if path == CHUNK_PUT:
+        assert gcs_proxy.seen("DELETE", CHUNK_PUT), "the upload session was not cancelled"
+
+
+def test_failed_replacement_keeps_the_previous_version(
+    gcs_proxy: FaultProxy,
+    settings_for: SettingsFor,
+    s3: Any,
+    gcs: storage.Client,
+    source_bucket: str,
+    dest_bucket: str,
+) -> None:
+    good = os.urandom(LARGE)
+    s3.put_object(Bucket=source_bucket, Key="a.bin", Body=good)
+    with service(settings_for(max_retries=2)) as client:
+        first = replicate(client, source_bucket, "a.bin")
+        assert_replicated(first, gcs, dest_bucket, "a.bin", good)
+        s3.put_object(Bucket=source_bucket, Key="a.bin", Body=os.urandom(LARGE))
+        gcs_proxy.add(Fault("PUT", CHUNK_PUT, **SERVICE_UNAVAILABLE))  # every chunk
+        second = replicate(client, source_bucket, "a.bin")
+
+    assert second.status_code == 503, second.text
+    assert second.json()["error"] == "unavailable"
+    assert destination_bytes(gcs, dest_bucket, "a.bin") == good
+    blob = gcs.bucket(dest_bucket).get_blob("a.bin")
+    assert blob is not None
+    assert blob.generation == first.json()["generation"]
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        pytest.param("POST", SIMPLE_UPLOAD, id="simple"),
+        pytest.param("POST", SESSION, id="session"),
+        pytest.param("GET", OBJECT_METADATA, id="head"),
+        pytest.param("PUT", CHUNK_PUT, id="chunk"),
+    ],
+)
+def test_retry_after_is_honoured(
+    gcs_proxy: FaultProxy,
+    settings_for: SettingsFor,
+    s3: Any,
+    gcs: storage.Client,
+    source_bucket: str,
+    dest_bucket: str,
+    method: str,
+    path: str,
+) -> None:
+    data = os.urandom(SMALL if path == SIMPLE_UPLOAD else LARGE)
+    s3.put_object(Bucket=source_bucket, Key="a.bin", Body=data)
+    retry_later = {"Retry-After": "1"}
+    gcs_proxy.add(Fault(method, path, "status", status=429, headers=retry_later, times=1))
+
+    with service(settings_for(retry_delay=0.01, retry_max_delay=5)) as client:
+        response = replicate(client, source_bucket, "a.bin")
+
+    assert_replicated(response, gcs, dest_bucket, "a.bin", data)
+    # The backoff alone would wait at most 0.01 s; GCS asked for a whole second.
+    assert gaps(gcs_proxy.seen(method, path))[0] >= 0.9
+
+
+# What fake-gcs-server itself answers to a resumable status query, without the proxy's help.
+
+
+@pytest.fixture
+def raw_gcs_proxy(gcs_server: emulators.Emulator) -> Iterator[FaultProxy]:
+    with FaultProxy(gcs_server.url) as proxy:
+        yield proxy
+
+
+@pytest.mark.parametrize(
+    ("nth", "action"),
+    [(3, "reset"), (5, "reset_after_upload")],
+    ids=["middle-chunk-reset", "final-chunk-answer-lost"],
+)
+def test_raw_emulator_never_leaves_a_partial_object(
+    raw_gcs_proxy: FaultProxy,
+    moto_server: emulators.Emulator,
+    s3: Any,
+    gcs: storage.Client,
+    source_bucket: str,
+    dest_bucket: str,
+    nth: int,
+    action: str,
+) -> None:
+    """fake-gcs-server finalises an upload with whatever it holds when asked for its status
+    (the service then finds the size and checksums wrong, removes it and answers 502), and
+    forgets a finished upload (404 to the status query: 503 after the retries, with the
+    complete object in place). Real GCS answers 308 or the finished object; see
+    test_fault_on_a_middle_chunk_resumes_where_gcs_left_off. Whatever the answer, the
+    destination must never hold a partial object."""
+    data = os.urandom(LARGE)
+    s3.put_object(Bucket=source_bucket, Key="a.bin", Body=data)
+    raw_gcs_proxy.add(Fault("PUT", CHUNK_PUT, action, nth=nth))
+    settings = proxied_settings(
+        moto_server.url, raw_gcs_proxy.url, dest_bucket, upload_chunk_size=CHUNK
+    )
+
+    with service(settings) as client:
+        response = replicate(client, source_bucket, "a.bin")
+
+    blobs = {blob.name for blob in gcs.list_blobs(dest_bucket)}
+    if response.status_code == 200:
+        assert_replicated(response, gcs, dest_bucket, "a.bin", data)
+    else:
+        assert response.json()["error"] in ("unavailable", "integrity_error"), response.text
+        assert blobs == set() or destination_bytes(gcs, dest_bucket, "a.bin") == data
