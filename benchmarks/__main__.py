@@ -1,0 +1,153 @@
+"""`make bench`, or `.venv/bin/python -m benchmarks [--quick] [--repeat N] [--only ...]`.
+
+Service settings in the environment (UPLOAD_CHUNK_SIZE, BATCH_CONCURRENCY, ...) reach the
+service processes, so `UPLOAD_CHUNK_SIZE=16777216 make bench` measures another chunk size.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+from rich.console import Console
+
+from benchmarks import big_object, machine, memory, rclone, report, skip_path, small_batch, stack
+from benchmarks.measure import Comparison, MiB
+
+T = TypeVar("T")
+SCENARIOS = ("big", "small", "skip", "memory")
+
+
+@dataclass(frozen=True)
+class Plan:
+    big_size: int
+    small_count: int
+    small_size: int
+    skip_seconds: float  # per run and side
+    memory_sizes: tuple[int, int]
+
+
+FULL = Plan(256 * MiB, 1000, 4 * 1024, 5.0, (96 * MiB, 320 * MiB))
+QUICK = Plan(96 * MiB, 200, 4 * 1024, 1.5, (72 * MiB, 144 * MiB))  # to iterate, not to quote
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
+    parser.add_argument("--repeat", type=int, default=3, help="runs per contender (default 3)")
+    parser.add_argument("--quick", action="store_true", help="smaller objects, shorter runs")
+    parser.add_argument(
+        "--only",
+        default=",".join(SCENARIOS),
+        help=f"comma-separated scenarios to run (default: {','.join(SCENARIOS)})",
+    )
+    args = parser.parse_args(argv)
+    args.only = [name.strip() for name in args.only.split(",") if name.strip()]
+    unknown = set(args.only) - set(SCENARIOS)
+    if unknown or args.repeat < 1:
+        parser.error(f"--only takes {', '.join(SCENARIOS)}; --repeat at least 1")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    plan = QUICK if args.quick else FULL
+    console = Console(width=None if sys.stdout.isatty() else 150)  # a log: no wrapping
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    options = {
+        "repeat": args.repeat,
+        "quick": args.quick,
+        "scenarios": args.only,
+        "plan": dataclasses.asdict(plan),
+        "fake_gcs_memory_limit": stack.FAKE_GCS_MEMORY_LIMIT,
+        "skip_path_clients": skip_path.CLIENTS,
+    }
+    results = report.Results(machine.describe(), options)
+    _print_machine(console, results.machine)
+    if results.machine["load_average"][0] > results.machine["nproc"]:
+        console.print("[yellow]the machine is busy (load above its CPU count): expect noise")
+    started = time.monotonic()
+    with (
+        tempfile.TemporaryDirectory(prefix="bench-") as workdir,
+        stack.emulators_running(Path(workdir)) as emulators,
+    ):
+        tool = rclone.find(emulators.workdir, emulators.moto.url, emulators.gcs.url)
+        if tool is None:
+            console.print(f"[yellow]{rclone.INSTALL_HINT}[/yellow]; running the rest")
+        if {"big", "small", "skip"} & set(args.only):
+            _with_service(console, results, emulators, tool, plan, args)
+        if "memory" in args.only:
+            sizes = list(plan.memory_sizes)
+            results.memory = _scenario(
+                console, results, "memory", lambda: memory.run(emulators, sizes)
+            )
+    results.machine["load_average_after"] = [round(load, 2) for load in os.getloadavg()]
+    report.print_report(console, results)
+    path = report.write_json(results, stack.REPO / "bench-results", stamp)
+    console.print(f"{time.monotonic() - started:.0f}s; figures written to {path}")
+    return 0
+
+
+def _with_service(
+    console: Console,
+    results: report.Results,
+    emulators: stack.Stack,
+    tool: rclone.Rclone | None,
+    plan: Plan,
+    args: argparse.Namespace,
+) -> None:
+    """Scenarios 1-3, against one service process."""
+    try:
+        with stack.service_running(emulators, "main") as service:
+            console.print(f"service: pid {service.process.pid}, http://127.0.0.1:{service.port}")
+            scenarios: dict[str, Callable[[], Comparison]] = {
+                "big": lambda: big_object.run(emulators, service, tool, plan.big_size, args.repeat),
+                "small": lambda: small_batch.run(
+                    emulators, service, tool, plan.small_count, plan.small_size, args.repeat
+                ),
+                "skip": lambda: skip_path.run(emulators, service, args.repeat, plan.skip_seconds),
+            }
+            for name, run in scenarios.items():
+                if name in args.only and (found := _scenario(console, results, name, run)):
+                    results.comparisons[name] = found
+    except stack.ServiceError as exc:  # it did not start
+        results.failures["service"] = str(exc)
+
+
+def _scenario(
+    console: Console, results: report.Results, name: str, run: Callable[[], T]
+) -> T | None:
+    """Run one scenario; an exception stops that scenario only and is reported."""
+    console.print(f"running {name} ...", end=" ")
+    started = time.monotonic()
+    try:
+        outcome = run()
+    except Exception as exc:
+        results.failures[name] = f"{type(exc).__name__}: {str(exc)[:300]}"
+        console.print("[red]failed[/red]")
+        return None
+    console.print(f"{time.monotonic() - started:.0f}s")
+    return outcome
+
+
+def _print_machine(console: Console, described: dict[str, Any]) -> None:
+    packages = ", ".join(f"{name} {version}" for name, version in described["packages"].items())
+    console.print(
+        f"[bold]machine[/bold]: {described['nproc']} CPUs ({described['cpu']}), "
+        f"{described['memory_gib']} GiB, load {described['load_average']}, {described['os']}\n"
+        f"python {described['python']}; {described['rclone']}; {packages}\n"
+        f"commit {described['commit']}; service settings from the environment: "
+        f"{described['service_settings'] or 'none'}",
+        highlight=False,
+    )
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,200 @@
+"""The figures side by side with the targets of issue 4, as a table and as JSON."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import statistics
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from benchmarks.measure import Comparison, Contender
+from benchmarks.memory import Memory
+
+
+@dataclass
+class Results:
+    machine: dict[str, Any]
+    options: dict[str, Any]
+    comparisons: dict[str, Comparison] = field(default_factory=dict)  # big, small, skip
+    memory: Memory | None = None
+    failures: dict[str, str] = field(default_factory=dict)  # scenario -> what stopped it
+
+
+@dataclass
+class Target:
+    what: str
+    goal: str
+    value: float | None
+    met: bool | None  # None: not measured
+
+
+@dataclass
+class Row:
+    scenario: str
+    service: str
+    other: str = ""
+    other_figure: str = ""
+    ratio: float | None = None
+    target: Target | None = None
+
+
+def _target(what: str, goal: str, value: float | None, met: Callable[[float], bool]) -> Target:
+    return Target(what, goal, value, None if value is None else met(value))
+
+
+def _figure(contender: Contender) -> str:
+    if contender.median is None:
+        return "[red]failed[/red]" if contender.errors else "-"
+    rates = [s.rate for s in contender.samples]
+    spread = f" [dim]({min(rates):,.1f}-{max(rates):,.1f})[/dim]" if len(rates) > 1 else ""
+    return f"{contender.median:,.1f}{spread}"
+
+
+def _comparison_rows(
+    comparison: Comparison, goals: dict[str, tuple[str, Callable[[float], bool]]]
+) -> list[Row]:
+    service = comparison.contenders["service"]
+    found: list[Row] = []
+    for name, contender in comparison.contenders.items():
+        if name == "service":
+            continue
+        ratio = comparison.ratio("service", name)
+        target = None
+        if name in goals:
+            goal, met = goals[name]
+            target = _target(f"{comparison.title}: service vs {contender.label}", goal, ratio, met)
+        first = not found
+        found.append(
+            Row(
+                f"{comparison.title}, {comparison.unit}" if first else "",
+                _figure(service) if first else "",
+                contender.label,
+                _figure(contender),
+                ratio,
+                target,
+            )
+        )
+    return found
+
+
+def rows(results: Results) -> list[Row]:
+    comparisons = results.comparisons
+    table: list[Row] = []
+    if "big" in comparisons:
+        goals = {"rclone": (">= 1.5x", _ge(1.5)), "raw_upload": (">= 0.9x", _ge(0.9))}
+        table += _comparison_rows(comparisons["big"], goals)
+    if "small" in comparisons:
+        table += _comparison_rows(comparisons["small"], {"rclone": (">= 1.5x", _ge(1.5))})
+    if "skip" in comparisons:
+        table += _comparison_rows(comparisons["skip"], {"head": (">= 0.8x", _ge(0.8))})
+    memory = results.memory
+    if memory is not None:
+        for run in memory.runs:
+            table.append(Row(f"peak RSS, {run.size_mib} MiB object", f"{run.peak_mib:.1f} MiB"))
+        peak = memory.peak_mib
+        table.append(
+            Row(
+                "peak RSS, largest object",
+                "-" if peak is None else f"{peak:.1f} MiB",
+                target=_target("peak RSS", "< 300 MiB", peak, lambda v: v < 300),
+            )
+        )
+        growth = memory.growth_mib
+        sizes = " -> ".join(f"{run.size_mib}" for run in memory.runs)
+        table.append(
+            Row(
+                f"peak RSS growth, {sizes} MiB",
+                "-" if growth is None else f"{growth:+.1f} MiB",
+                target=_target("peak RSS growth", "< 48 MiB", growth, lambda v: v < 48),
+            )
+        )
+    return table
+
+
+def _ge(threshold: float) -> Callable[[float], bool]:
+    return lambda value: value >= threshold
+
+
+def _status(target: Target | None) -> str:
+    if target is None:
+        return ""
+    if target.met is None:
+        return "[yellow]not measured[/yellow]"
+    return "[green]met[/green]" if target.met else "[red]not met[/red]"
+
+
+def print_report(console: Console, results: Results) -> None:
+    repeat = results.options["repeat"]
+    table = Table(title=f"cross-cloud-replicator vs rclone and the raw limits (median of {repeat})")
+    for column in ("Scenario", "Service", "Compared with", "Their figure", "Ratio"):
+        table.add_column(column, justify="right" if column in ("Ratio",) else "left")
+    table.add_column("Target")
+    table.add_column("Status")
+    for row in rows(results):
+        ratio = "" if row.ratio is None else f"{row.ratio:.2f}x"
+        goal = row.target.goal if row.target else ""
+        cells = (row.scenario, row.service, row.other, row.other_figure, ratio, goal)
+        table.add_row(*cells, _status(row.target))
+    console.print(table)
+    console.print(_cpu_table(results))
+    _print_problems(console, results)
+
+
+def _cpu_table(results: Results) -> Table:
+    """Where the CPU went: the medians per run, by process, to see who the bottleneck is."""
+    processes = ("service", "moto", "fake-gcs", "harness", "rclone")
+    table = Table(title="CPU seconds per run (median), by process")
+    table.add_column("Run")
+    for column in ("wall s", *processes):
+        table.add_column(column, justify="right")
+    for comparison in results.comparisons.values():
+        for contender in comparison.contenders.values():
+            if not contender.samples:
+                continue
+            wall = statistics.median(s.seconds for s in contender.samples)
+            cpu = contender.median_cpu()
+            cells = [_seconds(cpu.get(p, 0.0)) for p in processes]
+            table.add_row(f"{comparison.title}: {contender.label}", f"{wall:.2f}", *cells)
+    for run in results.memory.runs if results.memory else []:
+        cells = [_seconds(run.cpu.get(p, 0.0)) for p in processes]
+        table.add_row(f"copy of {run.size_mib} MiB, fresh service", f"{run.seconds:.2f}", *cells)
+    return table
+
+
+def _seconds(value: float) -> str:
+    return f"{value:.2f}" if value >= 0.005 else ""
+
+
+def _print_problems(console: Console, results: Results) -> None:
+    problems = [f"{name}: {error}" for name, error in results.failures.items()]
+    for comparison in results.comparisons.values():
+        for contender in comparison.contenders.values():
+            problems += [f"{comparison.title}, {contender.label}: {e}" for e in contender.errors]
+    if results.memory:
+        problems += [f"peak RSS: {error}" for error in results.memory.errors]
+    for problem in problems:
+        console.print(f"[red]failed run[/red] {problem}", highlight=False)
+
+
+def write_json(results: Results, directory: Path, stamp: str) -> Path:
+    directory.mkdir(exist_ok=True)
+    path = directory / f"bench-{stamp}.json"
+    payload = dataclasses.asdict(results)
+    for name, comparison in results.comparisons.items():
+        payload["comparisons"][name]["ratios_of_medians"] = {
+            other: comparison.ratio("service", other)
+            for other in comparison.contenders
+            if other != "service"
+        }
+    if results.memory is not None:
+        payload["memory"]["peak_mib"] = results.memory.peak_mib
+        payload["memory"]["growth_mib"] = results.memory.growth_mib
+    payload["targets"] = [dataclasses.asdict(row.target) for row in rows(results) if row.target]
+    path.write_text(json.dumps(payload, indent=2) + "\n")
+    return path

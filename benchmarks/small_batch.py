@@ -1,0 +1,75 @@
+"""Scenario 2: many small objects under one prefix. One `POST /v1/replicate/batch` vs
+`rclone copy --transfers 16` of the same prefix, each into a bucket of its own per run."""
+
+from __future__ import annotations
+
+import functools
+import os
+from concurrent.futures import ThreadPoolExecutor
+
+from benchmarks.measure import Comparison, Contender, alternate, attempt
+from benchmarks.rclone import INSTALL_HINT, Rclone
+from benchmarks.stack import SOURCE_BUCKET, NotCopied, Service, ServiceError, Stack
+
+PREFIX = "small/"
+RCLONE_TRANSFERS = "16"
+
+
+def seed(stack: Stack, count: int, size: int) -> list[str]:
+    keys = [f"{PREFIX}{i:05d}.bin" for i in range(count)]
+
+    def put(key: str) -> None:
+        stack.s3.put_object(Bucket=SOURCE_BUCKET, Key=key, Body=os.urandom(size))
+
+    with ThreadPoolExecutor(16) as pool:
+        list(pool.map(put, keys))
+    return keys
+
+
+def run(
+    stack: Stack, service: Service, rclone: Rclone | None, count: int, size: int, repeat: int
+) -> Comparison:
+    keys = seed(stack, count, size)
+    comparison = Comparison(
+        f"{len(keys):,} x {size // 1024} KiB objects",
+        "objects/s",
+        {
+            "service": Contender("service (one POST /v1/replicate/batch)"),
+            "rclone": Contender(f"rclone copy --transfers {RCLONE_TRANSFERS}"),
+        },
+    )
+
+    # Each returns the number of objects it copied; `verify` lists the bucket afterwards.
+    def service_batch(bucket: str) -> float:
+        body = {"s3_bucket": SOURCE_BUCKET, "s3_keys": keys, "gcs_bucket": bucket}
+        summary = service.post("/v1/replicate/batch", body)["summary"]
+        if summary["replicated"] != len(keys):
+            raise ServiceError(f"the batch replicated {summary['replicated']}: {summary}")
+        return len(keys)
+
+    def rclone_copy(bucket: str) -> float:
+        assert rclone is not None
+        flags = ("--transfers", RCLONE_TRANSFERS)
+        rclone.copy(f"{SOURCE_BUCKET}/{PREFIX}", f"{bucket}/{PREFIX}", *flags)
+        return len(keys)
+
+    def verify(bucket: str) -> None:
+        sizes = [blob.size for blob in stack.gcs_client.list_blobs(bucket, prefix=PREFIX)]
+        if len(sizes) != len(keys) or set(sizes) != {size}:
+            raise NotCopied(f"gs://{bucket}/{PREFIX} holds {len(sizes)} objects of {set(sizes)}")
+
+    runs = {"service": service_batch, "rclone": rclone_copy}
+    if rclone is None:
+        del runs["rclone"]
+        comparison.contenders["rclone"].errors.append(INSTALL_HINT)
+    for repetition in range(repeat):
+        for name in alternate(list(runs), repetition):
+            bucket = f"bench-small-{name}-r{repetition}"
+            stack.gcs_client.create_bucket(bucket)
+            attempt(
+                comparison.contenders[name],
+                stack.pids(service),
+                functools.partial(runs[name], bucket),
+                functools.partial(verify, bucket),
+            )
+    return comparison
