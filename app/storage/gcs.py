@@ -1,11 +1,9 @@
 """Google Cloud Storage as a replication destination, through google-cloud-storage.
 
-Objects up to 8 MiB go up in one multipart request that carries their MD5 and CRC32C, so
-GCS rejects damaged bytes. Larger objects use a resumable upload driven here chunk by chunk:
-each chunk is retried on its own (after asking GCS how much it kept), and the final chunk is
-only sent once the source has verified, with an `X-Goog-Hash` header GCS checks. An upload
-that fails is cancelled, so nothing partial is ever published. Every write carries an
-`ifGenerationMatch` precondition, which makes retrying it safe.
+The library provides the client (credentials, endpoint) and the simple calls: probe, list,
+delete. The hot paths speak the JSON API on the client's session: the metadata read of every
+duplicate notification here, uploads in gcs_upload. An upload that fails is cancelled, so
+nothing partial is ever published; the final bytes only leave once the source has verified.
 
 The library's own retries are off (`retry=None`); app.services.retry owns the policy.
 """
@@ -14,13 +12,11 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 from urllib.parse import quote
 
 import google.api_core.exceptions as gexc
-import google.auth.exceptions
 import requests
 import requests.adapters
 from google.auth.credentials import AnonymousCredentials
@@ -37,14 +33,20 @@ from app.storage.base import (
     listing_range,
     read_exactly,
 )
+from app.storage.gcs_upload import (
+    NETWORK_ERRORS,
+    ResumableSession,
+    network_error,
+    object_resource,
+    retry_after,
+    start_session,
+    status_cause,
+    translate_response,
+    upload_simple,
+)
 
 UPLOAD_GRANULARITY = 256 * 1024  # resumable chunks must be multiples of this
 SIMPLE_UPLOAD_MAX = 8 * 1024 * 1024  # larger objects go up in resumable chunks
-_NETWORK_ERRORS = (
-    requests.ConnectionError,
-    requests.Timeout,
-    google.auth.exceptions.TransportError,
-)
 
 
 def build_client(
@@ -95,56 +97,21 @@ def translate(exc: Exception, what: str) -> errors.ReplicatorError:
     if isinstance(exc, gexc.GoogleAPICallError) and (code in (408, 429) or code >= 500):
         return errors.TransientError(
             f"GCS answered {code} for {what}: {exc.message}",
-            cause=_status_cause(code),
-            retry_after=_retry_after(getattr(exc, "response", None)),
+            cause=status_cause(code),
+            retry_after=retry_after(getattr(exc, "response", None)),
         )
     if isinstance(exc, gexc.BadRequest) and "checksum" in str(exc.message).lower():
         return errors.IntegrityError(f"GCS rejected the bytes of {what}: {exc.message}")
-    if isinstance(exc, _NETWORK_ERRORS):
-        return _network_error(exc, what)
+    if isinstance(exc, NETWORK_ERRORS):
+        return network_error(exc, what)
     return errors.ReplicatorError(f"unexpected GCS failure for {what}: {exc!r}")
-
-
-def _retry_after(response: Any) -> float | None:
-    """Seconds from a response's Retry-After header (the delta-seconds form), if any."""
-    value = response.headers.get("Retry-After") if response is not None else None
-    return float(value) if value and value.isdigit() else None
-
-
-def _status_cause(status: int) -> str:
-    return {408: "timeout", 429: "throttled", 503: "throttled"}.get(status, "server_error")
-
-
-def _network_error(exc: Exception, what: str) -> errors.TransientError:
-    cause = "timeout" if isinstance(exc, requests.Timeout) else "connection"
-    return errors.TransientError(f"GCS unreachable for {what}: {exc}", cause=cause)
-
-
-def _translate_response(response: requests.Response, what: str) -> errors.ReplicatorError:
-    status = response.status_code
-    text = response.text[:300]
-    if status == 412:
-        return errors.PreconditionFailed(f"{what} was changed by another writer")
-    if status in (401, 403):
-        return errors.AccessDenied(f"GCS denied access to {what}: {text}")
-    if status in (404, 410):  # the stream cannot be rewound, so retrying cannot help
-        return errors.UploadSessionLost(f"the upload session for {what} is gone ({status})")
-    if status in (408, 429) or status >= 500:
-        return errors.TransientError(
-            f"GCS answered {status} for {what}: {text}",
-            cause=_status_cause(status),
-            retry_after=_retry_after(response),
-        )
-    if status == 400 and ("checksum" in text.lower() or "hash" in text.lower()):
-        return errors.IntegrityError(f"GCS rejected the bytes of {what}: {text}")
-    return errors.ReplicatorError(f"GCS answered {status} for {what}: {text}")
 
 
 @contextlib.contextmanager
 def _translated(what: str) -> Iterator[None]:
     try:
         yield
-    except (gexc.GoogleAPIError, *_NETWORK_ERRORS) as exc:
+    except (gexc.GoogleAPIError, *NETWORK_ERRORS) as exc:
         raise translate(exc, what) from exc
 
 
@@ -172,6 +139,7 @@ class GCSDestination:
         self._client = client
         self._http = client._http
         self._api = f"{client._connection.API_BASE_URL}/storage/v1"
+        self._upload_api = f"{client._connection.API_BASE_URL}/upload/storage/v1"
         self._retry = retry
         self._chunk_size = chunk_size
         self._timeout = timeout
@@ -184,7 +152,7 @@ class GCSDestination:
             raise errors.StartupError(
                 f"GCS bucket '{bucket}' does not exist at {self.target} (GCS_BUCKET_NAME)"
             ) from exc
-        except (gexc.GoogleAPIError, *_NETWORK_ERRORS) as exc:
+        except (gexc.GoogleAPIError, *NETWORK_ERRORS) as exc:
             raise errors.StartupError(f"cannot reach GCS at {self.target}: {exc}") from exc
 
     def head(self, bucket: str, key: str) -> ObjectInfo | None:
@@ -194,14 +162,14 @@ class GCSDestination:
         url = f"{self._api}/b/{quote(bucket, safe='')}/o/{quote(key, safe='')}"
         try:
             response = self._http.get(url, params={"projection": "noAcl"}, timeout=self._timeout)
-        except _NETWORK_ERRORS as exc:
-            raise _network_error(exc, what) from exc
+        except NETWORK_ERRORS as exc:
+            raise network_error(exc, what) from exc
         if response.status_code == 404:
             if "bucket" in response.text.lower():  # "The specified bucket does not exist."
                 raise errors.BucketNotFound(f"GCS bucket '{bucket}' does not exist")
             return None
         if response.status_code != 200:
-            raise _translate_response(response, what)
+            raise translate_response(response, what)
         return _object_info(bucket, key, response.json())
 
     def list(self, bucket: str, keys: Sequence[str], max_pages: int) -> Listing:
@@ -243,154 +211,51 @@ class GCSDestination:
         metadata: Mapping[str, str],
         if_generation_match: int,
     ) -> ObjectInfo:
-        blob = self._client.bucket(bucket).blob(key)
-        blob.content_type = headers.content_type or "application/octet-stream"
-        blob.content_encoding = headers.content_encoding
-        blob.cache_control = headers.cache_control
-        blob.content_disposition = headers.content_disposition
-        blob.content_language = headers.content_language
-        blob.metadata = dict(metadata)
-        what = f"gs://{bucket}/{key}"
+        """Up to 8 MiB in one request, larger objects chunk by chunk (see gcs_upload)."""
         if size <= min(SIMPLE_UPLOAD_MAX, self._chunk_size):
-            return self._write_simple(blob, stream, size, if_generation_match, what)
-        return self._write_resumable(blob, stream, size, if_generation_match, what)
-
-    def _write_simple(
-        self, blob: storage.Blob, stream: VerifiedStream, size: int, generation: int, what: str
-    ) -> ObjectInfo:
-        data = bytes(read_exactly(stream, size))
-        sums = stream.checksums()
-        blob.md5_hash, blob.crc32c = sums.md5, sums.crc32c  # GCS validates both on upload
-
-        def upload() -> None:
-            with _bucket_must_exist(blob.bucket.name), _translated(what):
-                blob.upload_from_string(
-                    data,
-                    content_type=blob.content_type,
-                    if_generation_match=generation,
-                    checksum=None,
-                    timeout=self._timeout,
-                    retry=None,
-                )
-
-        self._retry.call(upload)
-        return _object_info(blob.bucket.name, blob.name, blob._properties)
-
-    def _write_resumable(
-        self, blob: storage.Blob, stream: VerifiedStream, size: int, generation: int, what: str
-    ) -> ObjectInfo:
-        def start() -> str:
-            with _bucket_must_exist(blob.bucket.name), _translated(what):
-                url: str = blob.create_resumable_upload_session(
-                    content_type=blob.content_type,
-                    size=size,
-                    if_generation_match=generation,
-                    checksum=None,
-                    timeout=self._timeout,
-                    retry=None,
-                )
-            return url
-
-        session = ResumableSession(self._http, self._retry.call(start), size, what)
+            data = bytes(read_exactly(stream, size))  # raises before returning bad bytes
+            resource = object_resource(key, headers, metadata, stream.checksums())
+            written = self._retry.call(
+                upload_simple,
+                self._http,
+                self._upload_api,
+                bucket,
+                resource,
+                data,
+                if_generation_match,
+                self._timeout,
+            )
+            return _object_info(bucket, key, written)
+        resource = object_resource(key, headers, metadata, None)
+        url = self._retry.call(
+            start_session,
+            self._http,
+            self._upload_api,
+            bucket,
+            resource,
+            size,
+            if_generation_match,
+            self._timeout,
+        )
+        session = ResumableSession(self._http, url, size, f"gs://{bucket}/{key}")
         try:
-            resource: dict[str, Any] | None = None
+            finished: dict[str, Any] | None = None
             while session.offset < size:
                 chunk_start = session.offset
-                chunk = read_exactly(stream, min(self._chunk_size, size - chunk_start))
+                chunk = stream.read(self._chunk_size)  # a block: no copy
+                if len(chunk) % UPLOAD_GRANULARITY and chunk_start + len(chunk) < size:
+                    rest = read_exactly(
+                        stream, UPLOAD_GRANULARITY - len(chunk) % UPLOAD_GRANULARITY
+                    )
+                    chunk = bytes(chunk) + bytes(rest)  # only chunks that end the upload may be odd
                 sums = stream.checksums() if chunk_start + len(chunk) == size else None
-                resource = self._retry.call(session.send, chunk, chunk_start, sums, self._timeout)
-            if resource is None:
-                raise errors.IntegrityError(f"GCS did not finish the upload of {what}")
+                finished = self._retry.call(session.send, chunk, chunk_start, sums, self._timeout)
+            if finished is None:
+                raise errors.IntegrityError(f"GCS did not finish the upload of gs://{bucket}/{key}")
         except BaseException:
             session.cancel(self._timeout)
             raise
-        return _object_info(blob.bucket.name, blob.name, resource)
-
-
-class ResumableSession:
-    """One resumable upload session: send chunks in order, resume where GCS left off."""
-
-    def __init__(self, http: Any, url: str, size: int, what: str) -> None:
-        self._http = http
-        self._url = url
-        self._size = size
-        self._what = what
-        self.offset = 0  # bytes GCS has persisted
-        self._offset_known = True
-
-    def send(
-        self,
-        chunk: bytes | memoryview,
-        chunk_start: int,
-        sums: Checksums | None,
-        timeout: tuple[float, float],
-    ) -> dict[str, Any] | None:
-        """Send what GCS has not kept yet of `chunk`, the bytes from `chunk_start`.
-        Returns the object resource once the upload is complete, else None."""
-        if not self._offset_known:
-            done = self._query(timeout)
-            if done is not None:
-                return done
-        skip = self.offset - chunk_start
-        if not 0 <= skip <= len(chunk):
-            raise errors.ReplicatorError(
-                f"GCS resumed the upload of {self._what} at byte {self.offset}, "
-                f"outside the chunk being sent ({chunk_start}+{len(chunk)})"
-            )
-        body = memoryview(chunk)[skip:]
-        if not body:
-            return None  # GCS already holds this whole chunk: only its answer was lost
-        end = self.offset + len(body) - 1
-        headers = {"Content-Range": f"bytes {self.offset}-{end}/{self._size}"}
-        if sums is not None:
-            hashes = {"crc32c": sums.crc32c, "md5": sums.md5}
-            headers["X-Goog-Hash"] = ",".join(f"{k}={v}" for k, v in hashes.items() if v)
-        try:
-            response = self._http.put(self._url, data=body, headers=headers, timeout=timeout)
-        except _NETWORK_ERRORS as exc:
-            self._offset_known = False
-            raise _network_error(exc, self._what) from exc
-        if response.status_code in (200, 201):
-            self.offset = self._size
-            resource: dict[str, Any] = response.json()
-            return resource
-        if response.status_code == 308:
-            self.offset = _persisted(response)
-            if self.offset < end + 1:
-                self._offset_known = True
-                raise errors.TransientError(
-                    f"GCS kept only {self.offset} bytes of {self._what}", cause="stream_broken"
-                )
-            return None
-        self._offset_known = False
-        raise _translate_response(response, self._what)
-
-    def _query(self, timeout: tuple[float, float]) -> dict[str, Any] | None:
-        headers = {"Content-Range": f"bytes */{self._size}"}
-        try:
-            response = self._http.put(self._url, data=b"", headers=headers, timeout=timeout)
-        except _NETWORK_ERRORS as exc:
-            raise _network_error(exc, self._what) from exc
-        if response.status_code in (200, 201):
-            self.offset = self._size
-            resource: dict[str, Any] = response.json()
-            return resource
-        if response.status_code != 308:
-            raise _translate_response(response, self._what)
-        self.offset = _persisted(response)
-        self._offset_known = True
-        return None
-
-    def cancel(self, timeout: tuple[float, float]) -> None:
-        """Abandon the session so GCS discards what it holds (it answers 499)."""
-        with contextlib.suppress(Exception):
-            self._http.delete(self._url, timeout=timeout)
-
-
-def _persisted(response: requests.Response) -> int:
-    """The next offset GCS expects, from a 308's `Range: bytes=0-N` (absent: nothing kept)."""
-    match = re.fullmatch(r"bytes=0-(\d+)", response.headers.get("Range", ""))
-    return int(match.group(1)) + 1 if match else 0
+        return _object_info(bucket, key, finished)
 
 
 def _object_info(bucket: str, key: str, resource: Mapping[str, Any]) -> ObjectInfo:
