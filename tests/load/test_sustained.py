@@ -1,8 +1,9 @@
 """Sustained load on loopback: 64 clients for LOAD_SECONDS (30 by default) mixing single and
 batch requests. Bounded in time and count, and it stops by itself.
 
-What it checks: no 5xx, no growth in open file descriptors (sockets included) and a steady
-RSS between the end of the warm-up and the end of the run, and correct bytes at the end.
+What it checks: no 5xx; over the second half of the run (the first half warms the
+connection pools, which open connections as concurrency peaks), no growth in open file
+descriptors (sockets included) and a steady RSS; correct bytes at the end.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from tests.service_process import running_service
 
 CLIENTS = 64
 SECONDS = float(os.environ.get("LOAD_SECONDS", "30"))
-WARM_UP = 5.0
+WARM_UP = SECONDS / 2
 MAX_REQUESTS = 200_000
 KEYS = [f"load/object-{i:03d}.bin" for i in range(60)]
 
@@ -73,20 +74,23 @@ def test_64_clients_for_30_seconds(
                         stop.set()
 
     with running_service(tmp_path, settings) as service:
+        started = time.monotonic()
         threads = [threading.Thread(target=client, args=(n,)) for n in range(CLIENTS)]
         for thread in threads:
             thread.start()
         time.sleep(WARM_UP)
         fds_warm, rss_warm = service.open_fds(), service.status("VmRSS")
-        stop.wait(max(0.0, SECONDS - WARM_UP))
-        fds_end, rss_end = service.open_fds(), service.status("VmRSS")
+        fds_seen = [fds_warm]
+        while not stop.wait(1.0) and time.monotonic() - started < SECONDS:
+            fds_seen.append(service.open_fds())
+        fds_end, rss_end = max(fds_seen), service.status("VmRSS")
         stop.set()
         for thread in threads:
             thread.join(timeout=120)
 
     assert sum(statuses.values()) > CLIENTS
     assert set(statuses) == {200}, statuses
-    assert fds_end <= fds_warm + 8, (fds_warm, fds_end)
+    assert fds_end <= fds_warm + 16, fds_seen
     assert rss_end - rss_warm < 64 * 1024, (rss_warm, rss_end)  # kB
     for key in KEYS[:5]:
         assert destination_bytes(gcs, dest_bucket, key) == payloads[key]
