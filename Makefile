@@ -4,24 +4,26 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-from-lock
+UV = $$(command -v uv || echo $(BIN)/uv)
 
 .PHONY: dev test lint format bench lock clean
 
 $(STAMP): requirements.lock
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@command -v uv >/dev/null 2>&1 || test -x $(BIN)/uv || $(BIN)/python -m pip install --quiet uv
-	@UV=$$(command -v uv || echo $(BIN)/uv); \
-		$$UV pip install --quiet --python $(BIN)/python --require-hashes -r requirements.lock
+	@$(UV) pip install --quiet --python $(BIN)/python --require-hashes -r requirements.lock
 	@touch $@
 
 dev: $(STAMP)  ## the service on :8000 with moto (:9000), fake-gcs-server (:4443) and demo data
 	@$(BIN)/python -m app.dev
 
-test: $(STAMP)  ## lint, type-check and the whole test suite
+test: lint  ## lint, type-check and the whole test suite
+	$(BIN)/pytest
+
+lint: $(STAMP)  ## ruff check, ruff format --check and mypy: what pre-commit and CI run
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
-	$(BIN)/pytest
 
 bench: $(STAMP)  ## throughput and memory, side by side with rclone
 	@$(BIN)/python -m benchmarks
@@ -30,9 +32,9 @@ format: $(STAMP)
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-lock:  ## re-resolve and export the hash-pinned lock (uv.lock stays out of git)
-	uv lock
-	uv export --format requirements-txt --all-groups --no-emit-project --no-header -o requirements.lock
+lock: $(STAMP)  ## re-resolve and export the hash-pinned lock (uv.lock stays out of git)
+	$(UV) lock
+	$(UV) export --format requirements-txt --all-groups --no-emit-project --no-header -o requirements.lock
 
 clean:
-	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache
+	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache .hypothesis
