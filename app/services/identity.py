@@ -42,9 +42,9 @@ def holds(current: ObjectInfo, source: ObjectInfo) -> bool:
 
 def reason_to_skip(current: ObjectInfo | None, source: ObjectInfo, overwrite: Overwrite) -> str:
     """Why the copy is not needed, or "" when it is."""
-    if current is None or overwrite is Overwrite.ALWAYS:
+    if current is None or overwrite == Overwrite.ALWAYS:
         return ""
-    if overwrite is Overwrite.NEVER:
+    if overwrite == Overwrite.NEVER:
         return "the destination exists and overwrite is 'never'"
     if holds(current, source):
         return "the destination already holds this version of the source"
