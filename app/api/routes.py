@@ -6,10 +6,11 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.convertors import Convertor, register_url_convertor
 
 from app import errors
 from app.api import schemas
-from app.api.names import GCSBucket
+from app.api.names import GCSBucket, GCSKey
 from app.api.security import require_api_key
 from app.dependencies import BatchPoolDep, DestinationDep, ProbeDep, ReplicatorDep, SettingsDep
 from app.services.replicator import ReplicationRequest, ReplicationResult
@@ -122,10 +123,28 @@ def _batch_item(key: str, outcome: ReplicationResult | errors.ReplicatorError) -
     )
 
 
-ObjectPath = Annotated[str, Path(description="Object name; may contain slashes")]
+class _AnyPath(Convertor[str]):
+    """Like Starlette's `path`, but also across line breaks, so that a key GCS cannot hold
+    reaches validation (422) instead of failing to match any route (404)."""
+
+    regex = r"[\s\S]*"
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
 
 
-@router.get("/v1/object/{bucket}/{key:path}", responses=_ERRORS, tags=["objects"])
+register_url_convertor("anypath", _AnyPath())
+
+# A key is taken literally: `..` is part of the name, never a step up; `%2F` is a slash.
+ObjectPath = Annotated[
+    GCSKey, Path(description="Object name, taken literally; may contain slashes")
+]
+
+
+@router.get("/v1/object/{bucket}/{key:anypath}", responses=_ERRORS, tags=["objects"])
 def get_object(
     bucket: Annotated[GCSBucket, Path()], key: ObjectPath, destination: DestinationDep
 ) -> schemas.ObjectResponse:
@@ -150,7 +169,7 @@ def get_object(
 
 
 @router.delete(
-    "/v1/object/{bucket}/{key:path}", status_code=204, responses=_ERRORS, tags=["objects"]
+    "/v1/object/{bucket}/{key:anypath}", status_code=204, responses=_ERRORS, tags=["objects"]
 )
 def delete_object(
     bucket: Annotated[GCSBucket, Path()], key: ObjectPath, destination: DestinationDep
