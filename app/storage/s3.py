@@ -131,6 +131,15 @@ def _translated(what: str) -> Iterator[None]:
         raise translate(exc, what) from exc
 
 
+@contextlib.contextmanager
+def _bucket_named(bucket: str) -> Iterator[None]:
+    """A missing bucket, said plainly, for requests that name only the bucket."""
+    try:
+        yield
+    except errors.BucketNotFound as exc:
+        raise errors.BucketNotFound(f"S3 bucket '{bucket}' does not exist") from exc
+
+
 def _describe(bucket: str, key: str) -> str:
     return f"s3://{bucket}/{key}"
 
@@ -187,7 +196,7 @@ class S3Source:
         if len(first) > 1:
             request["StartAfter"] = first[:-1]  # sorts just before `first`
         seen: dict[str, ObjectInfo] = {}
-        with _translated(f"the listing of s3://{bucket}/{prefix}"):
+        with _bucket_named(bucket), _translated(f"the listing of s3://{bucket}/{prefix}"):
             for _ in range(max_pages):
                 page = self._client.list_objects_v2(**request)
                 for item in page.get("Contents", []):

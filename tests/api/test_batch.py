@@ -211,4 +211,4 @@ def test_missing_source_bucket_reports_each_key(client: TestClient) -> None:
     assert response.status_code == 200, response.text
     results = response.json()["results"]
     assert [r["status"] for r in results] == ["not_found", "not_found"]
-    assert all("no-such-bucket" in r["error"] for r in results)
+    assert all(r["error"] == "S3 bucket 'no-such-bucket' does not exist" for r in results)
