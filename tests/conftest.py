@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import os
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import boto3
@@ -114,3 +116,54 @@ def digests(data: bytes) -> dict[str, str]:
 
 def destination_bytes(gcs: storage.Client, bucket: str, key: str) -> bytes:
     return bytes(gcs.bucket(bucket).blob(key).download_as_bytes(raw_download=True))
+
+
+@dataclass
+class Buckets:
+    """A test's source bucket at S3 and destination bucket at GCS, reached directly by the
+    SDKs (never through a proxy), so what they show is what the emulators hold."""
+
+    s3: Any
+    gcs: storage.Client
+    source: str
+    dest: str
+
+    def put(self, key: str, data: bytes) -> bytes:
+        self.s3.put_object(Bucket=self.source, Key=key, Body=data)
+        return data
+
+    def put_random(self, key: str, size: int) -> bytes:
+        return self.put(key, os.urandom(size))
+
+    def replicate(self, settings: Settings, key: str) -> Any:
+        """One replication of `key`, by a service started with `settings` for it alone."""
+        with TestClient(create_app(settings)) as client:
+            return client.post("/v1/replicate", json={"s3_bucket": self.source, "s3_key": key})
+
+    def destination_bytes(self, key: str) -> bytes:
+        return destination_bytes(self.gcs, self.dest, key)
+
+    def assert_replicated(self, response: Any, key: str, data: bytes) -> None:
+        """200 "replicated", and the destination holds exactly `data`, with matching checksums."""
+        assert response.status_code == 200, response.text
+        assert response.json()["action"] == "replicated"
+        assert {"md5": response.json()["md5"], "crc32c": response.json()["crc32c"]} == digests(data)
+        assert self.destination_bytes(key) == data
+        blob = self.gcs.bucket(self.dest).get_blob(key)
+        assert blob is not None
+        assert {"md5": blob.md5_hash, "crc32c": blob.crc32c} == digests(data)
+
+    def assert_holds(self, key: str, data: bytes, generation: int) -> None:
+        """The destination holds exactly `data` at `key`, as the given generation."""
+        assert self.destination_bytes(key) == data
+        blob = self.gcs.bucket(self.dest).get_blob(key)
+        assert blob is not None
+        assert blob.generation == generation
+
+    def assert_nothing_written(self) -> None:
+        assert [blob.name for blob in self.gcs.list_blobs(self.dest)] == []
+
+
+@pytest.fixture
+def buckets(s3: Any, gcs: storage.Client, source_bucket: str, dest_bucket: str) -> Buckets:
+    return Buckets(s3, gcs, source_bucket, dest_bucket)

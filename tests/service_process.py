@@ -1,5 +1,9 @@
 """The service as a real process (`python -m uvicorn app.main:app`), for tests that need a
-process of its own: signals, file descriptors, memory."""
+process of its own: start-up, signals, file descriptors, memory.
+
+Each process starts in a directory of the test's choosing (so no `.env` is read there) with
+the app's settings removed from the environment, and gets only the settings the test names.
+"""
 
 from __future__ import annotations
 
@@ -13,11 +17,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+import pytest
 
+from app.config import Settings
 from app.dev import emulators
 
 REPO = Path(__file__).resolve().parents[1]
+SETTING_NAMES = {name.upper() for name in Settings.model_fields} | {"TARGET_GCS_BUCKET"}
 START_TIMEOUT = 60  # a safety net for a server that never comes up; never asserted on
+STOP_TIMEOUT = 30  # likewise, for a server that does not stop
 
 
 @dataclass
@@ -37,21 +45,40 @@ class ServiceProcess:
         return len(os.listdir(f"/proc/{self.process.pid}/fd"))
 
 
+def service_settings(s3_url: str, gcs_url: str, bucket: str, **extra: str) -> dict[str, str]:
+    """Settings for a service that copies from the S3 at `s3_url` to `bucket` at the GCS at
+    `gcs_url`, with test credentials for S3; `extra` adds or replaces settings."""
+    return {
+        "S3_ENDPOINT_URL": s3_url,
+        "STORAGE_EMULATOR_HOST": gcs_url,
+        "GCS_BUCKET_NAME": bucket,
+        "AWS_ACCESS_KEY_ID": "test",
+        "AWS_SECRET_ACCESS_KEY": "test",
+        **extra,
+    }
+
+
 def service_env(settings: dict[str, str]) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in settings}
+    """This process's environment without the app's settings, plus `settings`."""
+    env = {k: v for k, v in os.environ.items() if k.upper() not in SETTING_NAMES}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
     env.update(settings)
     return env
 
 
+def service_command(port: int) -> list[str]:
+    return [sys.executable, "-m", "uvicorn", "app.main:app", "--port", str(port)]
+
+
 @contextlib.contextmanager
 def running_service(workdir: Path, settings: dict[str, str]) -> Iterator[ServiceProcess]:
-    """Start the service in `workdir` (no .env there) and wait until /health answers."""
+    """Start the service in `workdir`, wait until /health answers 200, and terminate it at the
+    end (unless the test has stopped it already). Fails the test if it never answers."""
     port = emulators.free_port()
     log = workdir / f"service-{port}.log"
     with log.open("wb") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "app.main:app", "--port", str(port)],
+            service_command(port),
             cwd=workdir,
             env=service_env(settings),
             stdout=out,
@@ -62,20 +89,19 @@ def running_service(workdir: Path, settings: dict[str, str]) -> Iterator[Service
         deadline = time.monotonic() + START_TIMEOUT
         while True:
             if process.poll() is not None:
-                raise RuntimeError(f"the service exited ({process.returncode}):\n{log.read_text()}")
-            try:
-                if httpx.get(service.url + "/health", timeout=1).status_code == 200:
+                pytest.fail(f"the service exited with {process.returncode}:\n{log.read_text()}")
+            if time.monotonic() > deadline:
+                pytest.fail(f"the service did not answer /health:\n{log.read_text()}")
+            with contextlib.suppress(httpx.TransportError):
+                if httpx.get(f"{service.url}/health", timeout=1).status_code == 200:
                     break
-            except httpx.HTTPError:
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"the service did not start:\n{log.read_text()}") from None
-                time.sleep(0.1)
+            time.sleep(0.05)
         yield service
     finally:
         if process.poll() is None:
             process.terminate()
             try:
-                process.wait(timeout=30)
+                process.wait(timeout=STOP_TIMEOUT)
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()

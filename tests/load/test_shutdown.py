@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import os
 import signal
 import threading
 import time
@@ -11,39 +10,32 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from google.cloud import storage
 
 from app.dev import emulators
-from tests.conftest import destination_bytes
-from tests.service_process import running_service
+from tests.conftest import Buckets
+from tests.service_process import running_service, service_settings
 
 
 def test_sigterm_finishes_the_copy_in_flight_then_exits(
     tmp_path: Path,
     moto_server: emulators.Emulator,
     gcs_server: emulators.Emulator,
-    s3: Any,
-    gcs: storage.Client,
-    source_bucket: str,
-    dest_bucket: str,
+    buckets: Buckets,
 ) -> None:
-    data = os.urandom(48 * 1024 * 1024)
-    s3.put_object(Bucket=source_bucket, Key="big.bin", Body=data)
-    settings = {
-        "S3_ENDPOINT_URL": moto_server.url,
-        "STORAGE_EMULATOR_HOST": gcs_server.url,
-        "GCS_BUCKET_NAME": dest_bucket,
-        "AWS_ACCESS_KEY_ID": "test",
-        "AWS_SECRET_ACCESS_KEY": "test",
-        "UPLOAD_CHUNK_SIZE": str(4 * 1024 * 1024),  # many chunks: the copy takes a while
-    }
+    data = buckets.put_random("big.bin", 48 * 1024 * 1024)
+    settings = service_settings(
+        moto_server.url,
+        gcs_server.url,
+        buckets.dest,
+        UPLOAD_CHUNK_SIZE=str(4 * 1024 * 1024),  # many chunks: the copy takes a while
+    )
     with running_service(tmp_path, settings) as service:
         outcome: dict[str, Any] = {}
 
         def copy() -> None:
             outcome["response"] = httpx.post(
                 service.url + "/v1/replicate",
-                json={"s3_bucket": source_bucket, "s3_key": "big.bin"},
+                json={"s3_bucket": buckets.source, "s3_key": "big.bin"},
                 timeout=120,
             )
 
@@ -70,5 +62,5 @@ def test_sigterm_finishes_the_copy_in_flight_then_exits(
     response = outcome["response"]
     assert response.status_code == 200, response.text
     assert response.json()["action"] == "replicated"
-    copied = destination_bytes(gcs, dest_bucket, "big.bin")
+    copied = buckets.destination_bytes("big.bin")
     assert hashlib.md5(copied).digest() == hashlib.md5(data).digest()

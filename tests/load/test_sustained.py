@@ -17,11 +17,10 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from google.cloud import storage
 
 from app.dev import emulators
-from tests.conftest import destination_bytes
-from tests.service_process import running_service
+from tests.conftest import Buckets
+from tests.service_process import running_service, service_settings
 
 CLIENTS = 64
 SECONDS = float(os.environ.get("LOAD_SECONDS", "30"))
@@ -34,22 +33,12 @@ def test_64_clients_for_30_seconds(
     tmp_path: Path,
     moto_server: emulators.Emulator,
     gcs_server: emulators.Emulator,
-    s3: Any,
-    gcs: storage.Client,
-    source_bucket: str,
-    dest_bucket: str,
+    buckets: Buckets,
 ) -> None:
     payloads = {key: os.urandom(random.randint(1, 64 * 1024)) for key in KEYS}
     for key, data in payloads.items():
-        s3.put_object(Bucket=source_bucket, Key=key, Body=data)
-    settings = {
-        "S3_ENDPOINT_URL": moto_server.url,
-        "STORAGE_EMULATOR_HOST": gcs_server.url,
-        "GCS_BUCKET_NAME": dest_bucket,
-        "AWS_ACCESS_KEY_ID": "test",
-        "AWS_SECRET_ACCESS_KEY": "test",
-        "LOG_LEVEL": "WARNING",
-    }
+        buckets.put(key, data)
+    settings = service_settings(moto_server.url, gcs_server.url, buckets.dest, LOG_LEVEL="WARNING")
     statuses: Counter[int] = Counter()
     lock = threading.Lock()
     stop = threading.Event()
@@ -59,14 +48,14 @@ def test_64_clients_for_30_seconds(
         with httpx.Client(base_url=service.url, timeout=60) as http:
             while not stop.is_set():
                 if rng.random() < 0.7:
-                    body: dict[str, Any] = {"s3_bucket": source_bucket, "s3_key": rng.choice(KEYS)}
+                    body: dict[str, Any] = {"s3_bucket": buckets.source, "s3_key": rng.choice(KEYS)}
                     if rng.random() < 0.2:
                         body["overwrite"] = "always"  # keep real copies in the mix
                     response = http.post("/v1/replicate", json=body)
                 else:
                     keys = rng.sample(KEYS, 8)
                     response = http.post(
-                        "/v1/replicate/batch", json={"s3_bucket": source_bucket, "s3_keys": keys}
+                        "/v1/replicate/batch", json={"s3_bucket": buckets.source, "s3_keys": keys}
                     )
                 with lock:
                     statuses[response.status_code] += 1
@@ -93,4 +82,4 @@ def test_64_clients_for_30_seconds(
     assert fds_end <= fds_warm + 16, fds_seen
     assert rss_end - rss_warm < 64 * 1024, (rss_warm, rss_end)  # kB
     for key in KEYS[:5]:
-        assert destination_bytes(gcs, dest_bucket, key) == payloads[key]
+        assert buckets.destination_bytes(key) == payloads[key]

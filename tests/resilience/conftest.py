@@ -7,20 +7,21 @@ status queries as real GCS does; see tests.faults.FaultProxy). Faults are script
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from google.cloud import storage
 
 from app.config import Settings
 from app.dev import emulators
 from app.main import create_app
-from tests.conftest import destination_bytes, digests, make_settings
-from tests.faults import FaultProxy, Seen
+from tests.conftest import Buckets, make_settings
+from tests.faults import Fault, FaultProxy, Seen
 
 CHUNK = 256 * 1024  # the smallest upload chunk GCS allows: 1 MiB goes up in four chunks
+SMALL = 200_000  # goes up in one simple (multipart) upload
+LARGE = 4 * CHUNK + 1000  # a resumable upload: four full chunks and a short final one
 
 
 @pytest.fixture
@@ -41,6 +42,9 @@ def proxied_settings(s3_url: str, gcs_url: str, bucket: str, **overrides: Any) -
     return make_settings(s3_url, gcs_url, bucket, **{**values, **overrides})
 
 
+SettingsFor = Callable[..., Settings]  # proxied_settings with the URLs and bucket filled in
+
+
 @contextlib.contextmanager
 def service(settings: Settings) -> Iterator[TestClient]:
     with TestClient(create_app(settings)) as client:
@@ -56,18 +60,24 @@ def gaps(attempts: list[Seen]) -> list[float]:
     return [later.at - earlier.at for earlier, later in zip(attempts, attempts[1:], strict=False)]
 
 
-def assert_replicated(
-    response: Any, gcs: storage.Client, bucket: str, key: str, data: bytes
-) -> None:
-    """200 "replicated", and the destination holds exactly `data`, with matching checksums."""
-    assert response.status_code == 200, response.text
-    assert response.json()["action"] == "replicated"
-    assert {"md5": response.json()["md5"], "crc32c": response.json()["crc32c"]} == digests(data)
-    assert destination_bytes(gcs, bucket, key) == data
-    blob = gcs.bucket(bucket).get_blob(key)
-    assert blob is not None
-    assert {"md5": blob.md5_hash, "crc32c": blob.crc32c} == digests(data)
+def assert_error(response: Any, status: int, error: str) -> None:
+    assert response.status_code == status, response.text
+    assert response.json()["error"] == error
 
 
-def assert_nothing_written(gcs: storage.Client, bucket: str) -> None:
-    assert [blob.name for blob in gcs.list_blobs(bucket)] == []
+def replace_under_fault(
+    buckets: Buckets, settings: Settings, size: int, proxy: FaultProxy, fault: Fault
+) -> Any:
+    """Replicate a.bin, then a new version of it with `fault` added to `proxy`, through one
+    service. Checks the first copy, and that the destination still holds it, unchanged, after
+    the second attempt; returns the second response."""
+    good = buckets.put_random("a.bin", size)
+    with service(settings) as client:
+        first = replicate(client, buckets.source, "a.bin")
+        buckets.assert_replicated(first, "a.bin", good)
+        buckets.put_random("a.bin", size)
+        proxy.add(fault)
+        second = replicate(client, buckets.source, "a.bin")
+
+    buckets.assert_holds("a.bin", good, first.json()["generation"])
+    return second

@@ -9,29 +9,26 @@ and nothing new at the destination.
 
 from __future__ import annotations
 
-import os
-from collections.abc import Callable, Iterator
+import functools
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from google.cloud import storage
 
-from app.config import Settings
 from app.dev import emulators
-from tests.conftest import destination_bytes
+from tests.conftest import Buckets
 from tests.faults import Fault, FaultProxy
 from tests.resilience.conftest import (
     CHUNK,
-    assert_nothing_written,
-    assert_replicated,
+    LARGE,
+    SMALL,
+    SettingsFor,
+    assert_error,
     gaps,
     proxied_settings,
-    replicate,
-    service,
+    replace_under_fault,
 )
 
-SMALL = 200_000  # one simple (multipart) upload
-LARGE = 4 * CHUNK + 1000  # a resumable upload: four full chunks and a short final one
 SIMPLE_UPLOAD = "uploadType=multipart"
 SESSION = "uploadType=resumable"  # the initiating POST, and every PUT to the session
 CHUNK_PUT = "upload_id="
@@ -41,20 +38,20 @@ OBJECT_METADATA = "/o/a.bin?"
 GCS_503 = b'{"error": {"code": 503, "message": "Backend Error"}}'  # GCS's error shape
 SERVICE_UNAVAILABLE: dict[str, Any] = {"action": "status", "status": 503, "body": GCS_503}
 
-SettingsFor = Callable[..., Settings]
-
 
 @pytest.fixture
 def settings_for(
     gcs_proxy: FaultProxy, moto_server: emulators.Emulator, dest_bucket: str
 ) -> SettingsFor:
     """Settings that reach GCS through the proxy and S3 directly; 256 KiB upload chunks."""
+    return functools.partial(
+        proxied_settings, moto_server.url, gcs_proxy.url, dest_bucket, upload_chunk_size=CHUNK
+    )
 
-    def build(**overrides: Any) -> Settings:
-        values = {"upload_chunk_size": CHUNK, **overrides}
-        return proxied_settings(moto_server.url, gcs_proxy.url, dest_bucket, **values)
 
-    return build
+def size_for(path: str) -> int:
+    """An object that goes up through `path`: a simple upload, or a resumable one."""
+    return SMALL if path == SIMPLE_UPLOAD else LARGE
 
 
 def chunk_ranges(proxy: FaultProxy) -> list[str]:
@@ -89,69 +86,46 @@ def _valid(content_range: str) -> bool:
 def test_failed_upload_request_is_retried(
     gcs_proxy: FaultProxy,
     settings_for: SettingsFor,
-    s3: Any,
-    gcs: storage.Client,
-    source_bucket: str,
-    dest_bucket: str,
+    buckets: Buckets,
     path: str,
     fault: dict[str, Any],
 ) -> None:
-    size = SMALL if path == SIMPLE_UPLOAD else LARGE
-    data = os.urandom(size)
-    s3.put_object(Bucket=source_bucket, Key="a.bin", Body=data)
+    data = buckets.put_random("a.bin", size_for(path))
     injected = gcs_proxy.add(Fault("POST", path, times=2, **fault))
 
-    with service(settings_for(read_timeout=0.5)) as client:
-        response = replicate(client, source_bucket, "a.bin")
+    response = buckets.replicate(settings_for(read_timeout=0.5), "a.bin")
 
-    assert_replicated(response, gcs, dest_bucket, "a.bin", data)
+    buckets.assert_replicated(response, "a.bin", data)
     assert injected.fired == 2
     assert len(gcs_proxy.seen("POST", path)) == 3
 
 
 def test_metadata_lookup_is_retried(
-    gcs_proxy: FaultProxy,
-    settings_for: SettingsFor,
-    s3: Any,
-    gcs: storage.Client,
-    source_bucket: str,
-    dest_bucket: str,
+    gcs_proxy: FaultProxy, settings_for: SettingsFor, buckets: Buckets
 ) -> None:
-    data = os.urandom(SMALL)
-    s3.put_object(Bucket=source_bucket, Key="a.bin", Body=data)
-    path = f"/storage/v1/b/{dest_bucket}/o/a.bin"
+    data = buckets.put_random("a.bin", SMALL)
+    path = f"/storage/v1/b/{buckets.dest}/o/a.bin"
     fault = gcs_proxy.add(Fault("GET", path, times=2, **SERVICE_UNAVAILABLE))
 
-    with service(settings_for()) as client:
-        response = replicate(client, source_bucket, "a.bin")
+    response = buckets.replicate(settings_for(), "a.bin")
 
-    assert_replicated(response, gcs, dest_bucket, "a.bin", data)
+    buckets.assert_replicated(response, "a.bin", data)
     assert fault.fired == 2
     assert len(gcs_proxy.seen("GET", path)) > 2  # the lookup went through in the end
 
 
 def test_lost_answer_to_a_simple_upload_is_not_a_failure(
-    gcs_proxy: FaultProxy,
-    settings_for: SettingsFor,
-    s3: Any,
-    gcs: storage.Client,
-    source_bucket: str,
-    dest_bucket: str,
+    gcs_proxy: FaultProxy, settings_for: SettingsFor, buckets: Buckets
 ) -> None:
     """GCS stored the object, but its answer was lost: the retry meets the generation
     precondition (412), and the service sees that its own write is in place."""
-    data = os.urandom(SMALL)
-    s3.put_object(Bucket=source_bucket, Key="a.bin", Body=data)
+    data = buckets.put_random("a.bin", SMALL)
     gcs_proxy.add(Fault("POST", SIMPLE_UPLOAD, "reset_after_upload", times=1))
 
-    with service(settings_for()) as client:
-        response = replicate(client, source_bucket, "a.bin")
+    response = buckets.replicate(settings_for(), "a.bin")
 
     assert response.status_code == 200, response.text
-    assert destination_bytes(gcs, dest_bucket, "a.bin") == data
-    blob = gcs.bucket(dest_bucket).get_blob("a.bin")
-    assert blob is not None
-    assert blob.generation == response.json()["generation"]
+    buckets.assert_holds("a.bin", data, response.json()["generation"])
     assert len(gcs_proxy.seen("POST", SIMPLE_UPLOAD)) == 2
 
 
@@ -166,22 +140,14 @@ def test_lost_answer_to_a_simple_upload_is_not_a_failure(
     ids=["reset", "503", "stall", "reset-after-upload"],
 )
 def test_fault_on_a_middle_chunk_resumes_where_gcs_left_off(
-    gcs_proxy: FaultProxy,
-    settings_for: SettingsFor,
-    s3: Any,
-    gcs: storage.Client,
-    source_bucket: str,
-    dest_bucket: str,
-    fault: dict[str, Any],
+    gcs_proxy: FaultProxy, settings_for: SettingsFor, buckets: Buckets, fault: dict[str, Any]
 ) -> None:
-    data = os.urandom(LARGE)
-    s3.put_object(Bucket=source_bucket, Key="a.bin", Body=data)
+    data = buckets.put_random("a.bin", LARGE)
     injected = gcs_proxy.add(Fault("PUT", CHUNK_PUT, nth=3, **fault))  # the third chunk
 
-    with service(settings_for(read_timeout=0.5)) as client:
-        response = replicate(client, source_bucket, "a.bin")
+    response = buckets.replicate(settings_for(read_timeout=0.5), "a.bin")
 
-    assert_replicated(response, gcs, dest_bucket, "a.bin", data)
+    buckets.assert_replicated(response, "a.bin", data)
     assert injected.fired == 1
     sent = chunks_of(LARGE)
     if fault["action"] != "reset_after_upload":
@@ -191,21 +157,14 @@ def test_fault_on_a_middle_chunk_resumes_where_gcs_left_off(
 
 
 def test_lost_answer_to_the_final_chunk_is_not_a_failure(
-    gcs_proxy: FaultProxy,
-    settings_for: SettingsFor,
-    s3: Any,
-    gcs: storage.Client,
-    source_bucket: str,
-    dest_bucket: str,
+    gcs_proxy: FaultProxy, settings_for: SettingsFor, buckets: Buckets
 ) -> None:
-    data = os.urandom(LARGE)
-    s3.put_object(Bucket=source_bucket, Key="a.bin", Body=data)
+    data = buckets.put_random("a.bin", LARGE)
     gcs_proxy.add(Fault("PUT", CHUNK_PUT, "reset_after_upload", nth=5))
 
-    with service(settings_for()) as client:
-        response = replicate(client, source_bucket, "a.bin")
+    response = buckets.replicate(settings_for(), "a.bin")
 
-    assert_replicated(response, gcs, dest_bucket, "a.bin", data)
+    buckets.assert_replicated(response, "a.bin", data)
     assert chunk_ranges(gcs_proxy) == chunks_of(LARGE)  # the status query found it complete
 
 
@@ -224,52 +183,33 @@ def test_lost_answer_to_the_final_chunk_is_not_a_failure(
 def test_fault_on_every_attempt_is_503_and_writes_nothing(
     gcs_proxy: FaultProxy,
     settings_for: SettingsFor,
-    s3: Any,
-    gcs: storage.Client,
-    source_bucket: str,
-    dest_bucket: str,
+    buckets: Buckets,
     method: str,
     path: str,
     fault: dict[str, Any],
 ) -> None:
-    size = SMALL if path == SIMPLE_UPLOAD else LARGE
-    s3.put_object(Bucket=source_bucket, Key="a.bin", Body=os.urandom(size))
+    buckets.put_random("a.bin", size_for(path))
     injected = gcs_proxy.add(Fault(method, path, **fault))
 
-    with service(settings_for(max_retries=2)) as client:
-        response = replicate(client, source_bucket, "a.bin")
+    response = buckets.replicate(settings_for(max_retries=2), "a.bin")
 
-    assert response.status_code == 503, response.text
-    assert response.json()["error"] == "unavailable"
+    assert_error(response, 503, "unavailable")
     assert injected.fired >= 3  # the first attempt and two retries, at least
-    assert_nothing_written(gcs, dest_bucket)
+    buckets.assert_nothing_written()
     if path == CHUNK_PUT:
         assert gcs_proxy.seen("DELETE", CHUNK_PUT), "the upload session was not cancelled"
 
 
 def test_failed_replacement_keeps_the_previous_version(
-    gcs_proxy: FaultProxy,
-    settings_for: SettingsFor,
-    s3: Any,
-    gcs: storage.Client,
-    source_bucket: str,
-    dest_bucket: str,
+    gcs_proxy: FaultProxy, settings_for: SettingsFor, buckets: Buckets
 ) -> None:
-    good = os.urandom(LARGE)
-    s3.put_object(Bucket=source_bucket, Key="a.bin", Body=good)
-    with service(settings_for(max_retries=2)) as client:
-        first = replicate(client, source_bucket, "a.bin")
-        assert_replicated(first, gcs, dest_bucket, "a.bin", good)
-        s3.put_object(Bucket=source_bucket, Key="a.bin", Body=os.urandom(LARGE))
-        gcs_proxy.add(Fault("PUT", CHUNK_PUT, **SERVICE_UNAVAILABLE))  # every chunk
-        second = replicate(client, source_bucket, "a.bin")
+    every_chunk = Fault("PUT", CHUNK_PUT, **SERVICE_UNAVAILABLE)
 
-    assert second.status_code == 503, second.text
-    assert second.json()["error"] == "unavailable"
-    assert destination_bytes(gcs, dest_bucket, "a.bin") == good
-    blob = gcs.bucket(dest_bucket).get_blob("a.bin")
-    assert blob is not None
-    assert blob.generation == first.json()["generation"]
+    second = replace_under_fault(
+        buckets, settings_for(max_retries=2), LARGE, gcs_proxy, every_chunk
+    )
+
+    assert_error(second, 503, "unavailable")
 
 
 @pytest.mark.parametrize(
@@ -282,24 +222,15 @@ def test_failed_replacement_keeps_the_previous_version(
     ],
 )
 def test_retry_after_is_honoured(
-    gcs_proxy: FaultProxy,
-    settings_for: SettingsFor,
-    s3: Any,
-    gcs: storage.Client,
-    source_bucket: str,
-    dest_bucket: str,
-    method: str,
-    path: str,
+    gcs_proxy: FaultProxy, settings_for: SettingsFor, buckets: Buckets, method: str, path: str
 ) -> None:
-    data = os.urandom(SMALL if path == SIMPLE_UPLOAD else LARGE)
-    s3.put_object(Bucket=source_bucket, Key="a.bin", Body=data)
+    data = buckets.put_random("a.bin", size_for(path))
     retry_later = {"Retry-After": "1"}
     gcs_proxy.add(Fault(method, path, "status", status=429, headers=retry_later, times=1))
 
-    with service(settings_for(retry_delay=0.01, retry_max_delay=5)) as client:
-        response = replicate(client, source_bucket, "a.bin")
+    response = buckets.replicate(settings_for(retry_delay=0.01, retry_max_delay=5), "a.bin")
 
-    assert_replicated(response, gcs, dest_bucket, "a.bin", data)
+    buckets.assert_replicated(response, "a.bin", data)
     # The backoff alone would wait at most 0.01 s; GCS asked for a whole second.
     assert gaps(gcs_proxy.seen(method, path))[0] >= 0.9
 
@@ -321,10 +252,7 @@ def raw_gcs_proxy(gcs_server: emulators.Emulator) -> Iterator[FaultProxy]:
 def test_raw_emulator_never_leaves_a_partial_object(
     raw_gcs_proxy: FaultProxy,
     moto_server: emulators.Emulator,
-    s3: Any,
-    gcs: storage.Client,
-    source_bucket: str,
-    dest_bucket: str,
+    buckets: Buckets,
     nth: int,
     action: str,
 ) -> None:
@@ -334,19 +262,17 @@ def test_raw_emulator_never_leaves_a_partial_object(
     complete object in place). Real GCS answers 308 or the finished object; see
     test_fault_on_a_middle_chunk_resumes_where_gcs_left_off. Whatever the answer, the
     destination must never hold a partial object."""
-    data = os.urandom(LARGE)
-    s3.put_object(Bucket=source_bucket, Key="a.bin", Body=data)
+    data = buckets.put_random("a.bin", LARGE)
     raw_gcs_proxy.add(Fault("PUT", CHUNK_PUT, action, nth=nth))
     settings = proxied_settings(
-        moto_server.url, raw_gcs_proxy.url, dest_bucket, upload_chunk_size=CHUNK
+        moto_server.url, raw_gcs_proxy.url, buckets.dest, upload_chunk_size=CHUNK
     )
 
-    with service(settings) as client:
-        response = replicate(client, source_bucket, "a.bin")
+    response = buckets.replicate(settings, "a.bin")
 
-    blobs = {blob.name for blob in gcs.list_blobs(dest_bucket)}
+    blobs = {blob.name for blob in buckets.gcs.list_blobs(buckets.dest)}
     if response.status_code == 200:
-        assert_replicated(response, gcs, dest_bucket, "a.bin", data)
+        buckets.assert_replicated(response, "a.bin", data)
     else:
         assert response.json()["error"] in ("unavailable", "integrity_error"), response.text
-        assert blobs == set() or destination_bytes(gcs, dest_bucket, "a.bin") == data
+        assert blobs == set() or buckets.destination_bytes("a.bin") == data

@@ -6,35 +6,31 @@ the retry budget is spent (or the bytes do not verify), an error and nothing dam
 
 from __future__ import annotations
 
+import functools
+import math
 import os
-from collections.abc import Callable
 from typing import Any
 
 import pytest
-from google.cloud import storage
 
-from app.config import Settings
 from app.dev import emulators
-from tests.conftest import destination_bytes
+from tests.conftest import Buckets
 from tests.faults import S3_SLOW_DOWN, Fault, FaultProxy
 from tests.resilience.conftest import (
     CHUNK,
-    assert_nothing_written,
-    assert_replicated,
+    LARGE,
+    SMALL,
+    SettingsFor,
+    assert_error,
     gaps,
     proxied_settings,
-    replicate,
-    service,
+    replace_under_fault,
 )
 
-SMALL = 200_000  # goes up in one simple upload
-LARGE = 4 * CHUNK + 1000  # goes up in a resumable upload of five chunks
 SIZES = pytest.mark.parametrize(
     ("size", "chunk"), [(SMALL, 64 * CHUNK), (LARGE, CHUNK)], ids=["simple", "resumable"]
 )
 SLOW_DOWN: dict[str, Any] = {"action": "status", "status": 503, "body": S3_SLOW_DOWN}
-
-SettingsFor = Callable[..., Settings]
 
 
 @pytest.fixture
@@ -42,142 +38,100 @@ def settings_for(
     s3_proxy: FaultProxy, gcs_server: emulators.Emulator, dest_bucket: str
 ) -> SettingsFor:
     """Settings that reach S3 through the proxy and GCS directly."""
-
-    def build(**overrides: Any) -> Settings:
-        return proxied_settings(s3_proxy.url, gcs_server.url, dest_bucket, **overrides)
-
-    return build
+    return functools.partial(proxied_settings, s3_proxy.url, gcs_server.url, dest_bucket)
 
 
 @SIZES
 def test_truncated_body_is_resumed_where_it_broke(
-    s3_proxy: FaultProxy,
-    settings_for: SettingsFor,
-    s3: Any,
-    gcs: storage.Client,
-    source_bucket: str,
-    dest_bucket: str,
-    size: int,
-    chunk: int,
+    s3_proxy: FaultProxy, settings_for: SettingsFor, buckets: Buckets, size: int, chunk: int
 ) -> None:
-    data = os.urandom(size)
-    s3.put_object(Bucket=source_bucket, Key="cut.bin", Body=data)
+    data = buckets.put_random("cut.bin", size)
     cut = size // 2 + 123
-    path = f"/{source_bucket}/cut.bin"
+    path = f"/{buckets.source}/cut.bin"
     fault = s3_proxy.add(Fault("GET", path, "truncate", at=cut, times=1))
 
-    with service(settings_for(upload_chunk_size=chunk)) as client:
-        response = replicate(client, source_bucket, "cut.bin")
+    response = buckets.replicate(settings_for(upload_chunk_size=chunk), "cut.bin")
 
-    assert_replicated(response, gcs, dest_bucket, "cut.bin", data)
+    buckets.assert_replicated(response, "cut.bin", data)
     assert fault.fired == 1
     gets = s3_proxy.seen("GET", path)
     assert [get.headers.get("range") for get in gets] == [None, f"bytes={cut}-"]
-    etag = s3.head_object(Bucket=source_bucket, Key="cut.bin")["ETag"]
+    etag = buckets.s3.head_object(Bucket=buckets.source, Key="cut.bin")["ETag"]
     assert [get.headers.get("if-match") for get in gets] == [etag, etag]  # the same version
 
 
 @pytest.mark.parametrize(
-    ("method", "fault"),
+    ("method", "fault", "times", "overrides"),
     [
-        ("HEAD", {"action": "reset"}),
-        ("HEAD", {**SLOW_DOWN, "headers": {"Retry-After": "0"}}),
-        ("GET", {"action": "reset"}),
-        ("GET", {**SLOW_DOWN, "headers": {"Retry-After": "0"}}),
-        ("GET", {"action": "status", "status": 500}),
+        ("HEAD", {"action": "reset"}, 2, {}),
+        ("HEAD", {**SLOW_DOWN, "headers": {"Retry-After": "0"}}, 2, {}),
+        ("GET", {"action": "reset"}, 2, {}),
+        ("GET", {**SLOW_DOWN, "headers": {"Retry-After": "0"}}, 2, {}),
+        ("GET", {"action": "status", "status": 500}, 2, {}),
+        # A stall past the read timeout, before the answer or in the middle of the body.
+        ("HEAD", {"action": "stall", "stall_for": 10}, 1, {"read_timeout": 0.5}),
+        ("GET", {"action": "stall", "stall_for": 10}, 1, {"read_timeout": 0.5}),
+        ("GET", {"action": "stall", "stall_for": 10, "at": SMALL // 2}, 1, {"read_timeout": 0.5}),
     ],
-    ids=["head-reset", "head-slowdown", "get-reset", "get-slowdown", "get-500"],
+    ids=[
+        "head-reset",
+        "head-slowdown",
+        "get-reset",
+        "get-slowdown",
+        "get-500",
+        "head-stall",
+        "get-stall",
+        "get-stall-mid-body",
+    ],
 )
 def test_transient_faults_are_retried(
     s3_proxy: FaultProxy,
     settings_for: SettingsFor,
-    s3: Any,
-    gcs: storage.Client,
-    source_bucket: str,
-    dest_bucket: str,
+    buckets: Buckets,
     method: str,
     fault: dict[str, Any],
+    times: int,
+    overrides: dict[str, Any],
 ) -> None:
-    data = os.urandom(SMALL)
-    s3.put_object(Bucket=source_bucket, Key="a.bin", Body=data)
-    path = f"/{source_bucket}/a.bin"
-    injected = s3_proxy.add(Fault(method, path, times=2, **fault))
+    data = buckets.put_random("a.bin", SMALL)
+    path = f"/{buckets.source}/a.bin"
+    injected = s3_proxy.add(Fault(method, path, times=times, **fault))
 
-    with service(settings_for(max_retries=3)) as client:
-        response = replicate(client, source_bucket, "a.bin")
+    response = buckets.replicate(settings_for(max_retries=3, **overrides), "a.bin")
 
-    assert_replicated(response, gcs, dest_bucket, "a.bin", data)
-    assert injected.fired == 2
-    assert len(s3_proxy.seen(method, path)) == 3  # two faults, then the attempt that worked
-
-
-def test_retry_after_is_honoured(
-    s3_proxy: FaultProxy,
-    settings_for: SettingsFor,
-    s3: Any,
-    gcs: storage.Client,
-    source_bucket: str,
-    dest_bucket: str,
-) -> None:
-    data = os.urandom(1000)
-    s3.put_object(Bucket=source_bucket, Key="a.bin", Body=data)
-    path = f"/{source_bucket}/a.bin"
-    s3_proxy.add(Fault("GET", path, times=1, **SLOW_DOWN, headers={"Retry-After": "1"}))
-
-    with service(settings_for(retry_delay=0.01, retry_max_delay=5)) as client:
-        response = replicate(client, source_bucket, "a.bin")
-
-    assert_replicated(response, gcs, dest_bucket, "a.bin", data)
-    # The backoff alone would wait at most 0.01 s; S3 asked for a whole second.
-    assert gaps(s3_proxy.seen("GET", path))[0] >= 0.9
-
-
-def test_retry_after_is_capped_by_the_longest_delay(
-    s3_proxy: FaultProxy,
-    settings_for: SettingsFor,
-    s3: Any,
-    gcs: storage.Client,
-    source_bucket: str,
-    dest_bucket: str,
-) -> None:
-    data = os.urandom(1000)
-    s3.put_object(Bucket=source_bucket, Key="a.bin", Body=data)
-    path = f"/{source_bucket}/a.bin"
-    s3_proxy.add(Fault("HEAD", path, times=1, **SLOW_DOWN, headers={"Retry-After": "30"}))
-
-    with service(settings_for(retry_delay=0.01, retry_max_delay=0.2)) as client:
-        response = replicate(client, source_bucket, "a.bin")
-
-    assert_replicated(response, gcs, dest_bucket, "a.bin", data)
-    assert gaps(s3_proxy.seen("HEAD", path))[0] < 10  # not the 30 s S3 asked for
+    buckets.assert_replicated(response, "a.bin", data)
+    assert injected.fired == times
+    assert len(s3_proxy.seen(method, path)) == times + 1  # the faults, then the attempt that worked
 
 
 @pytest.mark.parametrize(
-    ("method", "at"),
-    [("HEAD", None), ("GET", None), ("GET", SMALL // 2)],
-    ids=["head", "get", "get-mid-body"],
+    ("method", "retry_after", "retry_max_delay", "shortest", "longest"),
+    [
+        # The backoff alone would wait at most 0.01 s; S3 asked for a whole second.
+        pytest.param("GET", "1", 5, 0.9, math.inf, id="honoured"),
+        # Not the 30 s S3 asked for.
+        pytest.param("HEAD", "30", 0.2, 0, 10, id="capped-by-the-longest-delay"),
+    ],
 )
-def test_stall_past_the_read_timeout_is_retried(
+def test_retry_after(
     s3_proxy: FaultProxy,
     settings_for: SettingsFor,
-    s3: Any,
-    gcs: storage.Client,
-    source_bucket: str,
-    dest_bucket: str,
+    buckets: Buckets,
     method: str,
-    at: int | None,
+    retry_after: str,
+    retry_max_delay: float,
+    shortest: float,
+    longest: float,
 ) -> None:
-    data = os.urandom(SMALL)
-    s3.put_object(Bucket=source_bucket, Key="slow.bin", Body=data)
-    path = f"/{source_bucket}/slow.bin"
-    fault = s3_proxy.add(Fault(method, path, "stall", at=at, times=1, stall_for=10))
+    data = buckets.put_random("a.bin", 1000)
+    path = f"/{buckets.source}/a.bin"
+    s3_proxy.add(Fault(method, path, times=1, **SLOW_DOWN, headers={"Retry-After": retry_after}))
 
-    with service(settings_for(read_timeout=0.5)) as client:
-        response = replicate(client, source_bucket, "slow.bin")
+    settings = settings_for(retry_delay=0.01, retry_max_delay=retry_max_delay)
+    response = buckets.replicate(settings, "a.bin")
 
-    assert_replicated(response, gcs, dest_bucket, "slow.bin", data)
-    assert fault.fired == 1
-    assert len(s3_proxy.seen(method, path)) == 2
+    buckets.assert_replicated(response, "a.bin", data)
+    assert shortest <= gaps(s3_proxy.seen(method, path))[0] < longest
 
 
 @pytest.mark.parametrize(
@@ -194,37 +148,31 @@ def test_stall_past_the_read_timeout_is_retried(
 def test_fault_on_every_attempt_is_503_and_writes_nothing(
     s3_proxy: FaultProxy,
     settings_for: SettingsFor,
-    s3: Any,
-    gcs: storage.Client,
-    source_bucket: str,
-    dest_bucket: str,
+    buckets: Buckets,
     method: str,
     fault: dict[str, Any],
 ) -> None:
-    s3.put_object(Bucket=source_bucket, Key="a.bin", Body=os.urandom(SMALL))
-    path = f"/{source_bucket}/a.bin"
+    buckets.put_random("a.bin", SMALL)
+    path = f"/{buckets.source}/a.bin"
     s3_proxy.add(Fault(method, path, **fault))
 
-    with service(settings_for(max_retries=2)) as client:
-        response = replicate(client, source_bucket, "a.bin")
+    response = buckets.replicate(settings_for(max_retries=2), "a.bin")
 
-    assert response.status_code == 503, response.text
-    assert response.json()["error"] == "unavailable"
+    assert_error(response, 503, "unavailable")
     assert len(s3_proxy.seen(method, path)) == 3  # the first attempt and two retries
-    assert_nothing_written(gcs, dest_bucket)
+    buckets.assert_nothing_written()
 
 
 def test_backoff_grows_between_attempts(
-    s3_proxy: FaultProxy, settings_for: SettingsFor, s3: Any, source_bucket: str
+    s3_proxy: FaultProxy, settings_for: SettingsFor, buckets: Buckets
 ) -> None:
     """Full jitter draws each wait from [0, base * 2**n]; single gaps need not grow, but the
     late ones reach far past anything a fixed delay of `base` could produce."""
-    s3.put_object(Bucket=source_bucket, Key="a.bin", Body=b"x")
-    path = f"/{source_bucket}/a.bin"
+    buckets.put("a.bin", b"x")
+    path = f"/{buckets.source}/a.bin"
     s3_proxy.add(Fault("HEAD", path, "reset"))
 
-    with service(settings_for(max_retries=8, retry_delay=0.01)) as client:
-        response = replicate(client, source_bucket, "a.bin")
+    response = buckets.replicate(settings_for(max_retries=8, retry_delay=0.01), "a.bin")
 
     assert response.status_code == 503
     waits = gaps(s3_proxy.seen("HEAD", path))
@@ -236,68 +184,39 @@ def test_backoff_grows_between_attempts(
 
 @SIZES
 def test_flipped_byte_is_an_integrity_error_and_writes_nothing(
-    s3_proxy: FaultProxy,
-    settings_for: SettingsFor,
-    s3: Any,
-    gcs: storage.Client,
-    source_bucket: str,
-    dest_bucket: str,
-    size: int,
-    chunk: int,
+    s3_proxy: FaultProxy, settings_for: SettingsFor, buckets: Buckets, size: int, chunk: int
 ) -> None:
-    s3.put_object(Bucket=source_bucket, Key="a.bin", Body=os.urandom(size))
-    fault = s3_proxy.add(Fault("GET", f"/{source_bucket}/a.bin", "flip", at=size // 3))
+    buckets.put_random("a.bin", size)
+    fault = s3_proxy.add(Fault("GET", f"/{buckets.source}/a.bin", "flip", at=size // 3))
 
-    with service(settings_for(upload_chunk_size=chunk)) as client:
-        response = replicate(client, source_bucket, "a.bin")
+    response = buckets.replicate(settings_for(upload_chunk_size=chunk), "a.bin")
 
-    assert response.status_code == 502, response.text
-    assert response.json()["error"] == "integrity_error"
+    assert_error(response, 502, "integrity_error")
     assert fault.fired >= 1
-    assert_nothing_written(gcs, dest_bucket)
+    buckets.assert_nothing_written()
 
 
 @SIZES
 def test_flipped_byte_keeps_the_previous_good_version(
-    s3_proxy: FaultProxy,
-    settings_for: SettingsFor,
-    s3: Any,
-    gcs: storage.Client,
-    source_bucket: str,
-    dest_bucket: str,
-    size: int,
-    chunk: int,
+    s3_proxy: FaultProxy, settings_for: SettingsFor, buckets: Buckets, size: int, chunk: int
 ) -> None:
-    good = os.urandom(size)
-    s3.put_object(Bucket=source_bucket, Key="a.bin", Body=good)
-    with service(settings_for(upload_chunk_size=chunk)) as client:
-        first = replicate(client, source_bucket, "a.bin")
-        assert_replicated(first, gcs, dest_bucket, "a.bin", good)
-        s3.put_object(Bucket=source_bucket, Key="a.bin", Body=os.urandom(size))
-        s3_proxy.add(Fault("GET", f"/{source_bucket}/a.bin", "flip", at=size - 10))
-        second = replicate(client, source_bucket, "a.bin")
+    flip = Fault("GET", f"/{buckets.source}/a.bin", "flip", at=size - 10)
+    settings = settings_for(upload_chunk_size=chunk)
 
-    assert second.status_code == 502, second.text
-    assert second.json()["error"] == "integrity_error"
-    assert destination_bytes(gcs, dest_bucket, "a.bin") == good
-    blob = gcs.bucket(dest_bucket).get_blob("a.bin")
-    assert blob is not None
-    assert blob.generation == first.json()["generation"]
+    second = replace_under_fault(buckets, settings, size, s3_proxy, flip)
+
+    assert_error(second, 502, "integrity_error")
 
 
 def test_flipped_byte_in_a_multipart_object_is_an_integrity_error(
-    s3_proxy: FaultProxy,
-    settings_for: SettingsFor,
-    s3: Any,
-    gcs: storage.Client,
-    source_bucket: str,
-    dest_bucket: str,
+    s3_proxy: FaultProxy, settings_for: SettingsFor, buckets: Buckets
 ) -> None:
+    s3, source = buckets.s3, buckets.source
     parts = [os.urandom(5 * 1024 * 1024), os.urandom(1000)]  # S3's smallest part is 5 MiB
-    upload = s3.create_multipart_upload(Bucket=source_bucket, Key="multi.bin")
+    upload = s3.create_multipart_upload(Bucket=source, Key="multi.bin")
     etags = [
         s3.upload_part(
-            Bucket=source_bucket,
+            Bucket=source,
             Key="multi.bin",
             UploadId=upload["UploadId"],
             PartNumber=number,
@@ -306,16 +225,14 @@ def test_flipped_byte_in_a_multipart_object_is_an_integrity_error(
         for number, part in enumerate(parts, start=1)
     ]
     s3.complete_multipart_upload(
-        Bucket=source_bucket,
+        Bucket=source,
         Key="multi.bin",
         UploadId=upload["UploadId"],
         MultipartUpload={"Parts": [{"ETag": e, "PartNumber": n} for n, e in enumerate(etags, 1)]},
     )
-    s3_proxy.add(Fault("GET", f"/{source_bucket}/multi.bin", "flip", at=1234))
+    s3_proxy.add(Fault("GET", f"/{source}/multi.bin", "flip", at=1234))
 
-    with service(settings_for()) as client:
-        response = replicate(client, source_bucket, "multi.bin")
+    response = buckets.replicate(settings_for(), "multi.bin")
 
-    assert response.status_code == 502, response.text
-    assert response.json()["error"] == "integrity_error"
-    assert_nothing_written(gcs, dest_bucket)
+    assert_error(response, 502, "integrity_error")
+    buckets.assert_nothing_written()
