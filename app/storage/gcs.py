@@ -243,11 +243,15 @@ class GCSDestination:
             while session.offset < size:
                 chunk_start = session.offset
                 chunk = stream.read(self._chunk_size)  # a block: no copy
+                if not chunk:
+                    raise errors.IntegrityError(
+                        f"the source ended {size - chunk_start} bytes early; nothing published"
+                    )
                 if len(chunk) % UPLOAD_GRANULARITY and chunk_start + len(chunk) < size:
                     rest = read_exactly(
                         stream, UPLOAD_GRANULARITY - len(chunk) % UPLOAD_GRANULARITY
                     )
-                    chunk = bytes(chunk) + bytes(rest)  # only chunks that end the upload may be odd
+                    chunk = bytes(chunk) + bytes(rest)  # only the last chunk may be odd-sized
                 sums = stream.checksums() if chunk_start + len(chunk) == size else None
                 finished = self._retry.call(session.send, chunk, chunk_start, sums, self._timeout)
             if finished is None:
