@@ -214,6 +214,10 @@ class GCSDestination:
         """Up to 8 MiB in one request, larger objects chunk by chunk (see gcs_upload)."""
         if size <= min(SIMPLE_UPLOAD_MAX, self._chunk_size):
             data = bytes(read_exactly(stream, size))  # raises before returning bad bytes
+            if len(data) != size:
+                raise errors.IntegrityError(
+                    f"the source ended {size - len(data)} bytes early; nothing published"
+                )
             resource = object_resource(key, headers, metadata, stream.checksums())
             written = self._retry.call(
                 upload_simple,

@@ -291,6 +291,24 @@ def test_unverified_stream_leaves_no_object(target: Target, size: int) -> None:
 
 
 @pytest.mark.parametrize("size", [100, 2 * CHUNK + 100])
+def test_a_source_that_ends_early_leaves_no_object(target: Target, size: int) -> None:
+    """The stream gives fewer bytes than announced: refused, nothing published."""
+    with pytest.raises(errors.IntegrityError):
+        target.destination.write(
+            target.bucket,
+            "short.bin",
+            BytesStream(os.urandom(size - 50)),
+            size,
+            NO_HEADERS,
+            {},
+            if_generation_match=0,
+        )
+
+    assert target.destination.head(target.bucket, "short.bin") is None
+    assert target.stored("short.bin") is None
+
+
+@pytest.mark.parametrize("size", [100, 2 * CHUNK + 100])
 def test_unverified_stream_leaves_the_previous_object(target: Target, size: int) -> None:
     previous = target.write("a.bin", b"good bytes", metadata={"version": "1"})
     assert previous.generation is not None
