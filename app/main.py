@@ -195,8 +195,9 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     for error in exc.errors():
         where = ".".join(str(part) for part in error["loc"] if part != "body")
         message = str(error["msg"]).removeprefix("Value error, ")
-        if error["type"] == "json_invalid":
-            message = f"the request body is not valid JSON ({error.get('ctx', {}).get('error')})"
+        if error["type"] == "json_invalid":  # its location is a character offset, not a field
+            reason = error.get("ctx", {}).get("error")
+            where, message = "", f"the request body is not valid JSON ({reason})"
         problems.append(f"{where}: {message}" if where else message)
     return JSONResponse({"error": "invalid_request", "detail": "; ".join(problems)}, 422)
 

@@ -1,5 +1,6 @@
 """The request edge: a request id for every request, body size and content-type limits,
-and one log line per request. Pure ASGI, so it sees requests before any route does."""
+a JSON answer for unexpected failures, and one log line per request. Pure ASGI, so it sees
+requests before any route does."""
 
 from __future__ import annotations
 
@@ -37,8 +38,11 @@ class RequestEdge:
         status = [500]
         started = time.perf_counter()
 
+        responded = [False]
+
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
+                responded[0] = True
                 status[0] = message["status"]
                 message["headers"] = [*message.get("headers", []), (b"x-request-id", rid.encode())]
             await send(message)
@@ -53,6 +57,14 @@ class RequestEdge:
                 await _send_error(problem, send_with_id)
             else:
                 await self.app(scope, receive, send_with_id)
+        except Exception:
+            # A bug, not a condition the service knows: logged with its traceback (and the
+            # request id), answered in the same JSON shape as every other error.
+            log.exception("%s %s failed unexpectedly", scope["method"], scope["path"])
+            if responded[0]:
+                raise
+            detail = f"an unexpected error occurred (request id {rid}); see the logs"
+            await _send_error(errors.ReplicatorError(detail), send_with_id)
         finally:
             elapsed = (time.perf_counter() - started) * 1000
             log.info("%s %s -> %d in %.1f ms", scope["method"], scope["path"], status[0], elapsed)
@@ -105,7 +117,7 @@ def _replay(body: bytes, receive: Receive) -> Receive:
 
 
 async def _send_error(error: errors.ReplicatorError, send: Send) -> None:
-    body = json.dumps({"error": error.kind, "detail": error.detail}).encode()
+    body = json.dumps({"error": error.kind, "detail": error.detail}, separators=(",", ":")).encode()
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     await send({"type": "http.response.start", "status": error.status_code, "headers": headers})
     await send({"type": "http.response.body", "body": body})

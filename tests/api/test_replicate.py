@@ -206,7 +206,7 @@ def test_malformed_json_is_422(client: TestClient) -> None:
     )
     assert response.status_code == 422
     assert response.json()["error"] == "invalid_request"
-    assert "JSON" in response.json()["detail"]
+    assert response.json()["detail"].startswith("the request body is not valid JSON (")
 
 
 def test_invalid_input_writes_nothing(

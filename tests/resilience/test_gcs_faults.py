@@ -14,8 +14,10 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from fastapi.testclient import TestClient
 
 from app.dev import emulators
+from app.main import create_app
 from tests.conftest import Buckets
 from tests.faults import Fault, FaultProxy
 from tests.resilience.conftest import (
@@ -112,6 +114,31 @@ def test_metadata_lookup_is_retried(
     buckets.assert_replicated(response, "a.bin", data)
     assert fault.fired == 2
     assert len(gcs_proxy.seen("GET", path)) > 2  # the lookup went through in the end
+
+
+def test_a_garbled_answer_is_a_json_500_and_writes_nothing(
+    gcs_proxy: FaultProxy, settings_for: SettingsFor, buckets: Buckets
+) -> None:
+    """An answer the service cannot read (200 with a body that is not JSON) is no condition it
+    knows: the caller still gets the usual JSON error body, with the request id to look up."""
+    buckets.put_random("a.bin", SMALL)
+    path = f"/storage/v1/b/{buckets.dest}/o/a.bin"
+    gcs_proxy.add(Fault("GET", path, action="status", status=200, body=b"<html>proxy</html>"))
+
+    # raise_server_exceptions=False: answer as a real server would, instead of re-raising.
+    with TestClient(create_app(settings_for()), raise_server_exceptions=False) as client:
+        response = client.post(
+            "/v1/replicate",
+            json={"s3_bucket": buckets.source, "s3_key": "a.bin"},
+            headers={"X-Request-ID": "garbled-1"},
+        )
+
+    assert response.status_code == 500
+    assert response.json() == {
+        "error": "internal_error",
+        "detail": "an unexpected error occurred (request id garbled-1); see the logs",
+    }
+    buckets.assert_nothing_written()
 
 
 def test_lost_answer_to_a_simple_upload_is_not_a_failure(
