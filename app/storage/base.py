@@ -6,10 +6,13 @@ outside; provider errors are translated to app.errors at the adapter's edge.
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
+
+from app import errors
 
 
 @dataclass(frozen=True)
@@ -57,6 +60,16 @@ class Listing:
 
     def knows(self, key: str) -> bool:
         return self.complete_through is not None and key <= self.complete_through
+
+
+@contextlib.contextmanager
+def bucket_request(cloud: str, bucket: str) -> Iterator[None]:
+    """For requests that name only a bucket (a listing): any "not found" means the bucket is
+    missing, and is said plainly."""
+    try:
+        yield
+    except errors.ObjectNotFound as exc:
+        raise errors.BucketNotFound(f"{cloud} bucket '{bucket}' does not exist") from exc
 
 
 def listing_range(keys: Sequence[str]) -> tuple[str, str, str]:

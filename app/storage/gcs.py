@@ -30,6 +30,7 @@ from app.storage.base import (
     Listing,
     ObjectInfo,
     VerifiedStream,
+    bucket_request,
     listing_range,
     read_exactly,
 )
@@ -115,15 +116,6 @@ def _translated(what: str) -> Iterator[None]:
         raise translate(exc, what) from exc
 
 
-@contextlib.contextmanager
-def _bucket_must_exist(bucket: str) -> Iterator[None]:
-    """For requests that name the bucket only (listing, upload): a 404 means no bucket."""
-    try:
-        yield
-    except errors.ObjectNotFound as exc:
-        raise errors.BucketNotFound(f"GCS bucket '{bucket}' does not exist") from exc
-
-
 class GCSDestination:
     def __init__(
         self,
@@ -176,7 +168,7 @@ class GCSDestination:
         prefix, first, last = listing_range(keys)
         seen: dict[str, ObjectInfo] = {}
         through = first
-        with _bucket_must_exist(bucket), _translated(f"the listing of gs://{bucket}/{prefix}"):
+        with bucket_request("GCS", bucket), _translated(f"the listing of gs://{bucket}/{prefix}"):
             blobs = self._client.list_blobs(
                 bucket,
                 prefix=prefix,

@@ -15,7 +15,7 @@ import botocore.config
 import botocore.exceptions as bce
 
 from app import errors
-from app.storage.base import ContentHeaders, Listing, ObjectInfo, listing_range
+from app.storage.base import ContentHeaders, Listing, ObjectInfo, bucket_request, listing_range
 
 _NOT_FOUND = {"NoSuchKey", "NotFound", "404"}
 _NO_BUCKET = {"NoSuchBucket"}
@@ -131,15 +131,6 @@ def _translated(what: str) -> Iterator[None]:
         raise translate(exc, what) from exc
 
 
-@contextlib.contextmanager
-def _bucket_named(bucket: str) -> Iterator[None]:
-    """A missing bucket, said plainly, for requests that name only the bucket."""
-    try:
-        yield
-    except errors.BucketNotFound as exc:
-        raise errors.BucketNotFound(f"S3 bucket '{bucket}' does not exist") from exc
-
-
 def _describe(bucket: str, key: str) -> str:
     return f"s3://{bucket}/{key}"
 
@@ -196,7 +187,7 @@ class S3Source:
         if len(first) > 1:
             request["StartAfter"] = first[:-1]  # sorts just before `first`
         seen: dict[str, ObjectInfo] = {}
-        with _bucket_named(bucket), _translated(f"the listing of s3://{bucket}/{prefix}"):
+        with bucket_request("S3", bucket), _translated(f"the listing of s3://{bucket}/{prefix}"):
             for _ in range(max_pages):
                 page = self._client.list_objects_v2(**request)
                 for item in page.get("Contents", []):
