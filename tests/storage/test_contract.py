@@ -271,41 +271,28 @@ def test_head_in_missing_bucket_is_bucket_not_found(
         target.destination.head("no-such-bucket-x", "a.txt")
 
 
-@pytest.mark.parametrize("size", [100, 2 * CHUNK + 100])
-def test_unverified_stream_leaves_no_object(target: Target, size: int) -> None:
-    data = os.urandom(size)
+def unverified(size: int) -> BytesStream:
+    """Raises IntegrityError instead of returning its final bytes."""
+    return BytesStream(os.urandom(size), fail_before_end=True)
 
+
+def ends_early(size: int) -> BytesStream:
+    """Gives 50 bytes fewer than announced."""
+    return BytesStream(os.urandom(size - 50))
+
+
+@pytest.mark.parametrize("size", [100, 2 * CHUNK + 100])
+@pytest.mark.parametrize("bad_stream", [unverified, ends_early])
+def test_a_stream_that_does_not_verify_leaves_no_object(
+    target: Target, size: int, bad_stream: Callable[[int], BytesStream]
+) -> None:
     with pytest.raises(errors.IntegrityError):
         target.destination.write(
-            target.bucket,
-            "damaged.bin",
-            BytesStream(data, fail_before_end=True),
-            size,
-            NO_HEADERS,
-            {},
-            if_generation_match=0,
+            target.bucket, "damaged.bin", bad_stream(size), size, NO_HEADERS, {}, 0
         )
 
     assert target.destination.head(target.bucket, "damaged.bin") is None
     assert target.stored("damaged.bin") is None
-
-
-@pytest.mark.parametrize("size", [100, 2 * CHUNK + 100])
-def test_a_source_that_ends_early_leaves_no_object(target: Target, size: int) -> None:
-    """The stream gives fewer bytes than announced: refused, nothing published."""
-    with pytest.raises(errors.IntegrityError):
-        target.destination.write(
-            target.bucket,
-            "short.bin",
-            BytesStream(os.urandom(size - 50)),
-            size,
-            NO_HEADERS,
-            {},
-            if_generation_match=0,
-        )
-
-    assert target.destination.head(target.bucket, "short.bin") is None
-    assert target.stored("short.bin") is None
 
 
 @pytest.mark.parametrize("size", [100, 2 * CHUNK + 100])
