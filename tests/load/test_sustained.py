@@ -2,8 +2,8 @@
 batch requests. Bounded in time and count, and it stops by itself.
 
 What it checks: no 5xx; over the second half of the run (the first half warms the
-connection pools, which open connections as concurrency peaks), no growth in open file
-descriptors (sockets included) and a steady RSS; correct bytes at the end.
+connection pools), open file descriptors (sockets included) stay within a bounded swing
+while many times that many requests are served, and RSS stays steady; correct bytes at the end.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ CLIENTS = 64
 SECONDS = float(os.environ.get("LOAD_SECONDS", "30"))
 WARM_UP = SECONDS / 2
 MAX_REQUESTS = 200_000
+FD_SWING = 48  # connection churn seen here: about 30 descriptors up and down
 KEYS = [f"load/object-{i:03d}.bin" for i in range(60)]
 
 
@@ -68,18 +69,23 @@ def test_64_clients_for_30_seconds(
         for thread in threads:
             thread.start()
         time.sleep(WARM_UP)
-        fds_warm, rss_warm = service.open_fds(), service.status("VmRSS")
-        fds_seen = [fds_warm]
+        rss_warm = service.status("VmRSS")
+        requests_warm = sum(statuses.values())
+        fds_seen = [service.open_fds()]
         while not stop.wait(1.0) and time.monotonic() - started < SECONDS:
             fds_seen.append(service.open_fds())
-        fds_end, rss_end = max(fds_seen), service.status("VmRSS")
+        rss_end = service.status("VmRSS")
+        requests_measured = sum(statuses.values()) - requests_warm
         stop.set()
         for thread in threads:
             thread.join(timeout=120)
 
     assert sum(statuses.values()) > CLIENTS
     assert set(statuses) == {200}, statuses
-    assert fds_end <= fds_warm + 16, fds_seen
+    # Keep-alive connections open and close, so the count swings; a leak would instead grow
+    # with the requests served, which far outnumber the allowed swing.
+    assert requests_measured > 10 * FD_SWING, requests_measured
+    assert max(fds_seen) - min(fds_seen) <= FD_SWING, fds_seen
     assert rss_end - rss_warm < 64 * 1024, (rss_warm, rss_end)  # kB
     for key in KEYS[:5]:
         assert buckets.destination_bytes(key) == payloads[key]
