@@ -42,7 +42,7 @@ def build_replicator(settings: Settings) -> tuple[Replicator, s3.S3Source, Desti
     # One connection per thread that may talk to a cloud at once (request threads, batch
     # workers, lookups), so no request waits for, or churns, a connection.
     pool_size = REQUEST_THREADS + settings.batch_concurrency + LOOKUP_THREADS
-    s3_client = s3.build_client(
+    source = s3.build_source(
         endpoint_url=settings.s3_endpoint_url,
         region=settings.aws_region,
         access_key_id=_secret(settings.aws_access_key_id),
@@ -51,7 +51,6 @@ def build_replicator(settings: Settings) -> tuple[Replicator, s3.S3Source, Desti
         read_timeout=settings.read_timeout,
         max_pool_connections=pool_size,
     )
-    source = s3.S3Source(s3_client, settings.s3_endpoint_url)
     destination: Destination
     if settings.local_gcs_path is not None:
         destination = local.LocalDestination(settings.local_gcs_path)

@@ -135,10 +135,25 @@ class Buckets:
     def put_random(self, key: str, size: int) -> bytes:
         return self.put(key, os.urandom(size))
 
+    warm_up: bool = False  # see replicate()
+
     def replicate(self, settings: Settings, key: str) -> Any:
-        """One replication of `key`, by a service started with `settings` for it alone."""
+        """One replication of `key`, by a service started with `settings` for it alone. With
+        `warm_up`, that service first copies (and the test then removes) another object of the
+        source bucket, so the GETs of `key` take the direct path (app.storage.s3_direct)."""
         with TestClient(create_app(settings)) as client:
+            self.warm(client)
             return client.post("/v1/replicate", json={"s3_bucket": self.source, "s3_key": key})
+
+    def warm(self, client: TestClient) -> None:
+        """With `warm_up`, copy another object of the source bucket, then remove its copy."""
+        if self.warm_up:
+            self.put("warm-up.bin", b"the first GET of a bucket goes through boto3")
+            warm = client.post(
+                "/v1/replicate", json={"s3_bucket": self.source, "s3_key": "warm-up.bin"}
+            )
+            assert warm.status_code == 200, warm.text
+            self.gcs.bucket(self.dest).delete_blob("warm-up.bin")
 
     def destination_bytes(self, key: str) -> bytes:
         return destination_bytes(self.gcs, self.dest, key)

@@ -1,7 +1,8 @@
 """Amazon S3 as a replication source, through boto3.
 
 boto3's own retries are off (`total_max_attempts=1`): app.services.retry owns the policy.
-Every boto3 call goes through `_translated`, which maps botocore errors to app.errors once.
+Every call goes through `_translated`, which maps botocore (and urllib3) errors to app.errors
+once. Object GETs replay boto3's endpoint without its per-call machinery (s3_direct).
 """
 
 from __future__ import annotations
@@ -13,9 +14,11 @@ from typing import Any
 import boto3
 import botocore.config
 import botocore.exceptions as bce
+import urllib3.exceptions
 
 from app import errors
 from app.storage.base import ContentHeaders, Listing, ObjectInfo, bucket_request, listing_range
+from app.storage.s3_direct import DirectGets, Moved
 
 _NOT_FOUND = {"NoSuchKey", "NotFound", "404"}
 _NO_BUCKET = {"NoSuchBucket"}
@@ -41,10 +44,11 @@ _NETWORK_ERRORS = (
     bce.HTTPClientError,  # includes ReadTimeoutError, ConnectionClosedError
     bce.ResponseStreamingError,
     bce.IncompleteReadError,
+    urllib3.exceptions.HTTPError,  # the direct GETs' pool and bodies
 )
 
 
-def build_client(
+def build_source(
     *,
     endpoint_url: str | None,
     region: str,
@@ -53,7 +57,8 @@ def build_client(
     connect_timeout: float,
     read_timeout: float,
     max_pool_connections: int,
-) -> Any:
+) -> S3Source:
+    """The boto3 client, and the direct GETs beside it (see s3_direct). Talks to no cloud."""
     config = botocore.config.Config(
         region_name=region,
         signature_version="s3v4",
@@ -71,7 +76,17 @@ def build_client(
     # Timestamps (LastModified) are never used here; parsing them costs a share of every HEAD.
     parsers = session._session.get_component("response_parser_factory")
     parsers.set_parser_defaults(timestamp_parser=str)
-    return session.client("s3", endpoint_url=endpoint_url, config=config)
+    client = session.client("s3", endpoint_url=endpoint_url, config=config)
+    credentials = session.get_credentials()  # the provider chain's, refreshing; shared with boto3
+    direct = None
+    if DirectGets.usable(credentials):
+        direct = DirectGets(
+            client,
+            credentials,
+            max_pool_connections=max_pool_connections,
+            timeout=(connect_timeout, read_timeout),
+        )
+    return S3Source(client, endpoint_url, direct)
 
 
 def translate(exc: Exception, what: str) -> errors.ReplicatorError:
@@ -111,7 +126,11 @@ def translate(exc: Exception, what: str) -> errors.ReplicatorError:
 def _cause(exc: Exception) -> str:
     if isinstance(exc, bce.ReadTimeoutError | bce.ConnectTimeoutError):
         return "timeout"
+    if isinstance(exc, urllib3.exceptions.TimeoutError):
+        return "timeout"
     if isinstance(exc, bce.ResponseStreamingError | bce.IncompleteReadError):
+        return "stream_broken"
+    if isinstance(exc, urllib3.exceptions.ProtocolError) and "IncompleteRead" in str(exc):
         return "stream_broken"
     return "connection"
 
@@ -127,7 +146,7 @@ def _seconds(value: str | None) -> float | None:
 def _translated(what: str) -> Iterator[None]:
     try:
         yield
-    except (bce.BotoCoreError, bce.ClientError) as exc:
+    except (bce.BotoCoreError, bce.ClientError, urllib3.exceptions.HTTPError) as exc:
         raise translate(exc, what) from exc
 
 
@@ -136,8 +155,11 @@ def _describe(bucket: str, key: str) -> str:
 
 
 class S3Source:
-    def __init__(self, client: Any, endpoint_url: str | None = None) -> None:
+    def __init__(
+        self, client: Any, endpoint_url: str | None = None, direct: DirectGets | None = None
+    ) -> None:
         self._client = client
+        self._direct = direct
         self.target = endpoint_url or "REAL AWS"
 
     def probe(self) -> None:
@@ -204,16 +226,13 @@ class S3Source:
         return Listing(seen, through)
 
     def get(self, bucket: str, key: str, etag: str | None) -> tuple[ObjectInfo, S3Body]:
-        what = _describe(bucket, key)
         request: dict[str, Any] = {"Bucket": bucket, "Key": key, "ChecksumMode": "ENABLED"}
         if etag:
             request["IfMatch"] = f'"{etag}"'
-        with _translated(what):
-            response = self._client.get_object(**request)
-        return _object_info(bucket, key, response), S3Body(response["Body"], what)
+        response, body = self._get_object(request)
+        return _object_info(bucket, key, response), body
 
     def open(self, obj: ObjectInfo, start: int = 0) -> S3Body:
-        what = _describe(obj.bucket, obj.key)
         request: dict[str, Any] = {"Bucket": obj.bucket, "Key": obj.key}
         if obj.etag:
             request["IfMatch"] = f'"{obj.etag}"'
@@ -221,9 +240,20 @@ class S3Source:
             request["VersionId"] = obj.version_id
         if start:
             request["Range"] = f"bytes={start}-"
+        return self._get_object(request)[1]
+
+    def _get_object(self, request: dict[str, Any]) -> tuple[dict[str, Any], S3Body]:
+        """GetObject directly once boto3 has shown the bucket's endpoint, else through boto3."""
+        what = _describe(request["Bucket"], request["Key"])
         with _translated(what):
+            if self._direct is not None and self._direct.knows(request["Bucket"]):
+                with contextlib.suppress(Moved):
+                    fields, raw = self._direct.get(request)
+                    return fields, S3Body(raw, what)
             response = self._client.get_object(**request)
-        return S3Body(response["Body"], what)
+            if self._direct is not None:
+                self._direct.learn(request["Bucket"], request["Key"])
+        return response, S3Body(response["Body"], what)
 
 
 class S3Body:

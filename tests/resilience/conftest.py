@@ -73,6 +73,7 @@ def replace_under_fault(
     the second attempt; returns the second response."""
     good = buckets.put_random("a.bin", size)
     with service(settings) as client:
+        buckets.warm(client)
         first = replicate(client, buckets.source, "a.bin")
         buckets.assert_replicated(first, "a.bin", good)
         buckets.put_random("a.bin", size)

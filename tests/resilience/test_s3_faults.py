@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import math
 import os
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -31,6 +32,22 @@ SIZES = pytest.mark.parametrize(
     ("size", "chunk"), [(SMALL, 64 * CHUNK), (LARGE, CHUNK)], ids=["simple", "resumable"]
 )
 SLOW_DOWN: dict[str, Any] = {"action": "status", "status": 503, "body": S3_SLOW_DOWN}
+
+
+@pytest.fixture(params=["boto3", "direct"])
+def buckets(
+    request: pytest.FixtureRequest, buckets: Buckets, s3_proxy: FaultProxy
+) -> Iterator[Buckets]:
+    """Every case twice: as the first GET of the bucket, which boto3 sends, and after it, when
+    GETs replay its endpoint on their own connection pool (app.storage.s3_direct)."""
+    buckets.warm_up = request.param == "direct"
+    yield buckets
+    gets = [get for get in s3_proxy.seen("GET") if "warm-up" not in get.target]
+    by_boto3 = ["Botocore/" in get.headers.get("user-agent", "") for get in gets]
+    if buckets.warm_up:
+        assert not any(by_boto3), "the GETs were meant to bypass boto3"
+    else:
+        assert not gets or by_boto3[0], "the first GET of a bucket was meant to be boto3's"
 
 
 @pytest.fixture

@@ -1,0 +1,90 @@
+"""The direct GETs (app.storage.s3_direct): what they do when S3 answers something other than
+the object. The first GET of a bucket is boto3's; the proxy shows which client sent each one."""
+
+from __future__ import annotations
+
+import functools
+
+import pytest
+
+from app.dev import emulators
+from tests.conftest import Buckets
+from tests.faults import Fault, FaultProxy, Seen
+from tests.resilience.conftest import (
+    SettingsFor,
+    assert_error,
+    proxied_settings,
+    replicate,
+    service,
+)
+
+
+@pytest.fixture
+def settings_for(
+    s3_proxy: FaultProxy, gcs_server: emulators.Emulator, dest_bucket: str
+) -> SettingsFor:
+    return functools.partial(proxied_settings, s3_proxy.url, gcs_server.url, dest_bucket)
+
+
+def senders(gets: list[Seen]) -> list[str]:
+    return [
+        "boto3" if "Botocore/" in get.headers.get("user-agent", "") else "direct" for get in gets
+    ]
+
+
+def error_body(code: str) -> bytes:
+    return f"<Error><Code>{code}</Code><Message>{code}, as S3 says it</Message></Error>".encode()
+
+
+def test_a_bucket_that_moved_is_handed_back_to_boto3_and_learned_again(
+    s3_proxy: FaultProxy, settings_for: SettingsFor, buckets: Buckets
+) -> None:
+    """S3 answers 301 with the bucket's region when it is asked at the wrong endpoint."""
+    data = {key: buckets.put_random(key, 5000) for key in ("a.bin", "b.bin", "c.bin")}
+    moved = {"x-amz-bucket-region": "eu-west-1"}
+    s3_proxy.add(Fault("GET", "/b.bin", "status", status=301, headers=moved, times=1))
+
+    with service(settings_for()) as client:
+        for key in data:
+            buckets.assert_replicated(replicate(client, buckets.source, key), key, data[key])
+
+    gets = s3_proxy.seen("GET")
+    assert [get.target.rsplit("/", 1)[1] for get in gets] == ["a.bin", "b.bin", "b.bin", "c.bin"]
+    # boto3 learns the endpoint; the moved answer sends b.bin back to it; c.bin goes direct.
+    assert senders(gets) == ["boto3", "direct", "boto3", "direct"]
+
+
+@pytest.mark.parametrize(
+    ("status", "code", "headers", "expected_status", "expected_error"),
+    [
+        (404, "NoSuchKey", {}, 404, "not_found"),
+        (403, "AccessDenied", {}, 502, "access_denied"),
+        # A 400 naming the region the request was signed for is not a move: it stands.
+        (400, "InvalidRequest", {"x-amz-bucket-region": "us-east-1"}, 500, "internal_error"),
+    ],
+    ids=["gone-since-the-head", "denied", "bad-request"],
+)
+def test_error_answers_to_a_direct_get_are_translated_like_boto3s(
+    s3_proxy: FaultProxy,
+    settings_for: SettingsFor,
+    buckets: Buckets,
+    status: int,
+    code: str,
+    headers: dict[str, str],
+    expected_status: int,
+    expected_error: str,
+) -> None:
+    first = buckets.put_random("a.bin", 3000)
+    buckets.put_random("b.bin", 3000)
+    s3_proxy.add(
+        Fault("GET", "/b.bin", "status", status=status, body=error_body(code), headers=headers)
+    )
+
+    with service(settings_for(max_retries=1)) as client:
+        buckets.assert_replicated(replicate(client, buckets.source, "a.bin"), "a.bin", first)
+        response = replicate(client, buckets.source, "b.bin")
+
+    assert_error(response, expected_status, expected_error)
+    assert code in response.json()["detail"] or expected_status == 404
+    assert senders(s3_proxy.seen("GET", "/b.bin")) == ["direct"]  # not retried, not re-sent
+    assert buckets.gcs.bucket(buckets.dest).get_blob("b.bin") is None
