@@ -66,6 +66,7 @@ def build_replicator(settings: Settings) -> tuple[Replicator, s3.S3Source, Desti
             chunk_size=settings.upload_chunk_size,
             timeout=(settings.connect_timeout, settings.read_timeout),
             target=settings.describe()["gcs_target"],
+            max_pool_connections=pool_size,
         )
     replicator = Replicator(
         source,

@@ -1,8 +1,9 @@
 """Google Cloud Storage as a replication destination, through google-cloud-storage.
 
 The library provides the client (credentials, endpoint) and the simple calls: probe, list,
-delete. The hot paths speak the JSON API on the client's session: the metadata read of every
-duplicate notification here, uploads in gcs_upload. An upload that fails is cancelled, so
+delete. The hot paths speak the JSON API on urllib3 with the client's credentials
+(app.storage.http): the metadata read of every duplicate notification here, uploads in
+gcs_upload. An upload that fails is cancelled, so
 nothing partial is ever published; the final bytes only leave once the source has verified.
 
 The library's own retries are off (`retry=None`); app.services.retry owns the policy.
@@ -45,6 +46,7 @@ from app.storage.gcs_upload import (
     translate_response,
     upload_simple,
 )
+from app.storage.http import Http
 
 UPLOAD_GRANULARITY = 256 * 1024  # resumable chunks must be multiples of this
 SIMPLE_UPLOAD_MAX = 8 * 1024 * 1024  # larger objects go up in resumable chunks
@@ -125,11 +127,16 @@ class GCSDestination:
         chunk_size: int,
         timeout: tuple[float, float],
         target: str = "REAL GCS",
+        max_pool_connections: int = 16,
     ) -> None:
         if chunk_size % UPLOAD_GRANULARITY:
             raise ValueError(f"chunk_size must be a multiple of {UPLOAD_GRANULARITY}")
         self._client = client
-        self._http = client._http
+        self._http = Http(
+            client._credentials,
+            client._connection.API_BASE_URL,
+            max_pool_connections=max_pool_connections,
+        )
         self._api = f"{client._connection.API_BASE_URL}/storage/v1"
         self._upload_api = f"{client._connection.API_BASE_URL}/upload/storage/v1"
         self._retry = retry
@@ -153,7 +160,9 @@ class GCSDestination:
         what = f"gs://{bucket}/{key}"
         url = f"{self._api}/b/{quote(bucket, safe='')}/o/{quote(key, safe='')}"
         try:
-            response = self._http.get(url, params={"projection": "noAcl"}, timeout=self._timeout)
+            response = self._http.request(
+                "GET", url, params={"projection": "noAcl"}, timeout=self._timeout
+            )
         except NETWORK_ERRORS as exc:
             raise network_error(exc, what) from exc
         if response.status_code == 404:

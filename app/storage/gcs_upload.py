@@ -1,4 +1,4 @@
-"""GCS uploads over the JSON API, on the client's authorised session.
+"""GCS uploads over the JSON API, on the adapter's urllib3 transport (app.storage.http).
 
 A small object goes up in one multipart request whose metadata carries its MD5 and CRC32C, so
 GCS refuses bytes that do not match. A larger one goes up through a resumable session, one
@@ -20,14 +20,16 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote
 
-import google.auth.exceptions
 import requests
+import urllib3.exceptions
 
 from app import errors
+from app.storage import http
 from app.storage.base import Checksums, ContentHeaders
+from app.storage.http import Http, Response, Timeout
 
-NETWORK_ERRORS = (requests.ConnectionError, requests.Timeout, google.auth.exceptions.TransportError)
-Timeout = tuple[float, float]
+# The library's calls (listing, deleting) go through requests; the hot paths through urllib3.
+NETWORK_ERRORS = (*http.NETWORK_ERRORS, requests.ConnectionError, requests.Timeout)
 
 
 def object_resource(
@@ -50,7 +52,7 @@ def object_resource(
 
 
 def upload_simple(
-    http: requests.Session,
+    http: Http,
     upload_api: str,
     bucket: str,
     resource: Mapping[str, Any],
@@ -71,10 +73,11 @@ def upload_simple(
         )
     )
     try:
-        response = http.post(
+        response = http.request(
+            "POST",
             f"{upload_api}/b/{quote(bucket, safe='')}/o",
             params={"uploadType": "multipart", "ifGenerationMatch": str(generation)},
-            data=body,
+            body=body,
             headers={"content-type": f'multipart/related; boundary="{boundary}"'},
             timeout=timeout,
         )
@@ -89,7 +92,7 @@ def upload_simple(
 
 
 def start_session(
-    http: requests.Session,
+    http: Http,
     upload_api: str,
     bucket: str,
     resource: Mapping[str, Any],
@@ -100,7 +103,8 @@ def start_session(
     """Open a resumable upload session for `size` bytes; returns its URL."""
     what = f"gs://{bucket}/{resource['name']}"
     try:
-        response = http.post(
+        response = http.request(
+            "POST",
             f"{upload_api}/b/{quote(bucket, safe='')}/o",
             params={"uploadType": "resumable", "ifGenerationMatch": str(generation)},
             json=resource,
@@ -122,7 +126,7 @@ def start_session(
 class ResumableSession:
     """One resumable upload session: send chunks in order, resume where GCS left off."""
 
-    def __init__(self, http: Any, url: str, size: int, what: str) -> None:
+    def __init__(self, http: Http, url: str, size: int, what: str) -> None:
         self._http = http
         self._url = url
         self._size = size
@@ -158,7 +162,9 @@ class ResumableSession:
             hashes = {"crc32c": sums.crc32c, "md5": sums.md5}
             headers["X-Goog-Hash"] = ",".join(f"{k}={v}" for k, v in hashes.items() if v)
         try:
-            response = self._http.put(self._url, data=body, headers=headers, timeout=timeout)
+            response = self._http.request(
+                "PUT", self._url, body=body, headers=headers, timeout=timeout
+            )
         except NETWORK_ERRORS as exc:
             self._offset_known = False
             raise network_error(exc, self._what) from exc
@@ -180,7 +186,9 @@ class ResumableSession:
     def _query(self, timeout: tuple[float, float]) -> dict[str, Any] | None:
         headers = {"Content-Range": f"bytes */{self._size}"}
         try:
-            response = self._http.put(self._url, data=b"", headers=headers, timeout=timeout)
+            response = self._http.request(
+                "PUT", self._url, body=b"", headers=headers, timeout=timeout
+            )
         except NETWORK_ERRORS as exc:
             raise network_error(exc, self._what) from exc
         if response.status_code in (200, 201):
@@ -196,16 +204,16 @@ class ResumableSession:
     def cancel(self, timeout: tuple[float, float]) -> None:
         """Abandon the session so GCS discards what it holds (it answers 499)."""
         with contextlib.suppress(Exception):
-            self._http.delete(self._url, timeout=timeout)
+            self._http.request("DELETE", self._url, timeout=timeout)
 
 
-def _persisted(response: requests.Response) -> int:
+def _persisted(response: Response) -> int:
     """The next offset GCS expects, from a 308's `Range: bytes=0-N` (absent: nothing kept)."""
     match = re.fullmatch(r"bytes=0-(\d+)", response.headers.get("Range", ""))
     return int(match.group(1)) + 1 if match else 0
 
 
-def translate_response(response: requests.Response, what: str) -> errors.ReplicatorError:
+def translate_response(response: Response, what: str) -> errors.ReplicatorError:
     status = response.status_code
     text = response.text[:300]
     if status == 412:
@@ -236,5 +244,6 @@ def status_cause(status: int) -> str:
 
 
 def network_error(exc: Exception, what: str) -> errors.TransientError:
-    cause = "timeout" if isinstance(exc, requests.Timeout) else "connection"
+    timeout = isinstance(exc, requests.Timeout | urllib3.exceptions.TimeoutError)
+    cause = "timeout" if timeout else "connection"
     return errors.TransientError(f"GCS unreachable for {what}: {exc}", cause=cause)

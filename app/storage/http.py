@@ -1,0 +1,88 @@
+"""JSON-API calls on urllib3, for the GCS adapter's hot paths (metadata reads and uploads).
+
+requests, under google-auth's AuthorizedSession, added about 0.3 ms of CPU to every call
+(environment merging, request preparation, hooks): 0.69-0.75 ms against 0.36-0.42 ms for the
+same upload of a 4 KiB object sent through google-auth's urllib3 transport (measured in one
+process against fake-gcs-server). That transport adds the credentials' headers and refreshes
+them on a 401. urllib3's own retries are off: app.services.retry owns the policy.
+"""
+
+from __future__ import annotations
+
+import json as jsonlib
+import os
+import urllib.request
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlencode, urlsplit
+
+import certifi
+import google.auth.exceptions
+import urllib3
+from google.auth.transport.urllib3 import AuthorizedHttp
+
+# What a call raises when the network, not the server, failed.
+NETWORK_ERRORS = (urllib3.exceptions.HTTPError, google.auth.exceptions.TransportError)
+Timeout = tuple[float, float]  # connect, read
+
+
+@dataclass(frozen=True)
+class Response:
+    status_code: int
+    headers: Mapping[str, str]  # case-insensitive
+    content: bytes
+
+    @property
+    def text(self) -> str:
+        return self.content.decode("utf-8", "replace")
+
+    def json(self) -> Any:
+        return jsonlib.loads(self.content)
+
+
+class Http:
+    def __init__(self, credentials: Any, base_url: str, *, max_pool_connections: int) -> None:
+        self._http = AuthorizedHttp(credentials, http=_pool(base_url, max_pool_connections))
+
+    def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        timeout: Timeout,
+        params: Mapping[str, str] | None = None,
+        body: bytes | memoryview | None = None,
+        json: Any = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> Response:
+        sent = dict(headers or {})
+        if json is not None:
+            body = jsonlib.dumps(json).encode()
+            sent["Content-Type"] = "application/json; charset=UTF-8"
+        if params:
+            url = f"{url}?{urlencode(params)}"
+        answer = self._http.urlopen(
+            method,
+            url,
+            body=body,
+            headers=sent,
+            timeout=urllib3.Timeout(connect=timeout[0], read=timeout[1]),
+            retries=False,
+        )
+        return Response(answer.status, answer.headers, answer.data)
+
+
+def _pool(base_url: str, size: int) -> urllib3.PoolManager:
+    """One pool for the API's host, through the proxy the environment names for it, if any,
+    with the CA bundle requests would use."""
+    ca_certs = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
+    options: dict[str, Any] = {"maxsize": size, "retries": False}
+    options["ca_certs"] = ca_certs or certifi.where()
+    proxies = urllib.request.getproxies_environment()
+    parts = urlsplit(base_url)
+    proxy = proxies.get(parts.scheme)
+    bypass = urllib.request.proxy_bypass_environment  # type: ignore[attr-defined]
+    if proxy and not bypass(parts.netloc, proxies):
+        return urllib3.ProxyManager(proxy, **options)
+    return urllib3.PoolManager(**options)
