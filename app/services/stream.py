@@ -45,10 +45,11 @@ class SourceStream:
         self._retry = retry
         self._block_size = max(1, min(block_size, obj.size))
         self._digest = Digest(obj, part_sizes)
-        self._ready: queue.Queue[memoryview | BaseException] = queue.Queue()
-        self._free: queue.Queue[bytearray | None] = queue.Queue()
+        # SimpleQueue: no locks or conditions to build for each of many small objects.
+        self._ready: queue.SimpleQueue[memoryview | BaseException] = queue.SimpleQueue()
+        self._free: queue.SimpleQueue[bytearray | None] = queue.SimpleQueue()
         self._allocated = 0
-        self._closed = threading.Event()
+        self._closed = False  # set by the consumer, read by the reader
         self._started = False
         self._opened = body
         self._current: memoryview | None = None
@@ -81,7 +82,7 @@ class SourceStream:
         return self._digest.checksums()
 
     def close(self) -> None:
-        self._closed.set()
+        self._closed = True
         if self._opened is not None:  # opened but never read
             self._opened.close()
             self._opened = None
@@ -134,7 +135,7 @@ class SourceStream:
             self._allocated += 1
             return bytearray(self._block_size)
         buffer = self._free.get()
-        if buffer is None or self._closed.is_set():
+        if buffer is None or self._closed:
             raise _Closed
         return buffer
 
@@ -150,7 +151,7 @@ class SourceStream:
         attempts got is kept (`filled`); a broken body is reopened after it."""
         try:
             while filled[0] < length:
-                if self._closed.is_set():
+                if self._closed:
                     raise _Closed
                 current = body[0]
                 if current is None:
