@@ -24,6 +24,7 @@ from google.cloud import storage
 from app.config import Settings
 from app.dev import emulators
 from app.main import create_app
+from tests.faults import FaultProxy
 
 
 @pytest.fixture(scope="session")
@@ -36,6 +37,20 @@ def moto_server() -> Iterator[emulators.Emulator]:
 def gcs_server() -> Iterator[emulators.Emulator]:
     with emulators.running(emulators.start_fake_gcs()) as server:
         yield server
+
+
+@pytest.fixture
+def s3_proxy(moto_server: emulators.Emulator) -> Iterator[FaultProxy]:
+    """A proxy in front of moto that records every request and injects scripted faults."""
+    with FaultProxy(moto_server.url) as proxy:
+        yield proxy
+
+
+@pytest.fixture
+def gcs_proxy(gcs_server: emulators.Emulator) -> Iterator[FaultProxy]:
+    """The same in front of fake-gcs-server, answering resumable status queries as GCS does."""
+    with FaultProxy(gcs_server.url, resumable_status=True) as proxy:
+        yield proxy
 
 
 def s3_client_for(url: str) -> Any:

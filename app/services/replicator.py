@@ -76,16 +76,16 @@ class Replicator:
         self, requests: Sequence[ReplicationRequest], pool: Executor
     ) -> list[ReplicationResult | errors.ReplicatorError]:
         """Copy, or skip, many objects of one source bucket into one destination bucket, on
-        `pool`. One listing of each side replaces a lookup per key where it can; a key the
-        listings do not cover is looked up on its own. Results come in request order."""
+        `pool`. The destination is listed first: a key it does not hold is copied without
+        asking S3 about it (the GET that copies it also describes it). The keys it holds are
+        compared with one listing of the source. A key the listings do not cover is looked up
+        on its own. Results come in request order."""
         first = requests[0]
-        pending = self._lookups.submit(
-            in_context(self._list), self._source.list, first.s3_bucket, [r.s3_key for r in requests]
-        )
         destination = self._list(
             self._destination.list, first.gcs_bucket, [r.gcs_key for r in requests]
         )
-        source = pending.result()
+        compare = [r.s3_key for r in requests if not _absent(destination, r.gcs_key)]
+        source = self._list(self._source.list, first.s3_bucket, compare) if compare else None
 
         def one(request: ReplicationRequest) -> ReplicationResult | errors.ReplicatorError:
             try:
@@ -111,26 +111,33 @@ class Replicator:
     def _replicate_listed(
         self,
         request: ReplicationRequest,
-        sources: Listing | errors.ReplicatorError,
+        sources: Listing | errors.ReplicatorError | None,
         destinations: Listing | errors.ReplicatorError,
     ) -> ReplicationResult:
+        """`sources` is None when the source was not listed (nothing to compare with)."""
         if isinstance(sources, errors.BucketNotFound):
             raise sources
         if isinstance(destinations, errors.BucketNotFound):
             raise destinations
-        if not isinstance(sources, Listing) or not sources.knows(request.s3_key):
-            return self._replicate(request)
-        listed = sources.objects.get(request.s3_key)
-        if listed is None:
-            raise errors.ObjectNotFound(f"s3://{request.s3_bucket}/{request.s3_key} does not exist")
-        if isinstance(destinations, Listing) and destinations.knows(request.gcs_key):
-            current = destinations.objects.get(request.gcs_key)
+        if _absent(destinations, request.gcs_key):
+            listed, current = None, None
+        elif isinstance(sources, Listing) and sources.knows(request.s3_key):
+            listed = sources.objects.get(request.s3_key)
+            if listed is None:
+                raise errors.ObjectNotFound(
+                    f"s3://{request.s3_bucket}/{request.s3_key} does not exist"
+                )
+            if isinstance(destinations, Listing) and destinations.knows(request.gcs_key):
+                current = destinations.objects.get(request.gcs_key)
+            else:
+                current = self._head_destination(request)
         else:
-            current = self._head_destination(request)
+            return self._replicate(request)
+        etag = listed.etag if listed else None
 
         def fetch() -> tuple[ObjectInfo, Body]:
             # One GET describes the object and opens it: no HEAD on the copy path.
-            return self._retry.call(self._source.get, listed.bucket, listed.key, listed.etag)
+            return self._retry.call(self._source.get, request.s3_bucket, request.s3_key, etag)
 
         try:
             return self._settle(request, listed, current, fetch)
@@ -140,28 +147,30 @@ class Replicator:
     def _settle(
         self,
         request: ReplicationRequest,
-        source: ObjectInfo,
+        source: ObjectInfo | None,
         current: ObjectInfo | None,
         fetch: Fetch | None = None,
     ) -> ReplicationResult:
         """Skip, or copy, given what is known of both sides. `fetch` opens the source when
-        `source` is only a listing entry (the copy needs its full description)."""
-        reason = reason_to_skip(current, source, request.overwrite)
-        if current is not None and reason:
-            return ReplicationResult("skipped", source, current, reason)
+        `source` is only a listing entry or unknown (None): the copy needs its description."""
+        if source is not None and current is not None:
+            if reason := reason_to_skip(current, source, request.overwrite):
+                return ReplicationResult("skipped", source, current, reason)
         # Copies of one object queue behind each other in this process. A lookup that went
         # stale meanwhile (another process, or a holder that finished before we asked for the
         # lock) is caught by the generation precondition of the write.
         with self._locks.hold((request.gcs_bucket, request.gcs_key)) as waited:
             if waited:  # the request we waited for may have just written it: look again
                 current = self._head_destination(request)
-                reason = reason_to_skip(current, source, request.overwrite)
-                if current is not None and reason:
-                    return ReplicationResult("skipped", source, current, reason)
+                if current is not None:
+                    known = source or self._head_source(request)
+                    if reason := reason_to_skip(current, known, request.overwrite):
+                        return ReplicationResult("skipped", known, current, reason)
             generation = (current.generation or 0) if current else 0
             body = None
             if fetch is not None:
                 source, body = fetch()
+            assert source is not None
             try:
                 written = self._copy(source, request, generation, body)
             except errors.PreconditionFailed:
@@ -277,6 +286,11 @@ class Replicator:
             log.error(
                 "could not remove unverified gs://%s/%s: %s", written.bucket, written.key, exc
             )
+
+
+def _absent(listing: Listing | errors.ReplicatorError, key: str) -> bool:
+    """The listing covers `key` and saw no object there."""
+    return isinstance(listing, Listing) and listing.knows(key) and key not in listing.objects
 
 
 def _counted(fn: Callable[..., ReplicationResult], *args: object) -> ReplicationResult:

@@ -8,6 +8,7 @@ once. Object GETs replay boto3's endpoint without its per-call machinery (s3_dir
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -98,7 +99,9 @@ def translate(exc: Exception, what: str) -> errors.ReplicatorError:
         status = int(meta.get("HTTPStatusCode") or 0)
         message = error.get("Message") or code
         if code in _NO_BUCKET:
-            return errors.BucketNotFound(f"S3 bucket of {what} does not exist")
+            bucket = re.search(r"s3://([^/]+)", what)
+            named = f"'{bucket.group(1)}'" if bucket else f"of {what}"
+            return errors.BucketNotFound(f"S3 bucket {named} does not exist")
         if code in _NOT_FOUND or status == 404:
             return errors.ObjectNotFound(f"{what} does not exist")
         if code in _DENIED or status == 403:

@@ -10,7 +10,10 @@ import pytest
 from fastapi.testclient import TestClient
 from google.cloud import storage
 
-from tests.conftest import destination_bytes, digests
+from app.dev import emulators
+from app.main import create_app
+from tests.conftest import destination_bytes, digests, make_settings
+from tests.faults import FaultProxy
 
 
 def test_results_in_request_order_with_summary(
@@ -212,3 +215,50 @@ def test_missing_source_bucket_reports_each_key(client: TestClient) -> None:
     results = response.json()["results"]
     assert [r["status"] for r in results] == ["not_found", "not_found"]
     assert all(r["error"] == "S3 bucket 'no-such-bucket' does not exist" for r in results)
+
+
+def test_s3_is_asked_only_what_the_destination_cannot_answer(
+    s3_proxy: FaultProxy,
+    gcs_server: emulators.Emulator,
+    s3: Any,
+    gcs: storage.Client,
+    source_bucket: str,
+    dest_bucket: str,
+) -> None:
+    """A key GCS does not hold is copied on its GET alone (a missing one is found missing by
+    it); the keys GCS holds are compared with one listing of S3, and only what changed is read."""
+    data = {f"k{n:02}": os.urandom(1000 + n) for n in range(12)}
+    for key, body in data.items():
+        s3.put_object(Bucket=source_bucket, Key=key, Body=body)
+    keys = [*data, "missing"]
+    settings = make_settings(s3_proxy.url, gcs_server.url, dest_bucket, startup_probe=False)
+    request = {"s3_bucket": source_bucket, "s3_keys": keys}
+
+    with TestClient(create_app(settings)) as client:
+        fresh = client.post("/v1/replicate/batch", json=request)
+        first = list(s3_proxy.requests)
+        data["k03"] = b"v2"
+        s3.put_object(Bucket=source_bucket, Key="k03", Body=data["k03"])
+        again = client.post("/v1/replicate/batch", json=request)
+        second = s3_proxy.requests[len(first) :]
+
+    assert fresh.json()["summary"] == {
+        "total": 13,
+        "replicated": 12,
+        "skipped": 0,
+        "not_found": 1,
+        "failed": 0,
+    }
+    assert sorted((r.method, r.target.split("?")[0]) for r in first) == sorted(
+        ("GET", f"/{source_bucket}/{key}") for key in keys
+    )
+    assert again.json()["summary"]["replicated"] == 1
+    assert again.json()["summary"]["skipped"] == 11
+    listing, *gets = second  # the listing comes first: it decides what is read
+    assert "list-type=2" in listing.target
+    assert sorted(r.target for r in gets) == [
+        f"/{source_bucket}/{key}" for key in ("k03", "missing")
+    ]
+    assert {r.method for r in second} == {"GET"}
+    for key, body in data.items():
+        assert destination_bytes(gcs, dest_bucket, key) == body

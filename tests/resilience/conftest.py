@@ -10,11 +10,9 @@ import contextlib
 from collections.abc import Callable, Iterator
 from typing import Any
 
-import pytest
 from fastapi.testclient import TestClient
 
 from app.config import Settings
-from app.dev import emulators
 from app.main import create_app
 from tests.conftest import Buckets, make_settings
 from tests.faults import Fault, FaultProxy, Seen
@@ -22,18 +20,6 @@ from tests.faults import Fault, FaultProxy, Seen
 CHUNK = 256 * 1024  # the smallest upload chunk GCS allows: 1 MiB goes up in four chunks
 SMALL = 200_000  # goes up in one simple (multipart) upload
 LARGE = 4 * CHUNK + 1000  # a resumable upload: four full chunks and a short final one
-
-
-@pytest.fixture
-def s3_proxy(moto_server: emulators.Emulator) -> Iterator[FaultProxy]:
-    with FaultProxy(moto_server.url) as proxy:
-        yield proxy
-
-
-@pytest.fixture
-def gcs_proxy(gcs_server: emulators.Emulator) -> Iterator[FaultProxy]:
-    with FaultProxy(gcs_server.url, resumable_status=True) as proxy:
-        yield proxy
 
 
 def proxied_settings(s3_url: str, gcs_url: str, bucket: str, **overrides: Any) -> Settings:
