@@ -87,9 +87,17 @@ class Replicator:
         compare = [r.s3_key for r in requests if not _absent(destination, r.gcs_key)]
         source = self._list(self._source.list, first.s3_bucket, compare) if compare else None
 
+        missing: list[errors.BucketNotFound] = []  # either bucket: every key would say so
+
         def one(request: ReplicationRequest) -> ReplicationResult | errors.ReplicatorError:
+            if missing:
+                metrics.OBJECTS_FAILED.labels(missing[0].kind).inc()
+                return missing[0]
             try:
                 return _counted(self._replicate_listed, request, source, destination)
+            except errors.BucketNotFound as exc:
+                missing.append(exc)
+                return exc
             except errors.ReplicatorError as exc:
                 return exc
 

@@ -262,3 +262,21 @@ def test_s3_is_asked_only_what_the_destination_cannot_answer(
     assert {r.method for r in second} == {"GET"}
     for key, body in data.items():
         assert destination_bytes(gcs, dest_bucket, key) == body
+
+
+def test_a_missing_bucket_is_not_asked_about_every_key(
+    s3_proxy: FaultProxy, gcs_server: emulators.Emulator, dest_bucket: str
+) -> None:
+    settings = make_settings(s3_proxy.url, gcs_server.url, dest_bucket, startup_probe=False)
+    keys = [f"k{n:03}" for n in range(200)]
+
+    with TestClient(create_app(settings)) as client:
+        response = client.post(
+            "/v1/replicate/batch", json={"s3_bucket": "no-such-bucket", "s3_keys": keys}
+        )
+
+    results = response.json()["results"]
+    assert [r["status"] for r in results] == ["not_found"] * 200
+    assert {r["error"] for r in results} == {"S3 bucket 'no-such-bucket' does not exist"}
+    # Only the GETs already under way when the first answer came back.
+    assert len(s3_proxy.seen("GET")) <= settings.batch_concurrency
