@@ -64,6 +64,10 @@ class Settings(BaseSettings):
     overwrite: Overwrite = Overwrite.DIFFERENT
     upload_chunk_size: int = Field(64 * MiB, ge=256 * 1024, le=1024 * MiB)
     batch_concurrency: int = Field(16, ge=1, le=256)
+    # Objects of at least this size go up as parallel composite uploads (0: never).
+    parallel_composite_threshold: int = Field(150 * MiB, ge=0)
+    parallel_composite_part_size: int = Field(32 * MiB, ge=256 * 1024, le=1024 * MiB)
+    parallel_composite_workers: int = Field(4, ge=1, le=32)
 
     @field_validator("s3_endpoint_url", "storage_emulator_host", mode="before")
     @classmethod

@@ -25,6 +25,7 @@ from app.api.routes import router, service_router
 from app.config import Settings, load_settings
 from app.dependencies import Probe
 from app.logging_config import setup_logging
+from app.services.composite import CompositePlan
 from app.services.replicator import Replicator
 from app.services.retry import RetryPolicy
 from app.storage import gcs, local, s3
@@ -74,6 +75,11 @@ def build_replicator(settings: Settings) -> tuple[Replicator, s3.S3Source, Desti
         retry,
         block_size=settings.upload_chunk_size,
         lookup_threads=LOOKUP_THREADS,
+        composite=CompositePlan(
+            threshold=settings.parallel_composite_threshold,
+            part_size=settings.parallel_composite_part_size,
+            workers=settings.parallel_composite_workers,
+        ),
     )
     return replicator, source, destination
 

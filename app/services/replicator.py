@@ -15,12 +15,13 @@ from app import errors
 from app.logging_config import in_context
 from app.services import metrics
 from app.services.coalesce import Coalescer
+from app.services.composite import Composer, CompositeCopy, CompositePlan
 from app.services.digest import is_multipart_etag
 from app.services.identity import Overwrite, destination_metadata, holds, reason_to_skip
 from app.services.locks import KeyedLocks
 from app.services.retry import RetryPolicy
 from app.services.stream import SourceStream
-from app.storage.base import Body, Destination, Listing, ObjectInfo, Source
+from app.storage.base import Body, Checksums, Destination, Listing, ObjectInfo, Source
 
 log = logging.getLogger(__name__)
 LISTING_PAGES_PER_1000_KEYS = 3  # a batch lists at most this much before asking key by key
@@ -55,6 +56,7 @@ class Replicator:
         *,
         block_size: int = 64 * 1024 * 1024,
         lookup_threads: int = 64,
+        composite: CompositePlan | None = None,
     ) -> None:
         self._source = source
         self._destination = destination
@@ -64,6 +66,7 @@ class Replicator:
         self._source_heads: Coalescer[ObjectInfo] = Coalescer()
         self._destination_heads: Coalescer[ObjectInfo | None] = Coalescer()
         self._lookups = ThreadPoolExecutor(lookup_threads, thread_name_prefix="lookup")
+        self._composite = CompositeCopy(source, retry, composite) if composite else None
 
     def close(self) -> None:
         self._lookups.shutdown(wait=False, cancel_futures=True)
@@ -224,41 +227,64 @@ class Replicator:
         body: Body | None,
     ) -> ObjectInfo:
         with metrics.IN_FLIGHT.track_inprogress(), metrics.COPY_SECONDS.time():
-            stream = SourceStream(
-                self._source,
-                source,
-                self._retry,
-                block_size=self._block_size,
-                part_sizes=self._part_sizes(source),
-                body=body,
-            )
-            try:
-                written = self._destination.write(
+            metadata = destination_metadata(source)
+            composer = self._composer(source, request.gcs_bucket)
+            if composer is not None and self._composite is not None:
+                written, read = self._composite.copy(
+                    source,
+                    self._part_sizes(source),
+                    body,
+                    composer,
                     request.gcs_bucket,
                     request.gcs_key,
-                    stream,
-                    source.size,
-                    source.headers,
-                    destination_metadata(source),
-                    if_generation_match=generation,
+                    metadata,
+                    generation,
                 )
-            finally:
-                stream.close()
-            self._verify(source, written, stream)
+            else:
+                stream = SourceStream(
+                    self._source,
+                    source,
+                    self._retry,
+                    block_size=self._block_size,
+                    part_sizes=self._part_sizes(source),
+                    body=body,
+                )
+                try:
+                    written = self._destination.write(
+                        request.gcs_bucket,
+                        request.gcs_key,
+                        stream,
+                        source.size,
+                        source.headers,
+                        metadata,
+                        if_generation_match=generation,
+                    )
+                finally:
+                    stream.close()
+                read = stream.checksums()
+            self._verify(source, written, read)
         log.info(
-            "replicated s3://%s/%s -> gs://%s/%s (%d bytes, crc32c %s)",
+            "replicated s3://%s/%s -> gs://%s/%s (%d bytes, crc32c %s%s)",
             source.bucket,
             source.key,
             written.bucket,
             written.key,
             written.size,
             written.checksums.crc32c,
+            ", composed in parallel" if composer is not None else "",
         )
         return written
 
-    def _verify(self, source: ObjectInfo, written: ObjectInfo, stream: SourceStream) -> None:
+    def _composer(self, source: ObjectInfo, bucket: str) -> Composer | None:
+        """The destination, when this object goes up as a parallel composite upload."""
+        if self._composite is None or not self._composite.applies(source.size):
+            return None
+        if not isinstance(self._destination, Composer):
+            return None
+        return self._destination if self._destination.composable(bucket) else None
+
+    def _verify(self, source: ObjectInfo, written: ObjectInfo, expected: Checksums) -> None:
         """The destination's own checksums against ours; a mismatch is removed, not kept."""
-        expected = stream.checksums()
         mismatch = [
             name
             for name, ours, theirs in (

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from app import errors
 from app.logging_config import in_context
@@ -147,27 +147,46 @@ class SourceStream:
         length: int,
         filled: list[int],
     ) -> None:
-        """One attempt at filling buffer[:length] with the bytes from `offset`. What earlier
-        attempts got is kept (`filled`); a broken body is reopened after it."""
-        try:
-            while filled[0] < length:
-                if self._closed:
-                    raise _Closed
-                current = body[0]
-                if current is None:
-                    current = body[0] = self._source.open(self._obj, start=offset + filled[0])
-                piece = current.read(min(READ_PIECE, length - filled[0]))
-                if not piece:
-                    raise errors.TransientError(
-                        f"s3://{self._obj.bucket}/{self._obj.key} ended at byte "
-                        f"{offset + filled[0]} of {self._obj.size}",
-                        cause="stream_broken",
-                    )
-                self._digest.update(piece)
-                buffer[filled[0] : filled[0] + len(piece)] = piece
-                filled[0] += len(piece)
-        except errors.TransientError:
-            if body[0] is not None:
-                body[0].close()
-                body[0] = None
-            raise
+        fill(self._source, self._obj, body, buffer, offset, length, filled, self._feed)
+
+    def _feed(self, piece: bytes) -> None:
+        if self._closed:
+            raise _Closed
+        self._digest.update(piece)
+
+
+def fill(
+    source: Source,
+    obj: ObjectInfo,
+    body: list[Body | None],
+    buffer: bytearray,
+    offset: int,
+    length: int,
+    filled: list[int],
+    feed: Callable[[bytes], None],
+    *,
+    end: int | None = None,
+) -> None:
+    """One attempt at filling buffer[:length] with the bytes of `obj` from `offset`, each
+    piece handed to `feed` first. What earlier attempts got is kept (`filled`); a broken body
+    is closed and the next attempt reopens it after the last byte received. `body[0]` is the
+    open body (None: open one), read up to `end` (None: to the end of the object)."""
+    try:
+        while filled[0] < length:
+            current = body[0]
+            if current is None:
+                current = body[0] = source.open(obj, start=offset + filled[0], end=end)
+            piece = current.read(min(READ_PIECE, length - filled[0]))
+            if not piece:
+                raise errors.TransientError(
+                    f"s3://{obj.bucket}/{obj.key} ended at byte {offset + filled[0]} of {obj.size}",
+                    cause="stream_broken",
+                )
+            feed(piece)
+            buffer[filled[0] : filled[0] + len(piece)] = piece
+            filled[0] += len(piece)
+    except errors.TransientError:
+        if body[0] is not None:
+            body[0].close()
+            body[0] = None
+        raise

@@ -38,6 +38,7 @@ from app.storage.base import (
 from app.storage.gcs_upload import (
     NETWORK_ERRORS,
     ResumableSession,
+    compose,
     network_error,
     object_resource,
     retry_after,
@@ -50,6 +51,7 @@ from app.storage.http import Http
 
 UPLOAD_GRANULARITY = 256 * 1024  # resumable chunks must be multiples of this
 SIMPLE_UPLOAD_MAX = 8 * 1024 * 1024  # larger objects go up in resumable chunks
+COMPOSE_MAX_SOURCES = 32  # per compose request
 
 
 def build_client(
@@ -142,6 +144,7 @@ class GCSDestination:
         self._retry = retry
         self._chunk_size = chunk_size
         self._timeout = timeout
+        self._composable: dict[str, bool] = {}
         self.target = target
 
     def probe(self, bucket: str) -> None:
@@ -265,6 +268,80 @@ class GCSDestination:
             session.cancel(self._timeout)
             raise
         return _object_info(bucket, key, finished)
+
+    # --- parallel composite uploads (app.services.composite) ---------------------------------
+
+    def composable(self, bucket: str) -> bool:
+        """Whether parts may be uploaded and composed here. As gcloud does, not in a bucket
+        whose deleted parts would be charged or kept: a storage class other than STANDARD
+        (minimum storage durations) or a retention policy (parts could not be deleted)."""
+        if bucket not in self._composable:
+            try:
+                found = self._client.get_bucket(bucket, timeout=self._timeout, retry=None)
+                self._composable[bucket] = (
+                    (found.storage_class or "STANDARD") == "STANDARD"
+                    and not found.retention_period
+                    and not found.default_event_based_hold
+                )
+            except (gexc.GoogleAPIError, *NETWORK_ERRORS) as exc:
+                raise translate(exc, f"gs://{bucket}") from exc
+        return self._composable[bucket]
+
+    def write_part(self, bucket: str, name: str, data: bytes | memoryview, crc32c: str) -> None:
+        """One part, in one request; GCS refuses it unless its bytes match `crc32c`."""
+        resource = object_resource(name, ContentHeaders(), {}, Checksums(crc32c=crc32c))
+        try:
+            upload_simple(self._http, self._upload_api, bucket, resource, data, 0, self._timeout)
+        except errors.PreconditionFailed:
+            pass  # an earlier attempt stored it (parts have names of their own), and GCS checked it
+
+    def compose(
+        self,
+        bucket: str,
+        key: str,
+        parts: Sequence[str],
+        headers: ContentHeaders,
+        metadata: Mapping[str, str],
+        if_generation_match: int,
+    ) -> ObjectInfo:
+        """`parts`, in order, as `key`. Beyond 32 parts, the first ones are composed into
+        intermediate objects first (named after the part they end with, plus "+"), which are
+        deleted afterwards."""
+        plain = object_resource("", ContentHeaders(), {}, None)
+        sources = list(parts)
+        merged: list[str] = []
+        try:
+            while len(sources) > COMPOSE_MAX_SOURCES:
+                batch, sources = sources[:COMPOSE_MAX_SOURCES], sources[COMPOSE_MAX_SOURCES:]
+                merged.append(f"{batch[-1]}+")
+                self._retry.call(
+                    compose,
+                    self._http,
+                    self._api,
+                    bucket,
+                    merged[-1],
+                    batch,
+                    plain,
+                    None,
+                    self._timeout,
+                )
+                sources.insert(0, merged[-1])
+            written = self._retry.call(
+                compose,
+                self._http,
+                self._api,
+                bucket,
+                key,
+                sources,
+                object_resource(key, headers, metadata, None),
+                if_generation_match,
+                self._timeout,
+            )
+        finally:
+            for name in merged:
+                with contextlib.suppress(errors.ReplicatorError):
+                    self.delete(bucket, name)
+        return _object_info(bucket, key, written)
 
 
 def _object_info(bucket: str, key: str, resource: Mapping[str, Any]) -> ObjectInfo:

@@ -56,37 +56,33 @@ def upload_simple(
     upload_api: str,
     bucket: str,
     resource: Mapping[str, Any],
-    data: bytes,
+    data: bytes | memoryview,
     generation: int,
     timeout: Timeout,
 ) -> dict[str, Any]:
-    """One multipart/related POST: the resource as JSON, then the bytes."""
-    what = f"gs://{bucket}/{resource['name']}"
+    """One multipart/related POST: the resource as JSON, then the bytes (sent as they are,
+    not copied into one body)."""
     boundary = f"=============={secrets.token_hex(16)}=="
-    body = b"".join(
-        (
-            f"--{boundary}\r\ncontent-type: application/json; charset=UTF-8\r\n\r\n".encode(),
-            json.dumps(resource).encode(),
-            f"\r\n--{boundary}\r\ncontent-type: {resource['contentType']}\r\n\r\n".encode(),
-            data,
-            f"\r\n--{boundary}--".encode(),
-        )
+    body = (
+        f"--{boundary}\r\ncontent-type: application/json; charset=UTF-8\r\n\r\n".encode(),
+        json.dumps(resource).encode(),
+        f"\r\n--{boundary}\r\ncontent-type: {resource['contentType']}\r\n\r\n".encode(),
+        data,
+        f"\r\n--{boundary}--".encode(),
     )
-    try:
-        response = http.request(
-            "POST",
-            f"{upload_api}/b/{quote(bucket, safe='')}/o",
-            params={"uploadType": "multipart", "ifGenerationMatch": str(generation)},
-            body=body,
-            headers={"content-type": f'multipart/related; boundary="{boundary}"'},
-            timeout=timeout,
-        )
-    except NETWORK_ERRORS as exc:
-        raise network_error(exc, what) from exc
-    if response.status_code == 404:
-        raise errors.BucketNotFound(f"GCS bucket '{bucket}' does not exist")
-    if response.status_code != 200:
-        raise translate_response(response, what)
+    response = _send(
+        http,
+        f"gs://{bucket}/{resource['name']}",
+        errors.BucketNotFound(f"GCS bucket '{bucket}' does not exist"),
+        f"{upload_api}/b/{quote(bucket, safe='')}/o",
+        params={"uploadType": "multipart", "ifGenerationMatch": str(generation)},
+        body=body,
+        headers={
+            "content-type": f'multipart/related; boundary="{boundary}"',
+            "content-length": str(sum(len(piece) for piece in body)),
+        },
+        timeout=timeout,
+    )
     result: dict[str, Any] = response.json()
     return result
 
@@ -102,25 +98,67 @@ def start_session(
 ) -> str:
     """Open a resumable upload session for `size` bytes; returns its URL."""
     what = f"gs://{bucket}/{resource['name']}"
+    response = _send(
+        http,
+        what,
+        errors.BucketNotFound(f"GCS bucket '{bucket}' does not exist"),
+        f"{upload_api}/b/{quote(bucket, safe='')}/o",
+        params={"uploadType": "resumable", "ifGenerationMatch": str(generation)},
+        json=resource,
+        headers={
+            "X-Upload-Content-Type": resource["contentType"],
+            "X-Upload-Content-Length": str(size),
+        },
+        timeout=timeout,
+    )
+    if "Location" not in response.headers:
+        raise errors.ReplicatorError(f"GCS opened no upload session for {what}")
+    return response.headers["Location"]
+
+
+def compose(
+    http: Http,
+    api: str,
+    bucket: str,
+    key: str,
+    sources: list[str],
+    resource: Mapping[str, Any],
+    generation: int | None,
+    timeout: Timeout,
+) -> dict[str, Any]:
+    """One compose request: `sources` (at most 32 objects of `bucket`) concatenated into
+    `key`, described by `resource`, only if `key` is at `generation` (0: absent; None: any)."""
+    what = f"gs://{bucket}/{key}"
+    response = _send(
+        http,
+        what,
+        errors.UploadSessionLost(f"a part of {what} is gone"),
+        f"{api}/b/{quote(bucket, safe='')}/o/{quote(key, safe='')}/compose",
+        params={} if generation is None else {"ifGenerationMatch": str(generation)},
+        json={
+            "sourceObjects": [{"name": name} for name in sources],
+            "destination": {name: value for name, value in resource.items() if name != "name"},
+        },
+        timeout=timeout,
+    )
+    result: dict[str, Any] = response.json()
+    return result
+
+
+def _send(
+    http: Http, what: str, missing: errors.ReplicatorError, url: str, **request: Any
+) -> Response:
+    """One POST that must answer 200: a network failure or any other answer becomes the
+    app.errors exception for it, and 404 becomes `missing`."""
     try:
-        response = http.request(
-            "POST",
-            f"{upload_api}/b/{quote(bucket, safe='')}/o",
-            params={"uploadType": "resumable", "ifGenerationMatch": str(generation)},
-            json=resource,
-            headers={
-                "X-Upload-Content-Type": resource["contentType"],
-                "X-Upload-Content-Length": str(size),
-            },
-            timeout=timeout,
-        )
+        response = http.request("POST", url, **request)
     except NETWORK_ERRORS as exc:
         raise network_error(exc, what) from exc
     if response.status_code == 404:
-        raise errors.BucketNotFound(f"GCS bucket '{bucket}' does not exist")
-    if response.status_code != 200 or "Location" not in response.headers:
+        raise missing
+    if response.status_code != 200:
         raise translate_response(response, what)
-    return response.headers["Location"]
+    return response
 
 
 class ResumableSession:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json as jsonlib
 import os
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode, urlsplit
@@ -52,7 +52,7 @@ class Http:
         *,
         timeout: Timeout,
         params: Mapping[str, str] | None = None,
-        body: bytes | memoryview | None = None,
+        body: bytes | memoryview | Sequence[bytes | memoryview] | None = None,
         json: Any = None,
         headers: Mapping[str, str] | None = None,
     ) -> Response:

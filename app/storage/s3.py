@@ -235,14 +235,14 @@ class S3Source:
         response, body = self._get_object(request)
         return _object_info(bucket, key, response), body
 
-    def open(self, obj: ObjectInfo, start: int = 0) -> S3Body:
+    def open(self, obj: ObjectInfo, start: int = 0, end: int | None = None) -> S3Body:
         request: dict[str, Any] = {"Bucket": obj.bucket, "Key": obj.key}
         if obj.etag:
             request["IfMatch"] = f'"{obj.etag}"'
         if obj.version_id:
             request["VersionId"] = obj.version_id
-        if start:
-            request["Range"] = f"bytes={start}-"
+        if start or end is not None:
+            request["Range"] = f"bytes={start}-{'' if end is None else end - 1}"
         return self._get_object(request)[1]
 
     def _get_object(self, request: dict[str, Any]) -> tuple[dict[str, Any], S3Body]:

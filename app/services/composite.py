@@ -1,0 +1,166 @@
+"""Parallel composite copies: a large object goes up in parts at once, then is composed.
+
+What `gcloud storage cp` does above its threshold. The object is read once, in order, on one
+GET (a broken read resumes where it stopped, pinned to the ETag and version): one stream from
+S3 outruns one upload to GCS, and parallel ranged GETs measured slower here. Each part, once
+read, is uploaded by a worker as a temporary object that GCS accepts only if it matches the
+part's CRC32C, while the next part is read. Every byte goes through one Digest; only once the
+whole object verifies against S3 are the parts composed into the destination, with its
+metadata and the generation precondition. The parts are deleted whatever happens.
+
+A composite object has a CRC32C but no MD5 at GCS: the copy is checked by CRC32C.
+Memory: `workers x part_size` buffers for each copy in flight.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import queue
+import uuid
+from collections.abc import Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
+
+import google_crc32c
+
+from app import errors
+from app.logging_config import in_context
+from app.services.digest import Digest
+from app.services.retry import RetryPolicy
+from app.services.stream import fill
+from app.storage.base import Body, Checksums, ContentHeaders, ObjectInfo, Source
+
+log = logging.getLogger(__name__)
+PARTS_PREFIX = "replicator-tmp/parallel-composite/"  # temporary parts, deleted after each copy
+
+
+@runtime_checkable
+class Composer(Protocol):
+    """A destination that can store parts and compose them (GCS)."""
+
+    def composable(self, bucket: str) -> bool: ...
+
+    def write_part(self, bucket: str, name: str, data: bytes | memoryview, crc32c: str) -> None: ...
+
+    def compose(
+        self,
+        bucket: str,
+        key: str,
+        parts: Sequence[str],
+        headers: ContentHeaders,
+        metadata: Mapping[str, str],
+        if_generation_match: int,
+    ) -> ObjectInfo: ...
+
+    def delete(self, bucket: str, key: str, if_generation_match: int | None = None) -> None: ...
+
+
+@dataclass(frozen=True)
+class CompositePlan:
+    threshold: int  # objects of at least this size are copied in parts; 0: never
+    part_size: int
+    workers: int
+
+    def applies(self, size: int) -> bool:
+        return 0 < self.threshold <= size and size > self.part_size
+
+
+class CompositeCopy:
+    def __init__(self, source: Source, retry: RetryPolicy, plan: CompositePlan) -> None:
+        self._source = source
+        self._retry = retry
+        self._plan = plan
+
+    def applies(self, size: int) -> bool:
+        return self._plan.applies(size)
+
+    def copy(
+        self,
+        obj: ObjectInfo,
+        part_sizes: Sequence[int] | None,
+        body: Body | None,
+        destination: Composer,
+        bucket: str,
+        key: str,
+        metadata: Mapping[str, str],
+        if_generation_match: int,
+    ) -> tuple[ObjectInfo, Checksums]:
+        """Copy `obj` (S3 multipart layout `part_sizes`, for its ETag; `body`: already open at
+        its first byte, or None) to gs://bucket/key. Returns what GCS holds and the checksums
+        of the bytes read (verified)."""
+        digest = Digest(obj, part_sizes)
+        run = uuid.uuid4().hex
+        free: queue.SimpleQueue[bytearray] = queue.SimpleQueue()
+        for _ in range(self._plan.workers):
+            free.put(bytearray(self._plan.part_size))
+        names: list[str] = []  # the parts, in order; each may exist at GCS
+        uploads: list[Future[None]] = []
+        reading: list[Body | None] = [body]
+        pool = ThreadPoolExecutor(self._plan.workers, thread_name_prefix="part")
+        try:
+            for n, start in enumerate(range(0, obj.size, self._plan.part_size)):
+                buffer = free.get()  # waits for an upload to finish with its buffer
+                _raise_first_failure(uploads, wait=False)
+                length = min(self._plan.part_size, obj.size - start)
+                crc = google_crc32c.Checksum()
+
+                def feed(piece: bytes, crc: Any = crc) -> None:
+                    digest.update(piece)
+                    crc.update(piece)
+
+                self._retry.call(fill, self._source, obj, reading, buffer, start, length, [0], feed)
+                name = f"{PARTS_PREFIX}{run}/{n:05}"
+                names.append(name)
+                part = memoryview(buffer)[:length]
+                crc32c = base64.b64encode(crc.digest()).decode()
+                uploads.append(
+                    pool.submit(
+                        in_context(self._upload), destination, bucket, name, part, crc32c, free
+                    )
+                )
+            digest.verify()  # before anything is published: the parts are not the object
+            _raise_first_failure(uploads, wait=True)
+            written = destination.compose(
+                bucket, key, names, obj.headers, metadata, if_generation_match
+            )
+        finally:
+            if reading[0] is not None:
+                reading[0].close()
+            pool.shutdown(wait=True, cancel_futures=True)
+            with ThreadPoolExecutor(self._plan.workers, thread_name_prefix="part") as cleanup:
+                for name in names:
+                    cleanup.submit(in_context(_discard), destination, bucket, name)
+        return written, digest.checksums()
+
+    def _upload(
+        self,
+        destination: Composer,
+        bucket: str,
+        name: str,
+        part: memoryview,
+        crc32c: str,
+        free: queue.SimpleQueue[bytearray],
+    ) -> None:
+        try:
+            self._retry.call(destination.write_part, bucket, name, part, crc32c)
+        finally:
+            buffer = part.obj
+            assert isinstance(buffer, bytearray)
+            free.put(buffer)
+
+
+def _raise_first_failure(uploads: list[Future[None]], *, wait: bool) -> None:
+    for upload in uploads:
+        if wait or upload.done():
+            upload.result()
+
+
+def _discard(destination: Composer, bucket: str, name: str) -> None:
+    try:
+        destination.delete(bucket, name)
+    except errors.ObjectNotFound:
+        pass
+    except errors.ReplicatorError as exc:
+        log.warning("could not delete the temporary part gs://%s/%s: %s", bucket, name, exc)
