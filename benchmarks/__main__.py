@@ -41,7 +41,7 @@ QUICK = Plan(96 * MiB, 200, 4 * 1024, 1.5, (72 * MiB, 144 * MiB))  # to iterate,
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
-    parser.add_argument("--repeat", type=int, default=3, help="runs per contender (default 3)")
+    parser.add_argument("--repeat", type=int, default=5, help="runs per contender (default 5)")
     parser.add_argument("--quick", action="store_true", help="smaller objects, shorter runs")
     parser.add_argument(
         "--only",

@@ -12,6 +12,7 @@ The library's own retries are off (`retry=None`); app.services.retry owns the po
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
@@ -49,6 +50,7 @@ from app.storage.gcs_upload import (
 )
 from app.storage.http import Http
 
+log = logging.getLogger(__name__)
 UPLOAD_GRANULARITY = 256 * 1024  # resumable chunks must be multiples of this
 SIMPLE_UPLOAD_MAX = 8 * 1024 * 1024  # larger objects go up in resumable chunks
 COMPOSE_MAX_SOURCES = 32  # per compose request
@@ -283,6 +285,13 @@ class GCSDestination:
                     and not found.retention_period
                     and not found.default_event_based_hold
                 )
+            except (gexc.Forbidden, gexc.Unauthorized) as exc:
+                log.warning(
+                    "cannot read the settings of gs://%s (%s): large objects go up whole there",
+                    bucket,
+                    exc.message,
+                )
+                self._composable[bucket] = False
             except (gexc.GoogleAPIError, *NETWORK_ERRORS) as exc:
                 raise translate(exc, f"gs://{bucket}") from exc
         return self._composable[bucket]

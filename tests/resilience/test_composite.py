@@ -205,3 +205,17 @@ def test_a_read_broken_mid_part_resumes_where_it_stopped(
     assert_only(buckets, "big.bin")
     ranges = [get.headers.get("range") for get in s3_proxy.seen("GET", "/big.bin")]
     assert ranges == [None, f"bytes={cut}-"]
+
+
+def test_without_permission_to_read_the_bucket_objects_go_up_whole(
+    settings: Settings, gcs_proxy: FaultProxy, buckets: Buckets
+) -> None:
+    """A role with object permissions only (no storage.buckets.get) still copies."""
+    data = buckets.put_random("big.bin", SIZE)
+    denied = json.dumps({"error": {"code": 403, "message": "no storage.buckets.get"}}).encode()
+    gcs_proxy.add(Fault("GET", f"/b/{buckets.dest}?", "status", status=403, body=denied))
+
+    response = buckets.replicate(settings, "big.bin")
+
+    buckets.assert_replicated(response, "big.bin", data)
+    assert gcs_proxy.seen("POST", "/compose") == []
