@@ -43,6 +43,8 @@ def build_replicator(settings: Settings) -> tuple[Replicator, s3.S3Source, Desti
     # One connection per thread that may talk to a cloud at once (request threads, batch
     # workers, lookups), so no request waits for, or churns, a connection.
     pool_size = REQUEST_THREADS + settings.batch_concurrency + LOOKUP_THREADS
+    # ... and the part uploads of composite copies (one per batch worker at most).
+    pool_size += settings.parallel_composite_workers * settings.batch_concurrency
     source = s3.build_source(
         endpoint_url=settings.s3_endpoint_url,
         region=settings.aws_region,

@@ -34,6 +34,7 @@ from app.storage.base import Body, Checksums, ContentHeaders, ObjectInfo, Source
 
 log = logging.getLogger(__name__)
 PARTS_PREFIX = "replicator-tmp/parallel-composite/"  # temporary parts, deleted after each copy
+MAX_COMPONENTS = 1024  # GCS's limit on the components of one composite object
 
 
 @runtime_checkable
@@ -64,7 +65,10 @@ class CompositePlan:
     workers: int
 
     def applies(self, size: int) -> bool:
-        return 0 < self.threshold <= size and size > self.part_size
+        """At or over the threshold, in more than one part and at most GCS's 1024 components
+        of a composite object (32 GiB with 32 MiB parts; larger objects go up whole)."""
+        parts = -(-size // self.part_size)
+        return 0 < self.threshold <= size and 1 < parts <= MAX_COMPONENTS
 
 
 class CompositeCopy:

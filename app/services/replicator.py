@@ -227,12 +227,18 @@ class Replicator:
         body: Body | None,
     ) -> ObjectInfo:
         with metrics.IN_FLIGHT.track_inprogress(), metrics.COPY_SECONDS.time():
-            metadata = destination_metadata(source)
-            composer = self._composer(source, request.gcs_bucket)
+            try:
+                metadata = destination_metadata(source)
+                composer = self._composer(source, request.gcs_bucket)
+                part_sizes = self._part_sizes(source)
+            except BaseException:
+                if body is not None:
+                    body.close()
+                raise
             if composer is not None and self._composite is not None:
                 written, read = self._composite.copy(
                     source,
-                    self._part_sizes(source),
+                    part_sizes,
                     body,
                     composer,
                     request.gcs_bucket,
@@ -246,7 +252,7 @@ class Replicator:
                     source,
                     self._retry,
                     block_size=self._block_size,
-                    part_sizes=self._part_sizes(source),
+                    part_sizes=part_sizes,
                     body=body,
                 )
                 try:
@@ -281,7 +287,8 @@ class Replicator:
             return None
         if not isinstance(self._destination, Composer):
             return None
-        return self._destination if self._destination.composable(bucket) else None
+        composable = self._retry.call(self._destination.composable, bucket)
+        return self._destination if composable else None
 
     def _verify(self, source: ObjectInfo, written: ObjectInfo, expected: Checksums) -> None:
         """The destination's own checksums against ours; a mismatch is removed, not kept."""

@@ -54,6 +54,7 @@ log = logging.getLogger(__name__)
 UPLOAD_GRANULARITY = 256 * 1024  # resumable chunks must be multiples of this
 SIMPLE_UPLOAD_MAX = 8 * 1024 * 1024  # larger objects go up in resumable chunks
 COMPOSE_MAX_SOURCES = 32  # per compose request
+_NO_MINIMUM_DURATION = {"STANDARD", "MULTI_REGIONAL", "REGIONAL", "DURABLE_REDUCED_AVAILABILITY"}
 
 
 def build_client(
@@ -171,7 +172,8 @@ class GCSDestination:
         except NETWORK_ERRORS as exc:
             raise network_error(exc, what) from exc
         if response.status_code == 404:
-            if "bucket" in response.text.lower():  # "The specified bucket does not exist."
+            # GCS: "The specified bucket does not exist." / "No such object: <bucket>/<key>".
+            if "specified bucket does not exist" in response.text.lower():
                 raise errors.BucketNotFound(f"GCS bucket '{bucket}' does not exist")
             return None
         if response.status_code != 200:
@@ -275,13 +277,15 @@ class GCSDestination:
 
     def composable(self, bucket: str) -> bool:
         """Whether parts may be uploaded and composed here. As gcloud does, not in a bucket
-        whose deleted parts would be charged or kept: a storage class other than STANDARD
-        (minimum storage durations) or a retention policy (parts could not be deleted)."""
+        whose deleted parts would be charged or kept: a storage class with a minimum storage
+        duration (NEARLINE, COLDLINE, ARCHIVE) or a retention policy or default event-based
+        hold (parts could not be deleted). Soft delete, where on, keeps deleted parts (billed)
+        for its retention period; the README says so."""
         if bucket not in self._composable:
             try:
                 found = self._client.get_bucket(bucket, timeout=self._timeout, retry=None)
                 self._composable[bucket] = (
-                    (found.storage_class or "STANDARD") == "STANDARD"
+                    (found.storage_class or "STANDARD") in _NO_MINIMUM_DURATION
                     and not found.retention_period
                     and not found.default_event_based_hold
                 )

@@ -44,6 +44,13 @@ _FIELDS = {
     "content-language": "ContentLanguage",
     "x-amz-checksum-type": "ChecksumType",
 }
+# Answers meaning the bucket is served from another region or endpoint (botocore's
+# S3RegionRedirectorv2 follows these).
+_MOVED_CODES = {
+    "PermanentRedirect",
+    "AuthorizationHeaderMalformed",
+    "IllegalLocationConstraintException",
+}
 # botocore's request parameter names, as headers.
 _HEADERS = {"IfMatch": "If-Match", "Range": "Range", "ChecksumMode": "x-amz-checksum-mode"}
 
@@ -103,7 +110,10 @@ class DirectGets:
         bce.ClientError for an error answer, Moved when boto3 must take the call, and
         urllib3 errors for the network."""
         bucket = params["Bucket"]
-        base, region = self._endpoints[bucket]
+        endpoint = self._endpoints.get(bucket)
+        if endpoint is None:  # forgotten by another thread since knows()
+            raise Moved(f"s3://{bucket} has no known endpoint")
+        base, region = endpoint
         url = base + _encode(params["Key"])
         if params.get("VersionId"):
             url += f"?versionId={quote(params['VersionId'], safe='')}"
@@ -115,24 +125,31 @@ class DirectGets:
         botocore.auth.S3SigV4Auth(
             self._credentials.get_frozen_credentials(), "s3", region
         ).add_auth(request)
-        response = self._pool.urlopen(
+        # The connection pool's own urlopen takes the target as it is: the PoolManager's
+        # would remove "." and ".." segments, which are part of an S3 key.
+        parts = urlsplit(url)
+        target = parts.path + (f"?{parts.query}" if parts.query else "")
+        response = self._pool.connection_from_url(url).urlopen(
             "GET",
-            url,
+            target,
             headers=dict(request.headers.items()),
             preload_content=False,
             decode_content=False,  # Content-Encoding: gzip objects are copied as stored
         )
         if response.status in (200, 206):
             return _output(response.headers), response
-        body = response.read(64 * 1024, decode_content=False)
-        response.close()
-        headers = response.headers
-        moved_to = headers.get("x-amz-bucket-region")
-        elsewhere = response.status == 400 and moved_to not in (None, region)
-        if response.status in (301, 307) or elsewhere:
+        body = response.read(decode_content=False)  # a short error document
+        response.release_conn()
+        error = _client_error(response.status, response.headers, body)
+        moved_to = response.headers.get("x-amz-bucket-region")
+        if (
+            response.status in (301, 302, 307)
+            or error.response["Error"]["Code"] in _MOVED_CODES
+            or (response.status == 400 and moved_to not in (None, region))
+        ):
             self._endpoints.pop(bucket, None)
             raise Moved(f"s3://{bucket} answered {response.status} (region {moved_to})")
-        raise _client_error(response.status, headers, body)
+        raise error
 
 
 def _encode(key: str) -> str:

@@ -303,3 +303,25 @@ def test_raw_emulator_never_leaves_a_partial_object(
     else:
         assert response.json()["error"] in ("unavailable", "integrity_error"), response.text
         assert blobs == set() or buckets.destination_bytes("a.bin") == data
+
+
+def test_a_missing_object_whose_name_says_bucket_is_simply_absent(
+    gcs_proxy: FaultProxy, settings_for: SettingsFor, buckets: Buckets
+) -> None:
+    """Real GCS answers a missing object with "No such object: <bucket>/<key>"; only "The
+    specified bucket does not exist." means the bucket is missing."""
+    key = "notes-about-the-bucket.txt"
+    data = buckets.put(key, b"not copied yet")
+    no_such_object = (
+        b'{"error": {"code": 404, "message": "No such object: '
+        + f"{buckets.dest}/{key}".encode()
+        + b'", "errors": [{"reason": "notFound"}]}}'
+    )
+    lookup = gcs_proxy.add(
+        Fault("GET", f"/o/{key}", "status", status=404, body=no_such_object, times=1)
+    )
+
+    response = buckets.replicate(settings_for(), key)
+
+    assert lookup.fired == 1
+    buckets.assert_replicated(response, key, data)

@@ -36,13 +36,27 @@ def error_body(code: str) -> bytes:
     return f"<Error><Code>{code}</Code><Message>{code}, as S3 says it</Message></Error>".encode()
 
 
+@pytest.mark.parametrize(
+    ("status", "body", "headers"),
+    [
+        (301, error_body("PermanentRedirect"), {"x-amz-bucket-region": "eu-west-1"}),
+        (400, error_body("AuthorizationHeaderMalformed"), {}),
+        (400, error_body("InvalidRequest"), {"x-amz-bucket-region": "eu-west-1"}),
+    ],
+    ids=["301", "wrong-region-code", "wrong-region-header"],
+)
 def test_a_bucket_that_moved_is_handed_back_to_boto3_and_learned_again(
-    s3_proxy: FaultProxy, settings_for: SettingsFor, buckets: Buckets
+    s3_proxy: FaultProxy,
+    settings_for: SettingsFor,
+    buckets: Buckets,
+    status: int,
+    body: bytes,
+    headers: dict[str, str],
 ) -> None:
-    """S3 answers 301 with the bucket's region when it is asked at the wrong endpoint."""
+    """S3 says so, one way or another, when a bucket is asked at the wrong endpoint."""
     data = {key: buckets.put_random(key, 5000) for key in ("a.bin", "b.bin", "c.bin")}
-    moved = {"x-amz-bucket-region": "eu-west-1"}
-    s3_proxy.add(Fault("GET", "/b.bin", "status", status=301, headers=moved, times=1))
+    moved = Fault("GET", "/b.bin", "status", status=status, body=body, headers=headers, times=1)
+    s3_proxy.add(moved)
 
     with service(settings_for()) as client:
         for key in data:
@@ -88,3 +102,20 @@ def test_error_answers_to_a_direct_get_are_translated_like_boto3s(
     assert code in response.json()["detail"] or expected_status == 404
     assert senders(s3_proxy.seen("GET", "/b.bin")) == ["direct"]  # not retried, not re-sent
     assert buckets.gcs.bucket(buckets.dest).get_blob("b.bin") is None
+
+
+def test_keys_with_dot_segments_are_read_as_they_are(
+    s3_proxy: FaultProxy, settings_for: SettingsFor, buckets: Buckets
+) -> None:
+    """ "." and ".." are part of an S3 key, not path navigation: they are sent (and signed)
+    as they are, never resolved away."""
+    keys = ["first.bin", "dots/./a", "dots/../b", "dots/.../c"]
+    data = {key: buckets.put_random(key, 3000) for key in keys}
+
+    with service(settings_for()) as client:
+        for key in keys:
+            buckets.assert_replicated(replicate(client, buckets.source, key), key, data[key])
+
+    gets = s3_proxy.seen("GET")
+    assert [get.target for get in gets] == [f"/{buckets.source}/{key}" for key in keys]
+    assert senders(gets) == ["boto3", "direct", "direct", "direct"]

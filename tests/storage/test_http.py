@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+import google.auth.credentials
 import pytest
 import urllib3
+from google.cloud import storage
 
 from app.storage import http
+from tests.faults import Fault, FaultProxy
 
 
 @pytest.fixture(autouse=True)
@@ -31,3 +36,32 @@ def test_https_proxy_is_used_unless_no_proxy_names_the_host(
 
     monkeypatch.setenv("NO_PROXY", "storage.googleapis.com")
     assert not isinstance(http._pool("https://storage.googleapis.com", 4), urllib3.ProxyManager)
+
+
+class CountingCredentials(google.auth.credentials.Credentials):
+    """Bearer tokens t0, t1, ...: each refresh issues the next."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.token = "t0"
+        self.refreshes = 0
+
+    def refresh(self, request: Any) -> None:
+        self.refreshes += 1
+        self.token = f"t{self.refreshes}"
+
+
+def test_a_401_refreshes_the_credentials_and_tries_once_more(
+    gcs_proxy: FaultProxy, gcs: storage.Client, dest_bucket: str
+) -> None:
+    credentials = CountingCredentials()
+    client = http.Http(credentials, gcs_proxy.url, max_pool_connections=2)
+    gcs_proxy.add(Fault("GET", f"/b/{dest_bucket}", "status", status=401, times=1))
+
+    answer = client.request("GET", f"{gcs_proxy.url}/storage/v1/b/{dest_bucket}", timeout=(2, 5))
+
+    assert answer.status_code == 200
+    assert answer.json()["name"] == dest_bucket
+    assert credentials.refreshes == 1
+    sent = [seen.headers["authorization"] for seen in gcs_proxy.seen("GET")]
+    assert sent == ["Bearer t0", "Bearer t1"]
