@@ -1,4 +1,5 @@
-"""The replication flow: look up the source, decide whether to copy, stream, verify, record.
+"""The replication flow: look up both sides, decide whether to copy, copy (app.services.copier:
+stream or compose, verify), settle races.
 
 It does not care who asked (HTTP route, batch, a future queue worker): callers hand it
 `ReplicationRequest`s and get `ReplicationResult`s or app.errors exceptions.
@@ -15,13 +16,12 @@ from app import errors
 from app.logging_config import in_context
 from app.services import metrics
 from app.services.coalesce import Coalescer
-from app.services.composite import Composer, CompositeCopy, CompositePlan
-from app.services.digest import is_multipart_etag
-from app.services.identity import Overwrite, destination_metadata, holds, reason_to_skip
+from app.services.composite import CompositePlan
+from app.services.copier import Copier
+from app.services.identity import Overwrite, holds, reason_to_skip
 from app.services.locks import KeyedLocks
 from app.services.retry import RetryPolicy
-from app.services.stream import SourceStream
-from app.storage.base import Body, Checksums, Destination, Listing, ObjectInfo, Source
+from app.storage.base import Body, Destination, Listing, ObjectInfo, Source
 
 log = logging.getLogger(__name__)
 LISTING_PAGES_PER_1000_KEYS = 3  # a batch lists at most this much before asking key by key
@@ -61,12 +61,13 @@ class Replicator:
         self._source = source
         self._destination = destination
         self._retry = retry
-        self._block_size = block_size
         self._locks = KeyedLocks()
         self._source_heads: Coalescer[ObjectInfo] = Coalescer()
         self._destination_heads: Coalescer[ObjectInfo | None] = Coalescer()
         self._lookups = ThreadPoolExecutor(lookup_threads, thread_name_prefix="lookup")
-        self._composite = CompositeCopy(source, retry, composite) if composite else None
+        self._copier = Copier(
+            source, destination, retry, self._lookups, block_size=block_size, composite=composite
+        )
 
     def close(self) -> None:
         self._lookups.shutdown(wait=False, cancel_futures=True)
@@ -183,7 +184,9 @@ class Replicator:
                 source, body = fetch()
             assert source is not None
             try:
-                written = self._copy(source, request, generation, body)
+                written = self._copier.copy(
+                    source, request.gcs_bucket, request.gcs_key, generation, body
+                )
             except errors.PreconditionFailed:
                 # Another writer got there first. If it wrote this very source, we are done.
                 current = self._head_destination(request)
@@ -216,117 +219,6 @@ class Replicator:
             if not isinstance(exc, errors.BucketNotFound):
                 log.warning("listing %s failed, looking up keys one by one: %s", bucket, exc)
             return exc
-
-    # --- copying -------------------------------------------------------------------------
-
-    def _copy(
-        self,
-        source: ObjectInfo,
-        request: ReplicationRequest,
-        generation: int,
-        body: Body | None,
-    ) -> ObjectInfo:
-        with metrics.IN_FLIGHT.track_inprogress(), metrics.COPY_SECONDS.time():
-            try:
-                metadata = destination_metadata(source)
-                composer = self._composer(source, request.gcs_bucket)
-                part_sizes = self._part_sizes(source)
-            except BaseException:
-                if body is not None:
-                    body.close()
-                raise
-            if composer is not None and self._composite is not None:
-                written, read = self._composite.copy(
-                    source,
-                    part_sizes,
-                    body,
-                    composer,
-                    request.gcs_bucket,
-                    request.gcs_key,
-                    metadata,
-                    generation,
-                )
-            else:
-                stream = SourceStream(
-                    self._source,
-                    source,
-                    self._retry,
-                    block_size=self._block_size,
-                    part_sizes=part_sizes,
-                    body=body,
-                )
-                try:
-                    written = self._destination.write(
-                        request.gcs_bucket,
-                        request.gcs_key,
-                        stream,
-                        source.size,
-                        source.headers,
-                        metadata,
-                        if_generation_match=generation,
-                    )
-                finally:
-                    stream.close()
-                read = stream.checksums()
-            self._verify(source, written, read)
-        log.info(
-            "replicated s3://%s/%s -> gs://%s/%s (%d bytes, crc32c %s%s)",
-            source.bucket,
-            source.key,
-            written.bucket,
-            written.key,
-            written.size,
-            written.checksums.crc32c,
-            ", composed in parallel" if composer is not None else "",
-        )
-        return written
-
-    def _composer(self, source: ObjectInfo, bucket: str) -> Composer | None:
-        """The destination, when this object goes up as a parallel composite upload."""
-        if self._composite is None or not self._composite.applies(source.size):
-            return None
-        if not isinstance(self._destination, Composer):
-            return None
-        composable = self._retry.call(self._destination.composable, bucket)
-        return self._destination if composable else None
-
-    def _verify(self, source: ObjectInfo, written: ObjectInfo, expected: Checksums) -> None:
-        """The destination's own checksums against ours; a mismatch is removed, not kept."""
-        mismatch = [
-            name
-            for name, ours, theirs in (
-                ("size", source.size, written.size),
-                ("crc32c", expected.crc32c, written.checksums.crc32c),
-                ("md5", expected.md5, written.checksums.md5),
-            )
-            if ours is not None and theirs is not None and ours != theirs
-        ]
-        if mismatch:
-            self._discard(written)
-            raise errors.IntegrityError(
-                f"gs://{written.bucket}/{written.key} does not match what was read from "
-                f"s3://{source.bucket}/{source.key} ({', '.join(mismatch)} differ); it was removed"
-            )
-
-    def _part_sizes(self, source: ObjectInfo) -> list[int] | None:
-        """The part layout of a multipart upload, needed to check its ETag. S3 reports it one
-        part at a time, so the parts after the first are asked for concurrently."""
-        if not is_multipart_etag(source.etag):
-            return None
-        first, count = self._retry.call(self._source.part_size, source, 1)
-
-        def size_of(part: int) -> int:
-            return self._retry.call(self._source.part_size, source, part)[0]
-
-        return [first, *self._lookups.map(in_context(size_of), range(2, count + 1))]
-
-    def _discard(self, written: ObjectInfo) -> None:
-        try:
-            self._destination.delete(written.bucket, written.key, written.generation)
-        except errors.ReplicatorError as exc:
-            log.error(
-                "could not remove unverified gs://%s/%s: %s", written.bucket, written.key, exc
-            )
 
 
 def _absent(listing: Listing | errors.ReplicatorError, key: str) -> bool:

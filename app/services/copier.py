@@ -1,0 +1,146 @@
+"""One copy, once the replicator has decided to make it: stream the object (or compose it
+from parts), then check what the destination holds against what was read.
+
+The replicator looks up, decides, and settles races; this module moves the bytes.
+"""
+
+from __future__ import annotations
+
+import logging
+from concurrent.futures import Executor
+
+from app import errors
+from app.logging_config import in_context
+from app.services import metrics
+from app.services.composite import Composer, CompositeCopy, CompositePlan
+from app.services.digest import is_multipart_etag
+from app.services.identity import destination_metadata
+from app.services.retry import RetryPolicy
+from app.services.stream import SourceStream
+from app.storage.base import Body, Checksums, Destination, ObjectInfo, Source
+
+log = logging.getLogger(__name__)
+
+
+class Copier:
+    def __init__(
+        self,
+        source: Source,
+        destination: Destination,
+        retry: RetryPolicy,
+        lookups: Executor,
+        *,
+        block_size: int,
+        composite: CompositePlan | None,
+    ) -> None:
+        self._source = source
+        self._destination = destination
+        self._retry = retry
+        self._lookups = lookups  # for the part-layout lookups of multipart sources
+        self._block_size = block_size
+        self._composite = CompositeCopy(source, retry, composite) if composite else None
+
+    def copy(
+        self,
+        source: ObjectInfo,
+        bucket: str,
+        key: str,
+        generation: int,
+        body: Body | None,
+    ) -> ObjectInfo:
+        """Write `source` to gs://bucket/key if it is at `generation` (0: absent). `body`, when
+        given, is the object already open at its first byte; it is always closed."""
+        with metrics.IN_FLIGHT.track_inprogress(), metrics.COPY_SECONDS.time():
+            try:
+                metadata = destination_metadata(source)
+                composer = self._composer(source, bucket)
+                part_sizes = self._part_sizes(source)
+            except BaseException:
+                if body is not None:
+                    body.close()
+                raise
+            if composer is not None and self._composite is not None:
+                written, read = self._composite.copy(
+                    source, part_sizes, body, composer, bucket, key, metadata, generation
+                )
+            else:
+                stream = SourceStream(
+                    self._source,
+                    source,
+                    self._retry,
+                    block_size=self._block_size,
+                    part_sizes=part_sizes,
+                    body=body,
+                )
+                try:
+                    written = self._destination.write(
+                        bucket,
+                        key,
+                        stream,
+                        source.size,
+                        source.headers,
+                        metadata,
+                        if_generation_match=generation,
+                    )
+                finally:
+                    stream.close()
+                read = stream.checksums()
+            self._verify(source, written, read)
+        log.info(
+            "replicated s3://%s/%s -> gs://%s/%s (%d bytes, crc32c %s%s)",
+            source.bucket,
+            source.key,
+            written.bucket,
+            written.key,
+            written.size,
+            written.checksums.crc32c,
+            ", composed in parallel" if composer is not None else "",
+        )
+        return written
+
+    def _composer(self, source: ObjectInfo, bucket: str) -> Composer | None:
+        """The destination, when this object goes up as a parallel composite upload."""
+        if self._composite is None or not self._composite.applies(source.size):
+            return None
+        if not isinstance(self._destination, Composer):
+            return None
+        composable = self._retry.call(self._destination.composable, bucket)
+        return self._destination if composable else None
+
+    def _verify(self, source: ObjectInfo, written: ObjectInfo, expected: Checksums) -> None:
+        """The destination's own checksums against ours; a mismatch is removed, not kept."""
+        mismatch = [
+            name
+            for name, ours, theirs in (
+                ("size", source.size, written.size),
+                ("crc32c", expected.crc32c, written.checksums.crc32c),
+                ("md5", expected.md5, written.checksums.md5),
+            )
+            if ours is not None and theirs is not None and ours != theirs
+        ]
+        if mismatch:
+            self._discard(written)
+            raise errors.IntegrityError(
+                f"gs://{written.bucket}/{written.key} does not match what was read from "
+                f"s3://{source.bucket}/{source.key} ({', '.join(mismatch)} differ); it was removed"
+            )
+
+    def _part_sizes(self, source: ObjectInfo) -> list[int] | None:
+        """The part layout of a multipart upload, needed to check its ETag. S3 reports it one
+        part at a time, so the parts after the first are asked for concurrently."""
+        if not is_multipart_etag(source.etag):
+            return None
+        first, count = self._retry.call(self._source.part_size, source, 1)
+
+        def size_of(part: int) -> int:
+            return self._retry.call(self._source.part_size, source, part)[0]
+
+        return [first, *self._lookups.map(in_context(size_of), range(2, count + 1))]
+
+    def _discard(self, written: ObjectInfo) -> None:
+        try:
+            self._destination.delete(written.bucket, written.key, written.generation)
+        except errors.ReplicatorError as exc:
+            log.error(
+                "could not remove unverified gs://%s/%s: %s", written.bucket, written.key, exc
+            )
