@@ -88,7 +88,9 @@ def replicate_batch(
     results = [
         _batch_item(request.s3_key, outcome)
         for request, outcome in zip(
-            requests, replicator.replicate_batch(requests, pool), strict=True
+            requests,
+            replicator.replicate_batch(requests, pool, settings.batch_concurrency),
+            strict=True,
         )
     ]
     count = {

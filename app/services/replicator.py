@@ -8,6 +8,7 @@ It does not care who asked (HTTP route, batch, a future queue worker): callers h
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -77,13 +78,13 @@ class Replicator:
         return _counted(self._replicate, request)
 
     def replicate_batch(
-        self, requests: Sequence[ReplicationRequest], pool: Executor
+        self, requests: Sequence[ReplicationRequest], pool: Executor, workers: int
     ) -> list[ReplicationResult | errors.ReplicatorError]:
         """Copy, or skip, many objects of one source bucket into one destination bucket, on
-        `pool`. The destination is listed first: a key it does not hold is copied without
-        asking S3 about it (the GET that copies it also describes it). The keys it holds are
-        compared with one listing of the source. A key the listings do not cover is looked up
-        on its own. Results come in request order."""
+        `workers` threads of `pool`. The destination is listed first: a key it does not hold
+        is copied without asking S3 about it (the GET that copies it also describes it). The
+        keys it holds are compared with one listing of the source. A key the listings do not
+        cover is looked up on its own. Results come in request order."""
         first = requests[0]
         destination = self._list(
             self._destination.list, first.gcs_bucket, [r.gcs_key for r in requests]
@@ -105,7 +106,7 @@ class Replicator:
             except errors.ReplicatorError as exc:
                 return exc
 
-        return list(pool.map(in_context(one), requests))
+        return _each(pool, workers, one, requests)
 
     # --- deciding ------------------------------------------------------------------------
 
@@ -219,6 +220,31 @@ class Replicator:
             if not isinstance(exc, errors.BucketNotFound):
                 log.warning("listing %s failed, looking up keys one by one: %s", bucket, exc)
             return exc
+
+
+def _each(
+    pool: Executor,
+    workers: int,
+    fn: Callable[[ReplicationRequest], ReplicationResult | errors.ReplicatorError],
+    items: Sequence[ReplicationRequest],
+) -> list[ReplicationResult | errors.ReplicatorError]:
+    """`fn` of every item, in order, on `workers` threads of `pool` that take the next item
+    as they finish one (a future per item cost ~6% of the service's CPU for small objects)."""
+    results: list[ReplicationResult | errors.ReplicatorError | None] = [None] * len(items)
+    order = iter(range(len(items)))
+    take = threading.Lock()
+
+    def work() -> None:
+        while True:
+            with take:
+                n = next(order, None)
+            if n is None:
+                return
+            results[n] = fn(items[n])
+
+    for running in [pool.submit(in_context(work)) for _ in range(min(workers, len(items)))]:
+        running.result()
+    return [result for result in results if result is not None]
 
 
 def _absent(listing: Listing | errors.ReplicatorError, key: str) -> bool:
