@@ -13,6 +13,7 @@ import collections
 import json
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -102,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
         started = time.monotonic()
         work()
         elapsed = time.monotonic() - started
-        spy.send_signal(subprocess.signal.SIGINT)
+        spy.send_signal(signal.SIGINT)
         _, errors = spy.communicate(timeout=60)
         if not raw.exists():
             print(f"py-spy recorded nothing: {errors.decode()[-500:]}", file=sys.stderr)

@@ -164,18 +164,16 @@ def fill(
     length: int,
     filled: list[int],
     feed: Callable[[bytes], None],
-    *,
-    end: int | None = None,
 ) -> None:
     """One attempt at filling buffer[:length] with the bytes of `obj` from `offset`, each
     piece handed to `feed` first. What earlier attempts got is kept (`filled`); a broken body
     is closed and the next attempt reopens it after the last byte received. `body[0]` is the
-    open body (None: open one), read up to `end` (None: to the end of the object)."""
+    open body (None: open one)."""
     try:
         while filled[0] < length:
             current = body[0]
             if current is None:
-                current = body[0] = source.open(obj, start=offset + filled[0], end=end)
+                current = body[0] = source.open(obj, start=offset + filled[0])
             piece = current.read(min(READ_PIECE, length - filled[0]))
             if not piece:
                 raise errors.TransientError(

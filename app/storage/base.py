@@ -121,10 +121,9 @@ class Source(Protocol):
         pinned to `etag` when given (PreconditionFailed if it no longer matches)."""
         ...
 
-    def open(self, obj: ObjectInfo, start: int = 0, end: int | None = None) -> Body:
-        """The bytes of exactly the version `obj` describes, from `start` up to `end` (not
-        included; None: the end); a changed object raises PreconditionFailed rather than
-        returning other bytes."""
+    def open(self, obj: ObjectInfo, start: int = 0) -> Body:
+        """The bytes of exactly the version `obj` describes, from `start`; a changed object
+        raises PreconditionFailed rather than returning other bytes."""
         ...
 
 

@@ -47,6 +47,7 @@ class Response:
 class Http:
     def __init__(self, credentials: Any, base_url: str, *, max_pool_connections: int) -> None:
         self._credentials = credentials
+        self._refreshable = not isinstance(credentials, AnonymousCredentials)
         self._pool = _pool(base_url, max_pool_connections)
         # Token refreshes are rare; they go through requests, which honours the proxy
         # variables and NO_PROXY for the token endpoint and the metadata server.
@@ -81,14 +82,10 @@ class Http:
                 timeout=urllib3.Timeout(connect=timeout[0], read=timeout[1]),
                 retries=False,
             )
-            if answer.status != 401 or attempt == 2 or self._anonymous:
+            if answer.status != 401 or attempt == 2 or not self._refreshable:
                 break
             self._credentials.refresh(self._refresh)
         return Response(answer.status, answer.headers, answer.data)
-
-    @property
-    def _anonymous(self) -> bool:
-        return isinstance(self._credentials, AnonymousCredentials)
 
 
 def _pool(base_url: str, size: int) -> urllib3.PoolManager:

@@ -8,7 +8,6 @@ once. Object GETs replay boto3's endpoint without its per-call machinery (s3_dir
 from __future__ import annotations
 
 import contextlib
-import re
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -90,8 +89,9 @@ def build_source(
     return S3Source(client, endpoint_url, direct)
 
 
-def translate(exc: Exception, what: str) -> errors.ReplicatorError:
-    """Map a botocore exception to the project's vocabulary; `what` names the object."""
+def translate(exc: Exception, what: str, bucket: str | None = None) -> errors.ReplicatorError:
+    """Map a botocore exception to the project's vocabulary; `what` names the object and
+    `bucket` its bucket, when known."""
     if isinstance(exc, bce.ClientError):
         error = exc.response.get("Error", {})
         code = str(error.get("Code", ""))
@@ -99,8 +99,7 @@ def translate(exc: Exception, what: str) -> errors.ReplicatorError:
         status = int(meta.get("HTTPStatusCode") or 0)
         message = error.get("Message") or code
         if code in _NO_BUCKET:
-            bucket = re.search(r"s3://([^/]+)", what)
-            named = f"'{bucket.group(1)}'" if bucket else f"of {what}"
+            named = f"'{bucket}'" if bucket else f"of {what}"
             return errors.BucketNotFound(f"S3 bucket {named} does not exist")
         if code in _NOT_FOUND or status == 404:
             return errors.ObjectNotFound(f"{what} does not exist")
@@ -127,9 +126,9 @@ def translate(exc: Exception, what: str) -> errors.ReplicatorError:
 
 
 def _cause(exc: Exception) -> str:
-    if isinstance(exc, bce.ReadTimeoutError | bce.ConnectTimeoutError):
-        return "timeout"
-    if isinstance(exc, urllib3.exceptions.TimeoutError):
+    if isinstance(
+        exc, bce.ReadTimeoutError | bce.ConnectTimeoutError | urllib3.exceptions.TimeoutError
+    ):
         return "timeout"
     if isinstance(exc, bce.ResponseStreamingError | bce.IncompleteReadError):
         return "stream_broken"
@@ -146,11 +145,11 @@ def _seconds(value: str | None) -> float | None:
 
 
 @contextlib.contextmanager
-def _translated(what: str) -> Iterator[None]:
+def _translated(what: str, bucket: str | None = None) -> Iterator[None]:
     try:
         yield
     except (bce.BotoCoreError, bce.ClientError, urllib3.exceptions.HTTPError) as exc:
-        raise translate(exc, what) from exc
+        raise translate(exc, what, bucket) from exc
 
 
 def _describe(bucket: str, key: str) -> str:
@@ -235,20 +234,20 @@ class S3Source:
         response, body = self._get_object(request)
         return _object_info(bucket, key, response), body
 
-    def open(self, obj: ObjectInfo, start: int = 0, end: int | None = None) -> S3Body:
+    def open(self, obj: ObjectInfo, start: int = 0) -> S3Body:
         request: dict[str, Any] = {"Bucket": obj.bucket, "Key": obj.key}
         if obj.etag:
             request["IfMatch"] = f'"{obj.etag}"'
         if obj.version_id:
             request["VersionId"] = obj.version_id
-        if start or end is not None:
-            request["Range"] = f"bytes={start}-{'' if end is None else end - 1}"
+        if start:
+            request["Range"] = f"bytes={start}-"
         return self._get_object(request)[1]
 
     def _get_object(self, request: dict[str, Any]) -> tuple[dict[str, Any], S3Body]:
         """GetObject directly once boto3 has shown the bucket's endpoint, else through boto3."""
         what = _describe(request["Bucket"], request["Key"])
-        with _translated(what):
+        with _translated(what, request["Bucket"]):
             if self._direct is not None and self._direct.knows(request["Bucket"]):
                 with contextlib.suppress(Moved):
                     fields, raw = self._direct.get(request)
