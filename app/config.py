@@ -20,9 +20,9 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
-from app.api.names import check_gcs_bucket
 from app.errors import StartupError
-from app.services.identity import Overwrite
+from app.names import check_gcs_bucket
+from app.policy import Overwrite
 
 MiB = 1024 * 1024
 

@@ -25,9 +25,9 @@ from app.api.routes import router, service_router
 from app.config import Settings, load_settings
 from app.dependencies import Probe
 from app.logging_config import setup_logging
+from app.retry import RetryPolicy
 from app.services.composite import CompositePlan
 from app.services.replicator import Replicator
-from app.services.retry import RetryPolicy
 from app.storage import gcs, local, s3
 from app.storage.base import Destination
 

@@ -10,9 +10,9 @@ from starlette.convertors import Convertor, register_url_convertor
 
 from app import errors
 from app.api import schemas
-from app.api.names import GCSBucket, GCSKey
 from app.api.security import require_api_key
 from app.dependencies import BatchPoolDep, DestinationDep, ProbeDep, ReplicatorDep, SettingsDep
+from app.names import GCSBucket, GCSKey
 from app.services.replicator import ReplicationRequest, ReplicationResult
 
 router = APIRouter(dependencies=[Depends(require_api_key)])  # /v1: API keys when configured

@@ -6,8 +6,8 @@ from typing import Literal, Self
 
 from pydantic import AliasChoices, BaseModel, Field, model_validator
 
-from app.api.names import GCSBucket, GCSKey, ObjectKey, S3Bucket, check_gcs_key
-from app.services.identity import Overwrite
+from app.names import GCSBucket, GCSKey, ObjectKey, S3Bucket, check_gcs_key
+from app.policy import Overwrite
 
 
 class ReplicateRequest(BaseModel):

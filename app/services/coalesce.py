@@ -14,7 +14,7 @@ from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
-from app.services import metrics
+from app import metrics
 
 T = TypeVar("T")
 

@@ -27,8 +27,8 @@ import google_crc32c
 
 from app import errors
 from app.logging_config import in_context
+from app.retry import RetryPolicy
 from app.services.digest import Digest
-from app.services.retry import RetryPolicy
 from app.services.stream import fill
 from app.storage.base import Body, Checksums, ContentHeaders, ObjectInfo, Source
 

@@ -9,13 +9,12 @@ from __future__ import annotations
 import logging
 from concurrent.futures import Executor
 
-from app import errors
+from app import errors, metrics
 from app.logging_config import in_context
-from app.services import metrics
+from app.retry import RetryPolicy
 from app.services.composite import Composer, CompositeCopy, CompositePlan
 from app.services.digest import is_multipart_etag
 from app.services.identity import destination_metadata
-from app.services.retry import RetryPolicy
 from app.services.stream import SourceStream
 from app.storage.base import Body, Checksums, Destination, ObjectInfo, Source
 

@@ -7,9 +7,9 @@ case, so these capitalised keys can never collide with metadata copied from S3.
 from __future__ import annotations
 
 import datetime
-import enum
 from collections.abc import Mapping
 
+from app.policy import Overwrite
 from app.storage.base import ObjectInfo
 
 SOURCE_BUCKET = "Replicator-Source-Bucket"
@@ -18,14 +18,6 @@ SOURCE_ETAG = "Replicator-Source-Etag"
 SOURCE_VERSION = "Replicator-Source-Version-Id"
 REPLICATED_AT = "Replicator-Replicated-At"
 RESERVED_KEYS = (SOURCE_BUCKET, SOURCE_KEY, SOURCE_ETAG, SOURCE_VERSION, REPLICATED_AT)
-
-
-class Overwrite(enum.StrEnum):
-    """When an existing destination object is replaced (Storage Transfer's `overwriteWhen`)."""
-
-    DIFFERENT = "different"  # replace when it records another source version, or none
-    NEVER = "never"  # keep whatever is there
-    ALWAYS = "always"  # copy again every time
 
 
 def holds(current: ObjectInfo, source: ObjectInfo) -> bool:

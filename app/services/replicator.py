@@ -13,15 +13,15 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
 
-from app import errors
+from app import errors, metrics
 from app.logging_config import in_context
-from app.services import metrics
+from app.policy import Overwrite
+from app.retry import RetryPolicy
 from app.services.coalesce import Coalescer
 from app.services.composite import CompositePlan
 from app.services.copier import Copier
-from app.services.identity import Overwrite, holds, reason_to_skip
+from app.services.identity import holds, reason_to_skip
 from app.services.locks import KeyedLocks
-from app.services.retry import RetryPolicy
 from app.storage.base import Body, Destination, Listing, ObjectInfo, Source
 
 log = logging.getLogger(__name__)

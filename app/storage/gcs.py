@@ -6,7 +6,7 @@ delete. The hot paths speak the JSON API on urllib3 with the client's credential
 gcs_upload. An upload that fails is cancelled, so
 nothing partial is ever published; the final bytes only leave once the source has verified.
 
-The library's own retries are off (`retry=None`); app.services.retry owns the policy.
+The library's own retries are off (`retry=None`); app.retry owns the policy.
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ import requests.adapters
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import storage
 
-from app import errors
-from app.services.retry import RetryPolicy
+from app import errors, retry
+from app.retry import RetryPolicy
 from app.storage.base import (
     Checksums,
     ContentHeaders,
@@ -44,7 +44,6 @@ from app.storage.gcs_upload import (
     object_resource,
     retry_after,
     start_session,
-    status_cause,
     translate_response,
     upload_simple,
 )
@@ -102,10 +101,11 @@ def translate(exc: Exception, what: str) -> errors.ReplicatorError:
     if isinstance(exc, gexc.Forbidden | gexc.Unauthorized):
         return errors.AccessDenied(f"GCS denied access to {what}: {exc.message}")
     code = int(getattr(exc, "code", None) or 0)
-    if isinstance(exc, gexc.GoogleAPICallError) and (code in (408, 429) or code >= 500):
+    cause = retry.transient_cause(code)
+    if isinstance(exc, gexc.GoogleAPICallError) and cause:
         return errors.TransientError(
             f"GCS answered {code} for {what}: {exc.message}",
-            cause=status_cause(code),
+            cause=cause,
             retry_after=retry_after(getattr(exc, "response", None)),
         )
     if isinstance(exc, gexc.BadRequest) and "checksum" in str(exc.message).lower():

@@ -23,7 +23,7 @@ from urllib.parse import quote
 import requests
 import urllib3.exceptions
 
-from app import errors
+from app import errors, retry
 from app.storage import http
 from app.storage.base import Checksums, ContentHeaders
 from app.storage.http import Http, Response, Timeout
@@ -260,10 +260,10 @@ def translate_response(response: Response, what: str) -> errors.ReplicatorError:
         return errors.AccessDenied(f"GCS denied access to {what}: {text}")
     if status in (404, 410):  # the stream cannot be rewound, so retrying cannot help
         return errors.UploadSessionLost(f"the upload session for {what} is gone ({status})")
-    if status in (408, 429) or status >= 500:
+    if cause := retry.transient_cause(status):
         return errors.TransientError(
             f"GCS answered {status} for {what}: {text}",
-            cause=status_cause(status),
+            cause=cause,
             retry_after=retry_after(response),
         )
     if status == 400 and ("checksum" in text.lower() or "hash" in text.lower()):
@@ -275,10 +275,6 @@ def retry_after(response: Any) -> float | None:
     """Seconds from a response's Retry-After header (the delta-seconds form), if any."""
     value = response.headers.get("Retry-After") if response is not None else None
     return float(value) if value and value.isdigit() else None
-
-
-def status_cause(status: int) -> str:
-    return {408: "timeout", 429: "throttled", 503: "throttled"}.get(status, "server_error")
 
 
 def network_error(exc: Exception, what: str) -> errors.TransientError:

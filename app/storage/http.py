@@ -5,7 +5,7 @@ requests, under google-auth's AuthorizedSession, added about 0.3 ms of CPU to ev
 same upload of a 4 KiB object sent through google-auth's urllib3 transport (measured in one
 process against fake-gcs-server). The credentials' headers are added as google-auth's
 transports add them, and refreshed on a 401. urllib3's own retries are off:
-app.services.retry owns the policy.
+app.retry owns the policy.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Amazon S3 as a replication source, through boto3.
 
-boto3's own retries are off (`total_max_attempts=1`): app.services.retry owns the policy.
+boto3's own retries are off (`total_max_attempts=1`): app.retry owns the policy.
 Every call goes through `_translated`, which maps botocore (and urllib3) errors to app.errors
 once. Object GETs replay boto3's endpoint without its per-call machinery (s3_direct).
 """
@@ -16,7 +16,7 @@ import botocore.config
 import botocore.exceptions as bce
 import urllib3.exceptions
 
-from app import errors
+from app import errors, retry
 from app.storage.base import ContentHeaders, Listing, ObjectInfo, bucket_request, listing_range
 from app.storage.s3_direct import DirectGets, Moved
 
@@ -30,15 +30,6 @@ _DENIED = {
     "AllAccessDisabled",
 }
 _CHANGED = {"PreconditionFailed", "412"}
-_TRANSIENT = {
-    "SlowDown",
-    "RequestTimeout",
-    "InternalError",
-    "ServiceUnavailable",
-    "Throttling",
-    "ThrottlingException",
-    "RequestLimitExceeded",
-}
 _NETWORK_ERRORS = (
     bce.ConnectionError,  # includes EndpointConnectionError, ConnectTimeoutError
     bce.HTTPClientError,  # includes ReadTimeoutError, ConnectionClosedError
@@ -107,12 +98,11 @@ def translate(exc: Exception, what: str, bucket: str | None = None) -> errors.Re
             return errors.AccessDenied(f"S3 denied access to {what}: {message}")
         if code in _CHANGED or status == 412:
             return errors.PreconditionFailed(f"{what} changed while it was being copied")
-        if code in _TRANSIENT or status in (408, 429) or status >= 500:
+        if cause := retry.transient_cause(status, code):
             retry_after = meta.get("HTTPHeaders", {}).get("retry-after")
-            throttled = status in (429, 503) or code in ("SlowDown", "Throttling")
             return errors.TransientError(
                 f"S3 answered {status or code} for {what}: {message}",
-                cause="throttled" if throttled else "timeout" if status == 408 else "server_error",
+                cause=cause,
                 retry_after=_seconds(retry_after),
             )
         return errors.ReplicatorError(f"S3 error for {what}: {code} {message}")

@@ -21,7 +21,7 @@ from google.cloud import storage
 
 from app import errors
 from app.dev import emulators
-from app.services.retry import RetryPolicy
+from app.retry import RetryPolicy
 from app.storage import gcs, local
 from app.storage.base import Checksums, ContentHeaders, Destination, ObjectInfo
 from tests.conftest import destination_bytes, digests

@@ -1,8 +1,18 @@
-"""The retry policy, in one place: what is retried, how often, and how long to wait.
+"""The retry policy, in one place: what is retried, how often, how long to wait, and by whom.
 
-Adapters translate provider errors into `TransientError` (retryable) or a final error; this
-module only looks at that classification. The SDKs' own retry loops are turned off
-(boto3 `total_max_attempts=1`, google-cloud-storage `retry=None`) so this policy rules alone.
+What is worth retrying is data (`RETRYABLE_STATUSES`, `RETRYABLE_S3_CODES`): adapters look
+an answer up in `transient_cause` when they translate it, and raise `TransientError` for it or
+a final error. `RetryPolicy` only looks at that classification. The SDKs' own retry loops are
+off (boto3 `total_max_attempts=1`, urllib3 `retries=False`) so this policy rules alone.
+
+Who retries (one rule, kept everywhere):
+- the services retry whole idempotent calls: head, get, list, a part upload, a delete, a
+  probe of a bucket's settings, each through `RetryPolicy.call`;
+- an adapter retries only the steps inside a multi-request protocol it owns, whose input
+  cannot be replayed from outside: a resumable upload's session start and chunks (the stream
+  is read once), a simple upload's one request (its bytes are read from the stream first), a
+  compose round. It is handed the same `RetryPolicy` to do so.
+Nothing is retried twice over: a call the services retry never retries inside.
 """
 
 from __future__ import annotations
@@ -15,11 +25,40 @@ from typing import TypeVar
 
 import tenacity
 
+from app import metrics
 from app.errors import TransientError
-from app.services import metrics
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+
+# Request timeout, too many requests, and every server error: what S3 and GCS document as
+# worth retrying, whatever the request was.
+RETRYABLE_STATUSES = frozenset({408, 429, *range(500, 600)})
+# S3 also says so in error codes, sometimes on other statuses (a 400 RequestTimeout).
+RETRYABLE_S3_CODES = frozenset(
+    {
+        "SlowDown",
+        "RequestTimeout",
+        "InternalError",
+        "ServiceUnavailable",
+        "Throttling",
+        "ThrottlingException",
+        "RequestLimitExceeded",
+    }
+)
+_THROTTLED_STATUSES = frozenset({429, 503})
+_THROTTLED_CODES = frozenset({"SlowDown", "Throttling", "ThrottlingException"})
+
+
+def transient_cause(status: int, code: str = "") -> str | None:
+    """The `TransientError.cause` of an answer worth retrying, or None when it is final."""
+    if status not in RETRYABLE_STATUSES and code not in RETRYABLE_S3_CODES:
+        return None
+    if status in _THROTTLED_STATUSES or code in _THROTTLED_CODES:
+        return "throttled"
+    if status == 408 or code == "RequestTimeout":
+        return "timeout"
+    return "server_error"
 
 
 def is_retryable(exc: BaseException) -> bool:
