@@ -1,4 +1,5 @@
-"""Clients are built once in the lifespan (main.py) and kept on app state; routes get them here.
+"""What routes get injected. Everything is built once by app.wiring in the lifespan (main.py)
+and kept on app state; the getters read it back.
 
 The getters are `async def` so FastAPI calls them on the event loop instead of handing each to
 the thread pool: they only read app state.
@@ -6,23 +7,20 @@ the thread pool: they only read app state.
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Request
 
 from app.config import Settings
+from app.services.batch import Batch
+from app.services.objects import DestinationObjects
 from app.services.replicator import Replicator
-from app.storage.base import Destination, Source
+from app.wiring import Probe, Services
 
 
-@dataclass(frozen=True)
-class Probe:
-    """Clients with short timeouts and no retries, for the start-up probe and /ready."""
-
-    source: Source
-    destination: Destination
+def _services(request: Request) -> Services:
+    services: Services = request.app.state.services
+    return services
 
 
 async def get_settings(request: Request) -> Settings:
@@ -31,27 +29,23 @@ async def get_settings(request: Request) -> Settings:
 
 
 async def get_replicator(request: Request) -> Replicator:
-    replicator: Replicator = request.app.state.replicator
-    return replicator
+    return _services(request).replicator
 
 
-async def get_destination(request: Request) -> Destination:
-    destination: Destination = request.app.state.destination
-    return destination
+async def get_batch(request: Request) -> Batch:
+    return _services(request).batch
+
+
+async def get_objects(request: Request) -> DestinationObjects:
+    return _services(request).objects
 
 
 async def get_probe(request: Request) -> Probe:
-    probe: Probe = request.app.state.probe
-    return probe
-
-
-async def get_batch_pool(request: Request) -> ThreadPoolExecutor:
-    pool: ThreadPoolExecutor = request.app.state.batch_pool
-    return pool
+    return _services(request).probe
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 ReplicatorDep = Annotated[Replicator, Depends(get_replicator)]
-DestinationDep = Annotated[Destination, Depends(get_destination)]
-BatchPoolDep = Annotated[ThreadPoolExecutor, Depends(get_batch_pool)]
+BatchDep = Annotated[Batch, Depends(get_batch)]
+ObjectsDep = Annotated[DestinationObjects, Depends(get_objects)]
 ProbeDep = Annotated[Probe, Depends(get_probe)]

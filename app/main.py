@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import AsyncIterator
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import anyio
@@ -19,93 +18,13 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 from starlette.types import Message, Receive, Scope, Send
 
-from app import errors
+from app import errors, wiring
 from app.api.middleware import RequestEdge
 from app.api.routes import router, service_router
 from app.config import Settings, load_settings
-from app.dependencies import Probe
 from app.logging_config import setup_logging
-from app.retry import RetryPolicy
-from app.services.composite import CompositePlan
-from app.services.replicator import Replicator
-from app.storage import gcs, local, s3
-from app.storage.base import Destination
 
 log = logging.getLogger("app")
-REQUEST_THREADS = 40  # anyio's default pool, which runs the sync routes
-LOOKUP_THREADS = 64
-
-
-def build_replicator(settings: Settings) -> tuple[Replicator, s3.S3Source, Destination]:
-    """The source, destination and replication flow for these settings. Creates clients only;
-    talks to no cloud."""
-    retry = RetryPolicy(settings.max_retries, settings.retry_delay, settings.retry_max_delay)
-    # One connection per thread that may talk to a cloud at once (request threads, batch
-    # workers, lookups), so no request waits for, or churns, a connection.
-    pool_size = REQUEST_THREADS + settings.batch_concurrency + LOOKUP_THREADS
-    # ... and the part uploads of composite copies (one per batch worker at most).
-    pool_size += settings.parallel_composite_workers * settings.batch_concurrency
-    source = s3.build_source(
-        endpoint_url=settings.s3_endpoint_url,
-        region=settings.aws_region,
-        access_key_id=_secret(settings.aws_access_key_id),
-        secret_access_key=_secret(settings.aws_secret_access_key),
-        connect_timeout=settings.connect_timeout,
-        read_timeout=settings.read_timeout,
-        max_pool_connections=pool_size,
-    )
-    destination: Destination
-    if settings.local_gcs_path is not None:
-        destination = local.LocalDestination(settings.local_gcs_path)
-    else:
-        client = gcs.build_client(
-            emulator_host=settings.storage_emulator_host,
-            project=settings.gcp_project,
-            max_pool_connections=pool_size,
-        )
-        destination = gcs.GCSDestination(
-            client,
-            retry,
-            chunk_size=settings.upload_chunk_size,
-            timeout=(settings.connect_timeout, settings.read_timeout),
-            target=settings.describe()["gcs_target"],
-            max_pool_connections=pool_size,
-        )
-    replicator = Replicator(
-        source,
-        destination,
-        retry,
-        block_size=settings.upload_chunk_size,
-        lookup_threads=LOOKUP_THREADS,
-        composite=CompositePlan(
-            threshold=settings.parallel_composite_threshold,
-            part_size=settings.parallel_composite_part_size,
-            workers=settings.parallel_composite_workers,
-        ),
-    )
-    return replicator, source, destination
-
-
-def _secret(value: Any) -> str | None:
-    return value.get_secret_value() if value is not None else None
-
-
-def build_probe(settings: Settings) -> Probe:
-    quick = settings.model_copy(
-        update={
-            "connect_timeout": settings.probe_timeout,
-            "read_timeout": settings.probe_timeout,
-            "batch_concurrency": 1,
-        }
-    )
-    _, source, destination = build_replicator(quick)
-    return Probe(source, destination)
-
-
-def run_probe(probe: Probe, bucket: str) -> None:
-    """Reach S3 and GCS with short timeouts and no retries; StartupError on the first failure."""
-    probe.source.probe()
-    probe.destination.probe(bucket)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -115,26 +34,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             config = app.state.settings = settings or load_settings()
             setup_logging(config.log_format, config.log_level)
-            app.state.probe = build_probe(config)
+            services = app.state.services = wiring.build(config)
             if config.startup_probe:
-                await anyio.to_thread.run_sync(run_probe, app.state.probe, config.gcs_bucket_name)
+                await anyio.to_thread.run_sync(services.probe.run)
         except errors.StartupError as exc:
             app.state.startup_error = exc
             raise
-        replicator, _, destination = build_replicator(config)
-        app.state.replicator = replicator
-        app.state.destination = destination
-        app.state.batch_pool = ThreadPoolExecutor(
-            config.batch_concurrency, thread_name_prefix="batch"
-        )
+        anyio.to_thread.current_default_thread_limiter().total_tokens = services.request_threads
         if not config.api_key_list():
             log.warning("API_KEYS is not set: anyone who can reach this service can use its API")
         log.info("serving; replicating to %s", config.describe())
         try:
             yield
         finally:
-            app.state.batch_pool.shutdown(wait=True, cancel_futures=True)
-            replicator.close()
+            services.close()
 
     app = FastAPI(
         title="cross-cloud-replicator",

@@ -11,7 +11,7 @@ from starlette.convertors import Convertor, register_url_convertor
 from app import errors
 from app.api import schemas
 from app.api.security import require_api_key
-from app.dependencies import BatchPoolDep, DestinationDep, ProbeDep, ReplicatorDep, SettingsDep
+from app.dependencies import BatchDep, ObjectsDep, ProbeDep, ReplicatorDep, SettingsDep
 from app.names import GCSBucket, GCSKey
 from app.services.replicator import ReplicationRequest, ReplicationResult
 
@@ -33,7 +33,7 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 def _response(result: ReplicationResult) -> schemas.ReplicationResponse:
     dest = result.destination
     return schemas.ReplicationResponse(
-        action=result.action,
+        action=result.action.value,
         s3_bucket=result.source.bucket,
         s3_key=result.source.key,
         gcs_bucket=dest.bucket,
@@ -68,10 +68,7 @@ def replicate(
     response_model_exclude_none=True,
 )
 def replicate_batch(
-    body: schemas.BatchRequest,
-    replicator: ReplicatorDep,
-    settings: SettingsDep,
-    pool: BatchPoolDep,
+    body: schemas.BatchRequest, batch: BatchDep, settings: SettingsDep
 ) -> schemas.BatchResponse:
     """Copy up to 1000 keys of one bucket concurrently; one result per key, in request order."""
 
@@ -89,7 +86,7 @@ def replicate_batch(
         _batch_item(request.s3_key, outcome)
         for request, outcome in zip(
             requests,
-            replicator.replicate_batch(requests, pool, settings.batch_concurrency),
+            batch.run(requests),
             strict=True,
         )
     ]
@@ -148,12 +145,10 @@ ObjectPath = Annotated[
 
 @router.get("/v1/object/{bucket}/{key:anypath}", responses=_ERRORS, tags=["objects"])
 def get_object(
-    bucket: Annotated[GCSBucket, Path()], key: ObjectPath, destination: DestinationDep
+    bucket: Annotated[GCSBucket, Path()], key: ObjectPath, objects: ObjectsDep
 ) -> schemas.ObjectResponse:
     """The destination object's size, checksums, content headers and metadata."""
-    info = destination.head(bucket, key)
-    if info is None:
-        raise errors.ObjectNotFound(f"gs://{bucket}/{key} does not exist")
+    info = objects.describe(bucket, key)
     return schemas.ObjectResponse(
         bucket=bucket,
         key=key,
@@ -174,10 +169,10 @@ def get_object(
     "/v1/object/{bucket}/{key:anypath}", status_code=204, responses=_ERRORS, tags=["objects"]
 )
 def delete_object(
-    bucket: Annotated[GCSBucket, Path()], key: ObjectPath, destination: DestinationDep
+    bucket: Annotated[GCSBucket, Path()], key: ObjectPath, objects: ObjectsDep
 ) -> Response:
     """Delete the destination object."""
-    destination.delete(bucket, key)
+    objects.delete(bucket, key)
     return Response(status_code=204)
 
 
@@ -195,11 +190,10 @@ def health(settings: SettingsDep) -> schemas.HealthResponse:
 
 
 @service_router.get("/ready", responses={503: {"model": schemas.ErrorResponse}})
-def ready(probe: ProbeDep, settings: SettingsDep) -> dict[str, str]:
+def ready(probe: ProbeDep) -> dict[str, str]:
     """200 only when S3 and GCS both answer now (short timeouts, no retries)."""
     try:
-        probe.source.probe()
-        probe.destination.probe(settings.gcs_bucket_name)
+        probe.run()
     except errors.StartupError as exc:
         raise errors.NotReady(str(exc)) from exc
     return {"status": "ready"}

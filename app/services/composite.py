@@ -19,9 +19,9 @@ import logging
 import queue
 import uuid
 from collections.abc import Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Executor, Future, wait
 from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 import google_crc32c
 
@@ -29,7 +29,7 @@ from app import errors
 from app.logging_config import in_context
 from app.retry import RetryPolicy
 from app.services.digest import Digest
-from app.services.stream import fill
+from app.services.stream import ResumableRead
 from app.storage.base import Body, Checksums, ContentHeaders, ObjectInfo, Source
 
 log = logging.getLogger(__name__)
@@ -72,10 +72,15 @@ class CompositePlan:
 
 
 class CompositeCopy:
-    def __init__(self, source: Source, retry: RetryPolicy, plan: CompositePlan) -> None:
+    def __init__(
+        self, source: Source, retry: RetryPolicy, plan: CompositePlan, parts: Executor
+    ) -> None:
+        """`parts` runs the part uploads and deletes of every composite copy (the wiring
+        sizes it); each copy has at most `plan.workers` parts in flight, one per buffer."""
         self._source = source
         self._retry = retry
         self._plan = plan
+        self._parts = parts
 
     def applies(self, size: int) -> bool:
         return self._plan.applies(size)
@@ -101,26 +106,26 @@ class CompositeCopy:
             free.put(bytearray(self._plan.part_size))
         names: list[str] = []  # the parts, in order; each may exist at GCS
         uploads: list[Future[None]] = []
-        reading: list[Body | None] = [body]
-        pool = ThreadPoolExecutor(self._plan.workers, thread_name_prefix="part")
+        crc = google_crc32c.Checksum()  # the current part's, replaced for each part
+
+        def feed(piece: bytes) -> None:
+            digest.update(piece)
+            crc.update(piece)
+
+        reading = ResumableRead(self._source, obj, feed, body)
         try:
             for n, start in enumerate(range(0, obj.size, self._plan.part_size)):
                 buffer = free.get()  # waits for an upload to finish with its buffer
                 _raise_first_failure(uploads, wait=False)
                 length = min(self._plan.part_size, obj.size - start)
                 crc = google_crc32c.Checksum()
-
-                def feed(piece: bytes, crc: Any = crc) -> None:
-                    digest.update(piece)
-                    crc.update(piece)
-
-                self._retry.call(fill, self._source, obj, reading, buffer, start, length, [0], feed)
+                self._retry.call(reading.fill, buffer, start, length)
                 name = f"{PARTS_PREFIX}{run}/{n:05}"
                 names.append(name)
                 part = memoryview(buffer)[:length]
                 crc32c = base64.b64encode(crc.digest()).decode()
                 uploads.append(
-                    pool.submit(
+                    self._parts.submit(
                         in_context(self._upload), destination, bucket, name, part, crc32c, free
                     )
                 )
@@ -130,13 +135,25 @@ class CompositeCopy:
                 bucket, key, names, obj.headers, metadata, if_generation_match
             )
         finally:
-            if reading[0] is not None:
-                reading[0].close()
-            pool.shutdown(wait=True, cancel_futures=True)
-            with ThreadPoolExecutor(self._plan.workers, thread_name_prefix="part") as cleanup:
-                for name in names:
-                    cleanup.submit(in_context(_discard), destination, bucket, name)
+            reading.close()
+            for upload in uploads:
+                upload.cancel()
+            wait(uploads)
+            wait(
+                [
+                    self._parts.submit(in_context(self._discard), destination, bucket, name)
+                    for name in names
+                ]
+            )
         return written, digest.checksums()
+
+    def _discard(self, destination: Composer, bucket: str, name: str) -> None:
+        try:
+            self._retry.call(destination.delete, bucket, name)
+        except errors.ObjectNotFound:
+            pass
+        except errors.ReplicatorError as exc:
+            log.warning("could not delete the temporary part gs://%s/%s: %s", bucket, name, exc)
 
     def _upload(
         self,
@@ -159,12 +176,3 @@ def _raise_first_failure(uploads: list[Future[None]], *, wait: bool) -> None:
     for upload in uploads:
         if wait or upload.done():
             upload.result()
-
-
-def _discard(destination: Composer, bucket: str, name: str) -> None:
-    try:
-        destination.delete(bucket, name)
-    except errors.ObjectNotFound:
-        pass
-    except errors.ReplicatorError as exc:
-        log.warning("could not delete the temporary part gs://%s/%s: %s", bucket, name, exc)

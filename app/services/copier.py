@@ -12,7 +12,7 @@ from concurrent.futures import Executor
 from app import errors, metrics
 from app.logging_config import in_context
 from app.retry import RetryPolicy
-from app.services.composite import Composer, CompositeCopy, CompositePlan
+from app.services.composite import Composer, CompositeCopy
 from app.services.digest import is_multipart_etag
 from app.services.identity import destination_metadata
 from app.services.stream import SourceStream
@@ -30,14 +30,16 @@ class Copier:
         lookups: Executor,
         *,
         block_size: int,
-        composite: CompositePlan | None,
+        composite: CompositeCopy | None = None,
     ) -> None:
+        """`lookups` runs the part-layout lookups of multipart sources; `composite`, when
+        given, copies the objects it applies to in parallel parts."""
         self._source = source
         self._destination = destination
         self._retry = retry
-        self._lookups = lookups  # for the part-layout lookups of multipart sources
+        self._lookups = lookups
         self._block_size = block_size
-        self._composite = CompositeCopy(source, retry, composite) if composite else None
+        self._composite = composite
 
     def copy(
         self,
@@ -138,7 +140,9 @@ class Copier:
 
     def _discard(self, written: ObjectInfo) -> None:
         try:
-            self._destination.delete(written.bucket, written.key, written.generation)
+            self._retry.call(
+                self._destination.delete, written.bucket, written.key, written.generation
+            )
         except errors.ReplicatorError as exc:
             log.error(
                 "could not remove unverified gs://%s/%s: %s", written.bucket, written.key, exc

@@ -109,15 +109,14 @@ class SourceStream:
     # --- the reader thread ---------------------------------------------------------------
 
     def _read_ahead(self) -> None:
-        body: list[Body | None] = [self._opened]
+        reading = ResumableRead(self._source, self._obj, self._feed, self._opened)
         self._opened = None
         try:
             offset = 0
             while offset < self._obj.size:
                 length = min(self._block_size, self._obj.size - offset)
                 buffer = self._take_buffer()
-                filled = [0]
-                self._retry.call(self._fill, body, buffer, offset, length, filled)
+                self._retry.call(reading.fill, buffer, offset, length)
                 offset += length
                 if offset == self._obj.size:
                     self._digest.verify()
@@ -127,8 +126,7 @@ class SourceStream:
         except BaseException as exc:  # handed to the consumer, raised from read()
             self._ready.put(exc)
         finally:
-            if body[0] is not None:
-                body[0].close()
+            reading.close()
 
     def _take_buffer(self) -> bytearray:
         if self._allocated < BLOCKS_IN_MEMORY:
@@ -139,52 +137,51 @@ class SourceStream:
             raise _Closed
         return buffer
 
-    def _fill(
-        self,
-        body: list[Body | None],
-        buffer: bytearray,
-        offset: int,
-        length: int,
-        filled: list[int],
-    ) -> None:
-        fill(self._source, self._obj, body, buffer, offset, length, filled, self._feed)
-
     def _feed(self, piece: bytes) -> None:
         if self._closed:
             raise _Closed
         self._digest.update(piece)
 
 
-def fill(
-    source: Source,
-    obj: ObjectInfo,
-    body: list[Body | None],
-    buffer: bytearray,
-    offset: int,
-    length: int,
-    filled: list[int],
-    feed: Callable[[bytes], None],
-) -> None:
-    """One attempt at filling buffer[:length] with the bytes of `obj` from `offset`, each
-    piece handed to `feed` first. What earlier attempts got is kept (`filled`); a broken body
-    is closed and the next attempt reopens it after the last byte received. `body[0]` is the
-    open body (None: open one)."""
-    try:
-        while filled[0] < length:
-            current = body[0]
-            if current is None:
-                current = body[0] = source.open(obj, start=offset + filled[0])
-            piece = current.read(min(READ_PIECE, length - filled[0]))
-            if not piece:
-                raise errors.TransientError(
-                    f"s3://{obj.bucket}/{obj.key} ended at byte {offset + filled[0]} of {obj.size}",
-                    cause="stream_broken",
-                )
-            feed(piece)
-            buffer[filled[0] : filled[0] + len(piece)] = piece
-            filled[0] += len(piece)
-    except errors.TransientError:
-        if body[0] is not None:
-            body[0].close()
-            body[0] = None
-        raise
+class ResumableRead:
+    """The bytes of one source object, read in order, each handed to `feed` first. A broken
+    read is closed, and the next attempt reopens the object after the last byte received
+    (pinned to the same ETag and version by `Source.open`), so nothing is read twice."""
+
+    def __init__(
+        self, source: Source, obj: ObjectInfo, feed: Callable[[bytes], None], body: Body | None
+    ) -> None:
+        """`body`, when given, is the object already opened at its first byte."""
+        self._source = source
+        self._obj = obj
+        self._feed = feed
+        self._body = body
+        self.position = 0  # the next byte to read
+
+    def fill(self, buffer: bytearray, start: int, length: int) -> None:
+        """One attempt at filling buffer[:length] with the bytes from `start`, where an
+        earlier attempt left off. Retry it with the policy: it raises TransientError."""
+        end = start + length
+        try:
+            while self.position < end:
+                if self._body is None:
+                    self._body = self._source.open(self._obj, start=self.position)
+                piece = self._body.read(min(READ_PIECE, end - self.position))
+                if not piece:
+                    raise errors.TransientError(
+                        f"s3://{self._obj.bucket}/{self._obj.key} ended at byte "
+                        f"{self.position} of {self._obj.size}",
+                        cause="stream_broken",
+                    )
+                self._feed(piece)
+                at = self.position - start
+                buffer[at : at + len(piece)] = piece
+                self.position += len(piece)
+        except errors.TransientError:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        if self._body is not None:
+            self._body.close()
+            self._body = None

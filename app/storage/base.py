@@ -116,6 +116,13 @@ class Source(Protocol):
         pages; BucketNotFound when the bucket does not exist."""
         ...
 
+    def iter_objects(
+        self, bucket: str, prefix: str = "", start_after: str | None = None
+    ) -> Iterator[ObjectInfo]:
+        """Every object under `prefix` whose key sorts after `start_after`, in key order,
+        fetched page by page; BucketNotFound when the bucket does not exist."""
+        ...
+
     def get(self, bucket: str, key: str, etag: str | None) -> tuple[ObjectInfo, Body]:
         """Look up and open in one request: the object's full description and its bytes,
         pinned to `etag` when given (PreconditionFailed if it no longer matches)."""
@@ -139,6 +146,14 @@ class Destination(Protocol):
 
     def list(self, bucket: str, keys: Sequence[str], max_pages: int) -> Listing:
         """Full descriptions (metadata included) of those of `keys` that exist."""
+        ...
+
+    def iter_objects(
+        self, bucket: str, prefix: str = "", start_after: str | None = None
+    ) -> Iterator[ObjectInfo]:
+        """Every object under `prefix` whose key sorts after `start_after`, in key order,
+        fetched page by page, each fully described; BucketNotFound when the bucket does
+        not exist."""
         ...
 
     def write(

@@ -203,6 +203,23 @@ class GCSDestination:
                     break
         return Listing(seen, last)
 
+    def iter_objects(
+        self, bucket: str, prefix: str = "", start_after: str | None = None
+    ) -> Iterator[ObjectInfo]:
+        with bucket_request("GCS", bucket), _translated(f"the listing of gs://{bucket}/{prefix}"):
+            blobs = self._client.list_blobs(
+                bucket,
+                prefix=prefix,
+                start_offset=start_after,
+                page_size=1000,
+                timeout=self._timeout,
+                retry=None,
+            )
+            for page in blobs.pages:
+                for blob in page:
+                    if blob.name != start_after:
+                        yield _object_info(bucket, blob.name, blob._properties)
+
     def delete(self, bucket: str, key: str, if_generation_match: int | None = None) -> None:
         with _translated(f"gs://{bucket}/{key}"):
             self._client.bucket(bucket).delete_blob(

@@ -184,6 +184,11 @@ class LocalDestination:
                 found[key] = info
         return Listing(found, max(keys, default=None))
 
+    def iter_objects(
+        self, bucket: str, prefix: str = "", start_after: str | None = None
+    ) -> Iterator[ObjectInfo]:
+        raise NotImplementedError("the dev-local branch brings it")
+
     def write(
         self,
         bucket: str,

@@ -217,6 +217,26 @@ class S3Source:
                 request["ContinuationToken"] = page["NextContinuationToken"]
         return Listing(seen, through)
 
+    def iter_objects(
+        self, bucket: str, prefix: str = "", start_after: str | None = None
+    ) -> Iterator[ObjectInfo]:
+        request: dict[str, Any] = {"Bucket": bucket, "Prefix": prefix}
+        if start_after:
+            request["StartAfter"] = start_after
+        with bucket_request("S3", bucket), _translated(f"the listing of s3://{bucket}/{prefix}"):
+            while True:
+                page = self._client.list_objects_v2(**request)
+                for item in page.get("Contents", []):
+                    yield ObjectInfo(
+                        bucket=bucket,
+                        key=item["Key"],
+                        size=int(item["Size"]),
+                        etag=str(item["ETag"]).strip('"'),
+                    )
+                if not page.get("IsTruncated"):
+                    return
+                request["ContinuationToken"] = page["NextContinuationToken"]
+
     def get(self, bucket: str, key: str, etag: str | None) -> tuple[ObjectInfo, S3Body]:
         request: dict[str, Any] = {"Bucket": bucket, "Key": key, "ChecksumMode": "ENABLED"}
         if etag:

@@ -1,0 +1,142 @@
+"""Everything the service is made of, built in one place: `build(settings) -> Services`.
+
+The HTTP lifespan, `make dev`, and the command-line tools call it; nothing else creates a
+client, a thread pool or the replication flow. Building talks to no cloud: `Services.probe`
+does, when asked.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from pydantic import SecretStr
+
+from app.config import Settings
+from app.retry import RetryPolicy
+from app.services.batch import Batch
+from app.services.composite import CompositeCopy, CompositePlan
+from app.services.copier import Copier
+from app.services.ledger import LocalLedger
+from app.services.objects import DestinationObjects
+from app.services.replicator import Replicator
+from app.storage import gcs, local, s3
+from app.storage.base import Destination, Source
+
+REQUEST_THREADS = 40  # threads that serve the synchronous routes (anyio's limiter is set to it)
+LOOKUP_THREADS = 64  # destination lookups beside the source's, and multipart part layouts
+
+
+@dataclass(frozen=True)
+class Probe:
+    """Clients with short timeouts and no retries, for the start-up probe and /ready."""
+
+    source: Source
+    destination: Destination
+    bucket: str
+
+    def run(self) -> None:
+        """Reach S3 and GCS now; StartupError on the first failure."""
+        self.source.probe()
+        self.destination.probe(self.bucket)
+
+
+@dataclass
+class Services:
+    settings: Settings
+    source: Source
+    destination: Destination
+    replicator: Replicator
+    batch: Batch
+    objects: DestinationObjects
+    probe: Probe
+    request_threads: int
+    pools: list[ThreadPoolExecutor] = field(default_factory=list)
+
+    def close(self) -> None:
+        """Stop the thread pools; work in flight finishes, queued work is dropped."""
+        for pool in self.pools:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+
+def build(settings: Settings) -> Services:
+    retry = RetryPolicy(settings.max_retries, settings.retry_delay, settings.retry_max_delay)
+    composite = CompositePlan(
+        threshold=settings.parallel_composite_threshold,
+        part_size=settings.parallel_composite_part_size,
+        workers=settings.parallel_composite_workers,
+    )
+    part_threads = composite.workers * settings.batch_concurrency
+    # One connection per thread that may talk to a cloud at once, so no call waits for, or
+    # churns, a connection.
+    connections = REQUEST_THREADS + settings.batch_concurrency + LOOKUP_THREADS + part_threads
+    source, destination = _clients(settings, retry, connections)
+    lookups = ThreadPoolExecutor(LOOKUP_THREADS, thread_name_prefix="lookup")
+    batch_workers = ThreadPoolExecutor(settings.batch_concurrency, thread_name_prefix="batch")
+    parts = ThreadPoolExecutor(part_threads, thread_name_prefix="part")
+    copier = Copier(
+        source,
+        destination,
+        retry,
+        lookups,
+        block_size=settings.upload_chunk_size,
+        composite=CompositeCopy(source, retry, composite, parts),
+    )
+    replicator = Replicator(source, destination, retry, copier, LocalLedger(), lookups)
+    return Services(
+        settings=settings,
+        source=source,
+        destination=destination,
+        replicator=replicator,
+        batch=Batch(replicator, retry, batch_workers, settings.batch_concurrency),
+        objects=DestinationObjects(destination, retry),
+        probe=build_probe(settings),
+        request_threads=REQUEST_THREADS,
+        pools=[batch_workers, lookups, parts],
+    )
+
+
+def build_probe(settings: Settings) -> Probe:
+    """Clients of their own with the probe's timeouts: a probe never waits behind copies."""
+    quick = settings.model_copy(
+        update={"connect_timeout": settings.probe_timeout, "read_timeout": settings.probe_timeout}
+    )
+    source, destination = _clients(quick, RetryPolicy(max_retries=0), connections=2)
+    return Probe(source, destination, settings.gcs_bucket_name)
+
+
+def _clients(
+    settings: Settings, retry: RetryPolicy, connections: int
+) -> tuple[Source, Destination]:
+    """The S3 source and the destination for these settings. Talks to no cloud."""
+    source = s3.build_source(
+        endpoint_url=settings.s3_endpoint_url,
+        region=settings.aws_region,
+        access_key_id=_secret(settings.aws_access_key_id),
+        secret_access_key=_secret(settings.aws_secret_access_key),
+        connect_timeout=settings.connect_timeout,
+        read_timeout=settings.read_timeout,
+        max_pool_connections=connections,
+    )
+    destination: Destination
+    if settings.local_gcs_path is not None:
+        destination = local.LocalDestination(settings.local_gcs_path)
+    else:
+        client = gcs.build_client(
+            emulator_host=settings.storage_emulator_host,
+            project=settings.gcp_project,
+            max_pool_connections=connections,
+        )
+        destination = gcs.GCSDestination(
+            client,
+            retry,
+            chunk_size=settings.upload_chunk_size,
+            timeout=(settings.connect_timeout, settings.read_timeout),
+            target=settings.describe()["gcs_target"],
+            max_pool_connections=connections,
+        )
+    return source, destination
+
+
+def _secret(value: SecretStr | None) -> str | None:
+    return value.get_secret_value() if value is not None else None

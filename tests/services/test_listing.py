@@ -1,0 +1,69 @@
+"""The merge of two key-sorted listings: what sync, check and the batch plan are built on."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from app.services.listing import Pair, merge
+
+
+def pairs(left: list[str], right: list[str]) -> list[tuple[str, bool, bool]]:
+    return [
+        (p.key, p.left is not None, p.right is not None) for p in merge(left, right, str, str)
+    ]
+
+
+def test_every_key_of_either_side_once_in_order() -> None:
+    assert pairs(["a", "c", "d"], ["b", "c", "e"]) == [
+        ("a", True, False),
+        ("b", False, True),
+        ("c", True, True),
+        ("d", True, False),
+        ("e", False, True),
+    ]
+
+
+@pytest.mark.parametrize(("left", "right"), [([], []), (["a"], []), ([], ["a"])])
+def test_empty_sides(left: list[str], right: list[str]) -> None:
+    assert [p.key for p in merge(left, right, str, str)] == sorted(left + right)
+
+
+def test_byte_order_as_the_clouds_list_it() -> None:
+    # "a-b" sorts before "a/b" ('-' < '/'), and non-ASCII after every ASCII key.
+    keys = sorted(["a/b", "a-b", "a", "é", "z", "a b"])
+    assert keys == ["a", "a b", "a-b", "a/b", "z", "é"]
+    assert [p.key for p in merge(keys, keys[::2], str, str)] == keys
+
+
+def test_items_are_matched_by_their_key_function() -> None:
+    left = [("x/1", 10), ("x/2", 20)]
+    right = [("y/2", "b"), ("y/3", "c")]
+    merged = list(merge(left, right, lambda i: i[0][2:], lambda i: i[0][2:]))
+    assert merged == [
+        Pair("1", ("x/1", 10), None),
+        Pair("2", ("x/2", 20), ("y/2", "b")),
+        Pair("3", None, ("y/3", "c")),
+    ]
+
+
+@pytest.mark.parametrize("bad", [["b", "a"], ["a", "a"]])
+def test_an_unsorted_side_is_an_error_not_a_missing_key(bad: list[str]) -> None:
+    with pytest.raises(ValueError, match="out of order"):
+        list(merge(bad, ["a"], str, str))
+
+
+def test_reads_each_side_lazily() -> None:
+    """A page at a time: the merge never reads further ahead than one item per side."""
+    pulled: list[str] = []
+
+    def side(keys: list[str]) -> Iterator[str]:
+        for key in keys:
+            pulled.append(key)
+            yield key
+
+    merged = merge(side([f"{n:06}" for n in range(10**6)]), side(["000001"]), str, str)
+    assert next(merged).key == "000000"
+    assert next(merged).key == "000001"
+    assert len(pulled) <= 4
