@@ -10,9 +10,7 @@ from app.services.listing import Pair, merge
 
 
 def pairs(left: list[str], right: list[str]) -> list[tuple[str, bool, bool]]:
-    return [
-        (p.key, p.left is not None, p.right is not None) for p in merge(left, right, str, str)
-    ]
+    return [(p.key, p.left is not None, p.right is not None) for p in merge(left, right, str, str)]
 
 
 def test_every_key_of_either_side_once_in_order() -> None:
