@@ -22,6 +22,10 @@ class InvalidRequest(ReplicatorError):
     kind = "invalid_request"
 
 
+class UnrecognisedEvent(InvalidRequest):
+    """A notification body matches none of the shapes AWS sends (S3 event, SNS, EventBridge)."""
+
+
 class Unauthorized(ReplicatorError):
     status_code = 401
     kind = "unauthorized"
