@@ -32,6 +32,22 @@ class Unauthorized(ReplicatorError):
     headers = {"WWW-Authenticate": 'Bearer realm="cross-cloud-replicator"'}
 
 
+class Forbidden(ReplicatorError):
+    """A request failed authentication by signature (an SNS delivery, say).
+
+    Why is for the logs only: `str(exc)` and `reason` say it, while `detail`, what a client
+    could be shown, is always just "forbidden", so a forger learns nothing from the answer.
+    """
+
+    status_code = 403
+    kind = "forbidden"
+
+    def __init__(self, reason: str) -> None:
+        super().__init__("forbidden")
+        self.args = (reason,)
+        self.reason = reason
+
+
 class PayloadTooLarge(ReplicatorError):
     status_code = 413
     kind = "payload_too_large"
