@@ -22,10 +22,30 @@ class InvalidRequest(ReplicatorError):
     kind = "invalid_request"
 
 
+class UnrecognisedEvent(InvalidRequest):
+    """A notification body matches none of the shapes AWS sends (S3 event, SNS, EventBridge)."""
+
+
 class Unauthorized(ReplicatorError):
     status_code = 401
     kind = "unauthorized"
     headers = {"WWW-Authenticate": 'Bearer realm="cross-cloud-replicator"'}
+
+
+class Forbidden(ReplicatorError):
+    """A request failed authentication by signature (an SNS delivery, say).
+
+    Why is for the logs only: `str(exc)` and `reason` say it, while `detail`, what a client
+    could be shown, is always just "forbidden", so a forger learns nothing from the answer.
+    """
+
+    status_code = 403
+    kind = "forbidden"
+
+    def __init__(self, reason: str) -> None:
+        super().__init__("forbidden")
+        self.args = (reason,)
+        self.reason = reason
 
 
 class PayloadTooLarge(ReplicatorError):
