@@ -76,6 +76,27 @@ def test_no_module_imports_a_layer_above_its_own() -> None:
     assert upward_imports() == []
 
 
+def test_the_domain_knows_no_web_framework_or_cloud_sdk() -> None:
+    """The domain layer (events, rules, naming, policies) is plain Python: the HTTP intake
+    and the queue worker both parse with it."""
+    found = []
+    for path in sorted(APP.rglob("*.py")):
+        if _layer(_module_name(path)) != 0:
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                names = [node.module]
+            found += [
+                f"{_module_name(path)} imports {name}"
+                for name in names
+                if name.split(".")[0] in {"fastapi", "starlette", "boto3", "botocore", "google"}
+            ]
+    assert found == []
+
+
 @pytest.mark.parametrize(
     ("module", "imported", "upward"),
     [
