@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
@@ -16,13 +16,15 @@ from pydantic import model_validator as model_check
 from pydantic_settings import (
     BaseSettings,
     DotEnvSettingsSource,
+    NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
 )
 
+from app import rules
 from app.errors import StartupError
 from app.names import check_gcs_bucket
-from app.policy import Overwrite
+from app.policy import DeletePolicy, Overwrite
 
 MiB = 1024 * 1024
 
@@ -62,6 +64,10 @@ class Settings(BaseSettings):
     max_request_bytes: int = Field(4 * MiB, ge=1024, le=64 * MiB)
 
     overwrite: Overwrite = Overwrite.DIFFERENT
+    delete_policy: DeletePolicy = DeletePolicy.IGNORE
+    # JSON text, parsed by app.rules (NoDecode: the validator sees the text, so bad JSON is
+    # reported like any other bad value). Empty: every bucket goes to GCS_BUCKET_NAME.
+    replication_rules: Annotated[tuple[rules.Rule, ...], NoDecode] = ()
     upload_chunk_size: int = Field(64 * MiB, ge=256 * 1024, le=1024 * MiB)
     batch_concurrency: int = Field(16, ge=1, le=256)
     # Objects of at least this size go up as parallel composite uploads (0: never).
@@ -85,6 +91,15 @@ class Settings(BaseSettings):
                 raise ValueError("the port is not a number") from None
             if parts.scheme not in ("http", "https") or not parts.hostname or " " in value:
                 raise ValueError("must be an http(s) URL such as http://127.0.0.1:9000")
+        return value
+
+    @field_validator("replication_rules", mode="before")
+    @classmethod
+    def _replication_rules(cls, value: Any) -> Any:
+        if isinstance(value, str) and not value.strip():
+            return ()
+        if isinstance(value, str | list):
+            return rules.parse_rules(value)
         return value
 
     @field_validator("gcs_bucket_name")

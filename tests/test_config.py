@@ -119,6 +119,8 @@ def test_chunk_size_multiple_of_256_kib_is_accepted(monkeypatch: pytest.MonkeyPa
         ("RETRY_DELAY", "-1"),
         ("CONNECT_TIMEOUT", "0"),
         ("OVERWRITE", "sometimes"),
+        ("DELETE_POLICY", "sometimes"),
+        ("REPLICATION_RULES", "not json"),
         ("STARTUP_PROBE", "maybe"),
         ("BATCH_CONCURRENCY", "0"),
         ("GCS_BUCKET_NAME", ""),
@@ -131,6 +133,32 @@ def test_invalid_value_is_refused_naming_the_variable(name: str, value: str) -> 
     environment = {"GCS_BUCKET_NAME": "dest", "STORAGE_EMULATOR_HOST": "h:1", name: value}
     [line] = problems(**environment)
     assert name in line
+
+
+def test_an_invalid_replication_rule_is_one_line_naming_the_setting_and_the_rule() -> None:
+    rules = (
+        '[{"source": "s3://logs/app/", "destination": "gs://archive/app/"},\n'
+        ' {"source": "s3://media", "destination": "ftp://elsewhere"}]'
+    )
+    [line] = problems(GCS_BUCKET_NAME="dest", STORAGE_EMULATOR_HOST="h:1", REPLICATION_RULES=rules)
+    assert line.startswith("configuration error: REPLICATION_RULES: rule 1: destination")
+    assert "gs://" in line
+
+
+def test_replication_rules_and_delete_policy_are_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GCS_BUCKET_NAME", "dest")
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", "h:1")
+    assert load_settings().replication_rules == ()
+    assert load_settings().delete_policy == "ignore"
+    monkeypatch.setenv("DELETE_POLICY", "propagate")
+    monkeypatch.setenv(
+        "REPLICATION_RULES", '[{"source": "s3://logs/app/", "destination": "gs://archive/a/"}]'
+    )
+    settings = load_settings()
+    assert settings.delete_policy == "propagate"
+    [rule] = settings.replication_rules
+    assert (rule.source_bucket, rule.source_prefix) == ("logs", "app/")
+    assert (rule.destination_bucket, rule.destination_prefix) == ("archive", "a/")
 
 
 def test_one_line_per_problem_naming_the_variable() -> None:
