@@ -17,6 +17,7 @@ from app.retry import RetryPolicy
 from app.services.batch import Batch
 from app.services.composite import CompositeCopy, CompositePlan
 from app.services.copier import Copier
+from app.services.events import EventSettler
 from app.services.ledger import LocalLedger
 from app.services.objects import DestinationObjects
 from app.services.replicator import Replicator
@@ -48,6 +49,7 @@ class Services:
     destination: Destination
     replicator: Replicator
     batch: Batch
+    events: EventSettler
     objects: DestinationObjects
     probe: Probe
     request_threads: int
@@ -82,13 +84,23 @@ def build(settings: Settings) -> Services:
         block_size=settings.upload_chunk_size,
         composite=CompositeCopy(source, retry, composite, parts),
     )
-    replicator = Replicator(source, destination, retry, copier, LocalLedger(), lookups)
+    ledger = LocalLedger()  # one for copies and deletes, so they exclude each other per key
+    replicator = Replicator(source, destination, retry, copier, ledger, lookups)
     return Services(
         settings=settings,
         source=source,
         destination=destination,
         replicator=replicator,
         batch=Batch(replicator, retry, batch_workers, settings.batch_concurrency),
+        events=EventSettler(
+            replicator,
+            retry,
+            ledger,
+            settings.replication_rules,
+            default_bucket=settings.gcs_bucket_name,
+            delete_policy=settings.delete_policy,
+            overwrite=settings.overwrite,
+        ),
         objects=DestinationObjects(destination, retry),
         probe=build_probe(settings),
         request_threads=REQUEST_THREADS,

@@ -1,0 +1,234 @@
+"""Settling S3 events: an event is a hint to look at one key again, never an order.
+
+S3 delivers notifications at least once, duplicated, out of order and sometimes a minute
+late, so nothing an event says about the object (ETag, size, version) is trusted. An event
+for `bucket/key` means "look at this key again": look up the source now and make the
+destination match it. The kind of event only decides what a missing source object means:
+with `DELETE_POLICY=propagate` the copy goes; with `ignore` it stays. Whatever order events
+arrive in, the destination ends up as the source is (or absent), because
+
+- a copy goes through `Replicator.settle` (its key held in the ledger, its write fenced by a
+  generation precondition), so a duplicate is `skipped` and an older version never replaces
+  a newer one: the copy is of what the source holds now;
+- a delete holds the destination key in the same ledger, looks the source up again there (a
+  late delete after a re-create finds the object and keeps the copy), removes only an
+  object recorded as copied from this source bucket and key, and only at the generation it
+  looked at (`ifGenerationMatch`), so a newer copy written meanwhile by another process
+  survives.
+
+What is retried: every lookup and the delete, through the `RetryPolicy`. A precondition
+failure (the destination changed between look and write) or a source object that went
+while it was being copied: look again, at most `LOOKS` times. Raises `TransientError` when
+redelivering the event may help; other app.errors failures come back as an outcome with
+`error` set, since no redelivery can fix them.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from app import errors, rules
+from app.events.parse import EventRecord
+from app.policy import DeletePolicy, Overwrite
+from app.retry import RetryPolicy
+from app.services.identity import SOURCE_BUCKET, SOURCE_KEY
+from app.services.ledger import Ledger
+from app.services.replicator import Action, ReplicationRequest, Replicator, counted
+from app.storage.base import ObjectInfo
+
+LOOKS = 3  # looks at one key per event, when the destination keeps changing under us
+GONE = "already gone"
+NOT_OURS = "not written by the replicator"
+
+
+class EventAction(enum.StrEnum):
+    REPLICATED = "replicated"
+    SKIPPED = "skipped"
+    DELETED = "deleted"
+    IGNORED = "ignored"
+
+
+@dataclass(frozen=True)
+class EventOutcome:
+    """What settling one event did. `s3_key` is the key the source has it under (for
+    EventBridge, the form that was found); `error` is set when it failed for good."""
+
+    s3_bucket: str
+    s3_key: str
+    event: str
+    action: EventAction
+    reason: str
+    error: str | None = None
+
+
+class _LookAgain(Exception):
+    """The destination or the source changed while we acted on what we saw."""
+
+
+class EventSettler:
+    def __init__(
+        self,
+        replicator: Replicator,
+        retry: RetryPolicy,
+        ledger: Ledger,
+        replication_rules: Sequence[rules.Rule],
+        default_bucket: str,
+        delete_policy: DeletePolicy,
+        overwrite: Overwrite = Overwrite.DIFFERENT,
+    ) -> None:
+        """`ledger` must be the replicator's: a delete and a copy of one key exclude each
+        other. No rules: every source bucket goes to `default_bucket` under the same key."""
+        self._replicator = replicator
+        self._retry = retry
+        self._ledger = ledger
+        self._rules = tuple(replication_rules)
+        self._default_bucket = default_bucket
+        self._delete_policy = delete_policy
+        self._overwrite = overwrite
+
+    def settle(self, record: EventRecord) -> EventOutcome:
+        """Make the destination match the source for the event's key, whatever the event."""
+        if record.action == "ignore":
+            return _outcome(record, record.key, EventAction.IGNORED, record.reason)
+        requests = self._route(record)
+        if not requests:
+            reason = f"no replication rule for s3://{record.bucket}/{record.key}"
+            return _outcome(record, record.key, EventAction.IGNORED, reason)
+        try:
+            for _ in range(LOOKS):
+                try:
+                    return self._converge(record, requests)
+                except _LookAgain:
+                    continue
+        except errors.TransientError:
+            raise
+        except errors.UploadSessionLost as exc:
+            raise errors.TransientError(exc.detail, cause="stream_broken") from exc
+        except errors.ReplicatorError as exc:
+            return _outcome(
+                record, requests[0].s3_key, EventAction.SKIPPED, f"failed: {exc.kind}", exc.detail
+            )
+        raise errors.TransientError(
+            f"gs://{requests[0].gcs_bucket}/{requests[0].gcs_key} changed {LOOKS} times while "
+            "this event was settled; deliver it again later"
+        )
+
+    def _converge(self, record: EventRecord, requests: list[ReplicationRequest]) -> EventOutcome:
+        """One look at both sides, and the action that makes the destination match."""
+        for request in requests:  # EventBridge: the decoded key first, then the key as sent
+            source = self._head_source(request)
+            if source is not None:
+                return self._copy(record, request, source)
+        if self._delete_policy == DeletePolicy.IGNORE:
+            if record.action == "copy":
+                reason = "no longer at the source"
+            else:
+                reason = "no longer at the source; DELETE_POLICY is ignore"
+            return _outcome(record, requests[0].s3_key, EventAction.SKIPPED, reason)
+        return self._delete(record, requests)
+
+    def _copy(
+        self, record: EventRecord, request: ReplicationRequest, source: ObjectInfo
+    ) -> EventOutcome:
+        current = self._replicator.head_destination(request)
+        try:
+            result = counted(self._replicator.settle, request, source, current)
+        except errors.PreconditionFailed:
+            raise _LookAgain from None  # written by another process meanwhile
+        except errors.BucketNotFound:
+            raise
+        except errors.ObjectNotFound:
+            if self._head_source(request) is None:
+                raise _LookAgain from None  # the source object went while it was copied
+            raise
+        action = (
+            EventAction.REPLICATED if result.action == Action.REPLICATED else EventAction.SKIPPED
+        )
+        reason = result.reason
+        if record.action == "delete":
+            reason = f"the source has it again (re-created): {reason}"
+        return _outcome(record, request.s3_key, action, reason)
+
+    def _delete(self, record: EventRecord, requests: list[ReplicationRequest]) -> EventOutcome:
+        """Remove the copy the service wrote of an object the source no longer has. For
+        EventBridge, the copy of whichever key form the destination holds."""
+        reasons = []
+        for request in requests:
+            reason = self._remove_copy(request)
+            if reason is None:
+                return _outcome(
+                    record, request.s3_key, EventAction.DELETED, "no longer at the source"
+                )
+            reasons.append(reason)
+        reason = NOT_OURS if NOT_OURS in reasons else reasons[0]
+        return _outcome(record, requests[0].s3_key, EventAction.SKIPPED, reason)
+
+    def _remove_copy(self, request: ReplicationRequest) -> str | None:
+        """Delete the destination object if it is our copy of this source key, at the
+        generation looked at; None when deleted, else why not. Both sides are looked up
+        while the key is held, and not shared with lookups that began before."""
+        with self._ledger.hold(request.gcs_bucket, request.gcs_key):
+            if self._head_source(request) is not None:
+                raise _LookAgain  # re-created since we looked
+            destination = self._replicator.destination
+            current = self._retry.call(destination.head, request.gcs_bucket, request.gcs_key)
+            if current is None:
+                return GONE
+            if not _copied_from(current, request):
+                return NOT_OURS
+            try:
+                self._retry.call(
+                    destination.delete,
+                    request.gcs_bucket,
+                    request.gcs_key,
+                    if_generation_match=current.generation,
+                )
+            except errors.PreconditionFailed:
+                raise _LookAgain from None  # a newer generation: decide on that one
+            except errors.BucketNotFound:
+                raise
+            except errors.ObjectNotFound:
+                return GONE  # removed meanwhile, or by our own attempt whose answer was lost
+        return None
+
+    def _route(self, record: EventRecord) -> list[ReplicationRequest]:
+        """One request per name the object may have at the source that a rule routes."""
+        requests = []
+        for key in record.key_candidates:
+            if self._rules:
+                target = rules.route(self._rules, record.bucket, key)
+            else:
+                target = (self._default_bucket, key)
+            if target is not None:
+                gcs_bucket, gcs_key = target
+                requests.append(
+                    ReplicationRequest(record.bucket, key, gcs_bucket, gcs_key, self._overwrite)
+                )
+        return requests
+
+    def _head_source(self, request: ReplicationRequest) -> ObjectInfo | None:
+        """The source object now, or None when the bucket has no such key (a missing bucket
+        raises: that is a misconfiguration, not a deletion)."""
+        try:
+            return self._retry.call(self._replicator.source.head, request.s3_bucket, request.s3_key)
+        except errors.BucketNotFound:
+            raise
+        except errors.ObjectNotFound:
+            return None
+
+
+def _copied_from(current: ObjectInfo, request: ReplicationRequest) -> bool:
+    """Whether the destination object records that it was copied from this source key."""
+    recorded = current.metadata
+    return (
+        recorded.get(SOURCE_BUCKET) == request.s3_bucket
+        and recorded.get(SOURCE_KEY) == request.s3_key
+    )
+
+
+def _outcome(
+    record: EventRecord, key: str, action: EventAction, reason: str, error: str | None = None
+) -> EventOutcome:
+    return EventOutcome(record.bucket, key, record.event_name, action, reason, error)
