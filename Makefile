@@ -8,10 +8,13 @@ UV = $$(command -v uv || echo $(BIN)/uv)
 
 .PHONY: dev test lint format bench lock clean
 
-$(STAMP): requirements.lock
+# The project itself goes in last, editable (code edits need no reinstall), without its
+# dependencies and with the locked hatchling: everything installed is hash-checked.
+$(STAMP): requirements.lock pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@command -v uv >/dev/null 2>&1 || test -x $(BIN)/uv || $(BIN)/python -m pip install --quiet uv
 	@$(UV) pip install --quiet --python $(BIN)/python --require-hashes -r requirements.lock
+	@$(UV) pip install --quiet --python $(BIN)/python --no-deps --no-build-isolation -e .
 	@touch $@
 
 dev: $(STAMP)  ## the service on :8000 with moto (:9000), fake-gcs-server (:4443) and demo data

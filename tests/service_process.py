@@ -12,7 +12,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -71,14 +71,19 @@ def service_command(port: int) -> list[str]:
 
 
 @contextlib.contextmanager
-def running_service(workdir: Path, settings: dict[str, str]) -> Iterator[ServiceProcess]:
-    """Start the service in `workdir`, wait until /health answers 200, and terminate it at the
-    end (unless the test has stopped it already). Fails the test if it never answers."""
+def running_service(
+    workdir: Path,
+    settings: dict[str, str],
+    command: Callable[[int], list[str]] = service_command,
+) -> Iterator[ServiceProcess]:
+    """Start the service (`command` for a free port) in `workdir`, wait until /health answers
+    200, and terminate it at the end (unless the test has stopped it already). Fails the test
+    if it never answers."""
     port = emulators.free_port()
     log = workdir / f"service-{port}.log"
     with log.open("wb") as out:
         process = subprocess.Popen(
-            service_command(port),
+            command(port),
             cwd=workdir,
             env=service_env(settings),
             stdout=out,

@@ -1,0 +1,50 @@
+"""`replicator`, the command line: `replicator serve` runs the HTTP service.
+
+Each command is a module of its own with `add_parser()` and `run()`. Building the parser
+imports nothing heavy: a command imports boto3, the Google libraries and the app only when it
+runs, so `replicator --help` and a misspelt command answer at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from typing import Any
+
+from app.cli import serve
+
+DISTRIBUTION = "cross-cloud-replicator"
+COMMANDS = (serve,)
+
+
+class _Version(argparse.Action):
+    """--version, looked up in the installed package's metadata only when asked for."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, *_: Any) -> None:
+        from importlib import metadata
+
+        print(f"{parser.prog} {metadata.version(DISTRIBUTION)}")
+        parser.exit()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="replicator",
+        description="Stream objects from Amazon S3 into Google Cloud Storage, verified.",
+        epilog="Settings come from the environment, .env.local and .env (see the README).",
+    )
+    parser.add_argument("--version", action=_Version, help="show the version and exit")
+    commands = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
+    for command in COMMANDS:
+        command.add_parser(commands)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; its exit status: 0 done, 2 a usage error or a bad setting."""
+    args = build_parser().parse_args(argv)
+    status: int = args.run(args)
+    return status
