@@ -70,12 +70,18 @@ class Settings(BaseSettings):
     replication_rules: Annotated[tuple[rules.Rule, ...], NoDecode] = ()
     upload_chunk_size: int = Field(64 * MiB, ge=256 * 1024, le=1024 * MiB)
     batch_concurrency: int = Field(16, ge=1, le=256)
+    # The queue of S3 events: the worker drains it; with it set, POST /v1/events queues.
+    sqs_queue_url: str | None = None
+    sqs_endpoint_url: str | None = None  # an emulator's; unset: AWS's endpoint for the region
+    worker_concurrency: int = Field(16, ge=1, le=256)  # keys in flight in one worker
+    worker_port: int = Field(8080, ge=0, le=65535)  # /health, /ready, /metrics; 0: none
+    worker_retry_backoff: float = Field(10.0, ge=0, le=900)  # seconds, doubled per receive
     # Objects of at least this size go up as parallel composite uploads (0: never).
     parallel_composite_threshold: int = Field(150 * MiB, ge=0)
     parallel_composite_part_size: int = Field(32 * MiB, ge=256 * 1024, le=1024 * MiB)
     parallel_composite_workers: int = Field(4, ge=1, le=32)
 
-    @field_validator("s3_endpoint_url", "storage_emulator_host", mode="before")
+    @field_validator("s3_endpoint_url", "storage_emulator_host", "sqs_endpoint_url", mode="before")
     @classmethod
     def _url_with_scheme(cls, value: Any) -> Any:
         if isinstance(value, str):

@@ -20,3 +20,17 @@ IN_FLIGHT = Gauge("replicator_objects_in_flight", "Objects being copied now")
 LOOKUPS_SHARED = Counter(
     "replicator_lookups_shared", "Lookups answered by a call made for a concurrent request"
 )
+
+MESSAGES_RECEIVED = Counter("replicator_messages_received", "Queue messages received")
+MESSAGES_DELETED = Counter("replicator_messages_deleted", "Queue messages settled and deleted")
+MESSAGES_RETRIED = Counter(
+    "replicator_messages_retried", "Queue messages left for redelivery after a failure"
+)
+MESSAGES_POISONED = Counter(
+    "replicator_messages_poisoned", "Queue messages that can never be settled (left for the DLQ)"
+)
+EVENT_LAG_SECONDS = Histogram(
+    "replicator_event_lag_seconds",
+    "From the event's time at S3 to the copy or delete being settled",
+    buckets=(0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 900, 3600),
+)

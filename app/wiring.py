@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pydantic import SecretStr
 
 from app.config import Settings
+from app.queues import sqs
 from app.retry import RetryPolicy
 from app.services.batch import Batch
 from app.services.composite import CompositeCopy, CompositePlan
@@ -45,6 +46,7 @@ class Probe:
 @dataclass
 class Services:
     settings: Settings
+    retry: RetryPolicy
     source: Source
     destination: Destination
     replicator: Replicator
@@ -52,6 +54,7 @@ class Services:
     events: EventSettler
     objects: DestinationObjects
     probe: Probe
+    queue: sqs.SqsQueue | None  # with SQS_QUEUE_URL: the worker drains it, the intake feeds it
     request_threads: int
     pools: list[ThreadPoolExecutor] = field(default_factory=list)
 
@@ -68,13 +71,14 @@ def build(settings: Settings) -> Services:
         part_size=settings.parallel_composite_part_size,
         workers=settings.parallel_composite_workers,
     )
-    part_threads = composite.workers * settings.batch_concurrency
+    batch_threads = max(settings.batch_concurrency, settings.worker_concurrency)
+    part_threads = composite.workers * batch_threads
     # One connection per thread that may talk to a cloud at once, so no call waits for, or
     # churns, a connection.
-    connections = REQUEST_THREADS + settings.batch_concurrency + LOOKUP_THREADS + part_threads
+    connections = REQUEST_THREADS + batch_threads + LOOKUP_THREADS + part_threads
     source, destination = _clients(settings, retry, connections)
     lookups = ThreadPoolExecutor(LOOKUP_THREADS, thread_name_prefix="lookup")
-    batch_workers = ThreadPoolExecutor(settings.batch_concurrency, thread_name_prefix="batch")
+    batch_workers = ThreadPoolExecutor(batch_threads, thread_name_prefix="batch")
     parts = ThreadPoolExecutor(part_threads, thread_name_prefix="part")
     copier = Copier(
         source,
@@ -88,12 +92,14 @@ def build(settings: Settings) -> Services:
     replicator = Replicator(source, destination, retry, copier, ledger, lookups)
     return Services(
         settings=settings,
+        retry=retry,
         source=source,
         destination=destination,
         replicator=replicator,
         batch=Batch(replicator, retry, batch_workers, settings.batch_concurrency),
         events=EventSettler(
             replicator,
+            Batch(replicator, retry, batch_workers, settings.worker_concurrency),
             retry,
             ledger,
             settings.replication_rules,
@@ -103,8 +109,22 @@ def build(settings: Settings) -> Services:
         ),
         objects=DestinationObjects(destination, retry),
         probe=build_probe(settings),
+        queue=build_queue(settings),
         request_threads=REQUEST_THREADS,
         pools=[batch_workers, lookups, parts],
+    )
+
+
+def build_queue(settings: Settings) -> sqs.SqsQueue | None:
+    if settings.sqs_queue_url is None:
+        return None
+    return sqs.build_queue(
+        url=settings.sqs_queue_url,
+        endpoint_url=settings.sqs_endpoint_url,
+        region=settings.aws_region,
+        access_key_id=_secret(settings.aws_access_key_id),
+        secret_access_key=_secret(settings.aws_secret_access_key),
+        connect_timeout=settings.connect_timeout,
     )
 
 

@@ -23,7 +23,7 @@ LAYERS: list[tuple[str, ...]] = [
         "app.events",
         "app.rules",
     ),
-    ("app.config", "app.storage"),
+    ("app.config", "app.storage", "app.queues"),
     ("app.services",),
     ("app.wiring",),
     ("app.api", "app.dependencies", "app.main", "app.cli", "app.worker", "app.dev", "app"),

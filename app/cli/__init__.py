@@ -1,4 +1,5 @@
-"""`replicator`, the command line: `replicator serve` runs the HTTP service.
+"""`replicator`, the command line: `replicator serve` runs the HTTP service, `replicator
+worker` drains the queue of S3 events.
 
 Each command is a module of its own with `add_parser()` and `run()`. Building the parser
 imports nothing heavy: a command imports boto3, the Google libraries and the app only when it
@@ -11,10 +12,10 @@ import argparse
 from collections.abc import Sequence
 from typing import Any
 
-from app.cli import serve
+from app.cli import serve, worker
 
 DISTRIBUTION = "cross-cloud-replicator"
-COMMANDS = (serve,)
+COMMANDS = (serve, worker)
 
 
 class _Version(argparse.Action):

@@ -33,9 +33,16 @@ from app import errors, rules
 from app.events.parse import EventRecord
 from app.policy import DeletePolicy, Overwrite
 from app.retry import RetryPolicy
+from app.services.batch import Batch
 from app.services.identity import SOURCE_BUCKET, SOURCE_KEY
 from app.services.ledger import Ledger
-from app.services.replicator import Action, ReplicationRequest, Replicator, counted
+from app.services.replicator import (
+    Action,
+    ReplicationRequest,
+    ReplicationResult,
+    Replicator,
+    counted,
+)
 from app.storage.base import ObjectInfo
 
 LOOKS = 3  # looks at one key per event, when the destination keeps changing under us
@@ -71,6 +78,7 @@ class EventSettler:
     def __init__(
         self,
         replicator: Replicator,
+        batch: Batch,
         retry: RetryPolicy,
         ledger: Ledger,
         replication_rules: Sequence[rules.Rule],
@@ -81,6 +89,7 @@ class EventSettler:
         """`ledger` must be the replicator's: a delete and a copy of one key exclude each
         other. No rules: every source bucket goes to `default_bucket` under the same key."""
         self._replicator = replicator
+        self._batch = batch
         self._retry = retry
         self._ledger = ledger
         self._rules = tuple(replication_rules)
@@ -114,6 +123,39 @@ class EventSettler:
             f"gs://{requests[0].gcs_bucket}/{requests[0].gcs_key} changed {LOOKS} times while "
             "this event was settled; deliver it again later"
         )
+
+    def settle_all(
+        self, records: Sequence[EventRecord]
+    ) -> list[EventOutcome | errors.TransientError]:
+        """Every record, in order, on the batch's workers; a TransientError in place of an
+        outcome when delivering that record again may help. Copies from one source bucket
+        into one destination bucket go through the batch plan together (one listing of the
+        destination, one GET per object, as POST /v1/replicate/batch: a queue's worth of new
+        objects costs no HEADs); the rest, and every copy the plan could not settle (its
+        source gone, say), are settled one by one by `settle`."""
+        outcomes: dict[int, EventOutcome | errors.TransientError] = {}
+        groups: dict[tuple[str, str], list[tuple[int, ReplicationRequest]]] = {}
+        for n, record in enumerate(records):
+            routed = self._route(record) if record.action == "copy" else []
+            if len(routed) == 1:
+                group = groups.setdefault((routed[0].s3_bucket, routed[0].gcs_bucket), [])
+                group.append((n, routed[0]))
+        for group in groups.values():
+            results = self._batch.run([request for _, request in group])
+            for (n, request), result in zip(group, results, strict=True):
+                if isinstance(result, ReplicationResult):
+                    action = EventAction(result.action.value)
+                    outcomes[n] = _outcome(records[n], request.s3_key, action, result.reason)
+
+        def one(n: int) -> EventOutcome | errors.TransientError:
+            try:
+                return self.settle(records[n])
+            except errors.TransientError as exc:
+                return exc
+
+        rest = [n for n in range(len(records)) if n not in outcomes]
+        outcomes.update(zip(rest, self._batch.map(one, rest), strict=True))
+        return [outcomes[n] for n in range(len(records))]
 
     def _converge(self, record: EventRecord, requests: list[ReplicationRequest]) -> EventOutcome:
         """One look at both sides, and the action that makes the destination match."""

@@ -1,0 +1,1 @@
+"""Message queues the worker consumes and the event intake feeds (Amazon SQS)."""

@@ -1,0 +1,54 @@
+"""The worker's own small HTTP server: /health, /ready and /metrics on WORKER_PORT, for
+liveness and readiness probes and Prometheus. The worker serves no API, so a standard
+library server on one thread is enough."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from app import errors
+
+log = logging.getLogger(__name__)
+
+
+def serve(port: int, ready: Callable[[], None]) -> ThreadingHTTPServer:
+    """Start serving on 0.0.0.0:`port` in a daemon thread. `ready` raises StartupError when
+    a cloud or the queue does not answer."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            if self.path == "/health":
+                self._send(200, "application/json", b'{"status":"ok"}')
+            elif self.path == "/ready":
+                try:
+                    ready()
+                except errors.StartupError as exc:
+                    body = json.dumps({"error": "not_ready", "detail": str(exc)}).encode()
+                    self._send(503, "application/json", body)
+                else:
+                    self._send(200, "application/json", b'{"status":"ready"}')
+            elif self.path == "/metrics":
+                self._send(200, CONTENT_TYPE_LATEST, generate_latest())
+            else:
+                self._send(404, "application/json", b'{"error":"not_found"}')
+
+        def _send(self, status: int, media_type: str, body: bytes) -> None:
+            self.send_response(status)
+            self.send_header("Content-Type", media_type)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: object) -> None:
+            log.debug("health: " + format, *args)
+
+    server = ThreadingHTTPServer(("0.0.0.0", port), Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, name="health", daemon=True).start()
+    return server

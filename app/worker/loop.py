@@ -1,0 +1,200 @@
+"""The worker's loop: receive, settle every record of each message, then delete or retry.
+
+- Long polls (20 s) for up to 10 messages; `receivers` loops run at once so that
+  `WORKER_CONCURRENCY` keys can be in flight (the batch's workers bound the copies).
+- A message is deleted once every record in it is settled; a failure that redelivery may
+  fix leaves it on the queue, invisible for a backoff that doubles with each receive.
+- A body that can never be settled (no known shape, invalid JSON) is poison: logged with its
+  id and receive count and left alone, so the queue's redrive policy moves it to the
+  dead-letter queue after `maxReceiveCount` receives. It never stops the worker.
+- While a message is being settled, a heartbeat keeps it invisible (ChangeMessageVisibility),
+  so a copy longer than the visibility timeout is never started by a second worker.
+- `stop()`: no more receives; what is in flight finishes; a message received after the stop
+  was asked for is made visible again at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from app import errors, metrics
+from app.events.parse import EventRecord, parse
+from app.queues.sqs import MAX_MESSAGES, Message, SqsQueue
+from app.retry import RetryPolicy
+from app.services.events import EventAction, EventOutcome, EventSettler
+
+log = logging.getLogger(__name__)
+MAX_BACKOFF = 15 * 60  # seconds a failed message stays invisible at most
+
+
+class Worker:
+    def __init__(
+        self,
+        queue: SqsQueue,
+        events: EventSettler,
+        retry: RetryPolicy,
+        *,
+        concurrency: int,
+        visibility_timeout: int,
+        backoff: float,
+    ) -> None:
+        self._queue = queue
+        self._events = events
+        self._retry = retry
+        self._receivers = max(1, -(-concurrency // MAX_MESSAGES))
+        self._visibility = max(1, visibility_timeout)
+        self._backoff = backoff
+        self._stopping = threading.Event()
+        self._in_flight: dict[str, tuple[Message, float]] = {}  # id -> (message, hidden until)
+        self._guard = threading.Lock()
+
+    def run(self) -> None:
+        """Receive and settle until `stop()`; returns once what is in flight is done."""
+        heartbeat = threading.Thread(target=self._heartbeat, name="heartbeat", daemon=True)
+        heartbeat.start()
+        loops = [
+            threading.Thread(target=self._receive_loop, name=f"receive-{n}")
+            for n in range(self._receivers)
+        ]
+        for loop in loops:
+            loop.start()
+        for loop in loops:
+            loop.join()
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    # --- receiving --------------------------------------------------------------------------
+
+    def _receive_loop(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                messages = self._queue.receive()
+            except errors.ReplicatorError as exc:
+                log.warning("receiving from %s failed: %s", self._queue.url, exc)
+                self._stopping.wait(min(self._backoff or 1.0, 5.0))
+                continue
+            if not messages:
+                continue
+            metrics.MESSAGES_RECEIVED.inc(len(messages))
+            if self._stopping.is_set():  # received while stopping: give them back now
+                self._release(messages)
+                return
+            self._settle(messages)
+
+    def _settle(self, messages: list[Message]) -> None:
+        records: list[EventRecord] = []
+        owners: list[Message] = []
+        settled: list[Message] = []
+        for message in messages:
+            try:
+                parsed = parse(message.body)
+            except errors.InvalidRequest as exc:
+                metrics.MESSAGES_POISONED.inc()
+                log.error(
+                    "poison message %s (received %d times) left for the dead-letter queue: %s",
+                    message.id,
+                    message.receive_count,
+                    exc.detail,
+                )
+                continue
+            if not parsed.records:  # a test event, an SNS confirmation: nothing to do
+                settled.append(message)
+            records += parsed.records
+            owners += [message] * len(parsed.records)
+        failed: dict[str, str] = {}
+        with self._tracked([m for m in messages if m in owners]):
+            outcomes = self._events.settle_all(records) if records else []
+        for record, owner, outcome in zip(records, owners, outcomes, strict=True):
+            problem = _problem(outcome)
+            if problem:
+                failed.setdefault(owner.id, problem)
+            elif isinstance(outcome, EventOutcome) and record.event_time is not None:
+                lag = time.time() - record.event_time.timestamp()
+                metrics.EVENT_LAG_SECONDS.observe(max(0.0, lag))
+        settled += [m for m in dict.fromkeys(owners) if m.id not in failed]
+        self._delete(settled)
+        for message in dict.fromkeys(owners):
+            if message.id in failed:
+                self._retry_later(message, failed[message.id])
+
+    def _delete(self, messages: list[Message]) -> None:
+        if not messages:
+            return
+        try:
+            left = self._retry.call(self._queue.delete, messages)
+        except errors.ReplicatorError as exc:
+            log.warning(
+                "deleting %d settled messages failed (they will come back): %s", len(messages), exc
+            )
+            return
+        for message in left:
+            log.warning("SQS did not delete settled message %s; it will come back", message.id)
+        metrics.MESSAGES_DELETED.inc(len(messages) - len(left))
+
+    def _retry_later(self, message: Message, problem: str) -> None:
+        delay = int(min(self._backoff * 2 ** (message.receive_count - 1), MAX_BACKOFF))
+        metrics.MESSAGES_RETRIED.inc()
+        log.warning(
+            "message %s (received %d times) will be retried in %d s: %s",
+            message.id,
+            message.receive_count,
+            delay,
+            problem,
+        )
+        try:
+            self._queue.hide(message, delay)
+        except errors.ReplicatorError as exc:
+            log.warning("could not delay message %s: %s", message.id, exc)
+
+    def _release(self, messages: list[Message]) -> None:
+        for message in messages:
+            try:
+                self._queue.hide(message, 0)
+            except errors.ReplicatorError as exc:
+                log.warning("could not release message %s: %s", message.id, exc)
+
+    # --- keeping messages invisible while they are settled ----------------------------------
+
+    @contextmanager
+    def _tracked(self, messages: list[Message]) -> Iterator[None]:
+        now = time.monotonic()
+        with self._guard:
+            for message in messages:
+                self._in_flight[message.id] = (message, now + self._visibility)
+        try:
+            yield
+        finally:
+            with self._guard:
+                for message in messages:
+                    self._in_flight.pop(message.id, None)
+
+    def _heartbeat(self) -> None:
+        """Every third of the visibility timeout, extend the messages that would otherwise
+        become visible within the next half of it."""
+        period = max(0.5, self._visibility / 3)
+        while True:
+            time.sleep(period)
+            now = time.monotonic()
+            with self._guard:
+                due = [m for m, until in self._in_flight.values() if until - now < period * 1.5]
+                for message in due:
+                    self._in_flight[message.id] = (message, now + self._visibility)
+            for message in due:
+                try:
+                    self._queue.hide(message, self._visibility)
+                except errors.ReplicatorError as exc:
+                    log.warning("heartbeat for message %s failed: %s", message.id, exc)
+
+
+def _problem(outcome: EventOutcome | errors.TransientError) -> str:
+    """Why the record is not settled, or "" when it is."""
+    if isinstance(outcome, errors.TransientError):
+        return f"{outcome.kind}: {outcome.detail}"
+    if outcome.error is not None and outcome.action != EventAction.IGNORED:
+        return f"{outcome.reason}: {outcome.error}"
+    return ""

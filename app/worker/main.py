@@ -1,0 +1,87 @@
+"""Start the worker: settings, the wiring, the start-up probe (S3, GCS and the queue), the
+health server, then the loop until SIGTERM or SIGINT. Exit codes: 0 after a clean stop, 2
+when it cannot start (one readable line on stderr)."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+from types import FrameType
+
+from app import errors, wiring
+from app.config import load_settings
+from app.logging_config import setup_logging
+from app.worker import health
+from app.worker.loop import Worker
+
+log = logging.getLogger("app.worker")
+
+
+def run() -> int:
+    setup_logging()
+    try:
+        settings = load_settings()
+        setup_logging(settings.log_format, settings.log_level)
+        if settings.sqs_queue_url is None:
+            raise errors.StartupError(
+                "configuration error: SQS_QUEUE_URL: required by `replicator worker`"
+            )
+        services = wiring.build(settings)
+        queue = services.queue
+        assert queue is not None
+        if settings.startup_probe:
+            services.probe.run()
+            queue.probe()
+        attributes = queue.attributes()
+    except errors.StartupError as exc:
+        print(f"replicator worker: {exc}", file=sys.stderr)
+        return 2
+    except errors.ReplicatorError as exc:
+        print(f"replicator worker: SQS_QUEUE_URL: {exc.detail}", file=sys.stderr)
+        return 2
+    if attributes.redrive_policy is None:
+        log.warning(
+            "%s has no redrive policy: a message that can never be settled will come back "
+            "until it expires; give the queue a dead-letter queue",
+            queue.url,
+        )
+    worker = Worker(
+        queue,
+        services.events,
+        services.retry,
+        concurrency=settings.worker_concurrency,
+        visibility_timeout=attributes.visibility_timeout,
+        backoff=settings.worker_retry_backoff,
+    )
+
+    def ready() -> None:
+        services.probe.run()
+        queue.probe()
+
+    server = health.serve(settings.worker_port, ready) if settings.worker_port else None
+
+    def stop(signum: int, _: FrameType | None) -> None:
+        log.info("%s: finishing what is in flight, then stopping", signal.Signals(signum).name)
+        worker.stop()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    log.info(
+        "draining %s with %d keys in flight (visibility timeout %d s)",
+        queue.url,
+        settings.worker_concurrency,
+        attributes.visibility_timeout,
+    )
+    try:
+        worker.run()
+    finally:
+        if server is not None:
+            server.shutdown()
+        services.close()
+    log.info("stopped")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run())
