@@ -9,6 +9,7 @@ import logging
 import re
 import time
 import uuid
+from dataclasses import dataclass
 
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -35,15 +36,13 @@ class RequestEdge:
         given = headers.get("x-request-id", "")
         rid = given if _VALID_ID.fullmatch(given) else uuid.uuid4().hex
         token = request_id.set(rid)
-        status = [500]
+        response = _ResponseSeen()
         started = time.perf_counter()
-
-        responded = [False]
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
-                responded[0] = True
-                status[0] = message["status"]
+                response.started = True
+                response.status = message["status"]
                 message["headers"] = [*message.get("headers", []), (b"x-request-id", rid.encode())]
             await send(message)
 
@@ -61,14 +60,24 @@ class RequestEdge:
             # A bug, not a condition the service knows: logged with its traceback (and the
             # request id), answered in the same JSON shape as every other error.
             log.exception("%s %s failed unexpectedly", scope["method"], scope["path"])
-            if responded[0]:
+            if response.started:
                 raise
             detail = f"an unexpected error occurred (request id {rid}); see the logs"
             await _send_error(errors.ReplicatorError(detail), send_with_id)
         finally:
             elapsed = (time.perf_counter() - started) * 1000
-            log.info("%s %s -> %d in %.1f ms", scope["method"], scope["path"], status[0], elapsed)
+            log.info(
+                "%s %s -> %d in %.1f ms", scope["method"], scope["path"], response.status, elapsed
+            )
             request_id.reset(token)
+
+
+@dataclass
+class _ResponseSeen:
+    """What the edge saw of the answer: whether it started, and its status (500 until then)."""
+
+    started: bool = False
+    status: int = 500
 
 
 def _check_headers(scope: Scope, headers: Headers, limit: int) -> errors.ReplicatorError | None:
