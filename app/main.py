@@ -19,6 +19,7 @@ from starlette.exceptions import HTTPException
 from starlette.types import Message, Receive, Scope, Send
 
 from app import errors, wiring
+from app.api import docs
 from app.api.middleware import RequestEdge
 from app.api.routes import router, service_router
 from app.config import Settings, load_settings
@@ -54,9 +55,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="0.1.0",
         summary="Streams objects from Amazon S3 into Google Cloud Storage, verified, exactly once.",
         lifespan=lifespan,
+        docs_url=None,  # app/api/docs.py serves /docs and /redoc without a CDN
+        redoc_url=None,
     )
     app.include_router(router)
     app.include_router(service_router)
+    docs.add_docs(app)
     app.add_exception_handler(errors.ReplicatorError, _replicator_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(HTTPException, _http_error)

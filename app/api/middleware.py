@@ -1,6 +1,7 @@
-"""The request edge: a request id for every request, body size and content-type limits,
-a JSON answer for unexpected failures, and one log line per request. Pure ASGI, so it sees
-requests before any route does."""
+"""The request edge: a request id for every request, the body size limit, a JSON answer for
+unexpected failures, and one log line per request. Pure ASGI, so it sees requests before any
+route does. What a route accepts (media types, credentials) is the route's own rule, declared
+with it (app/api/security.py), so that routing answers 404 and 405 first."""
 
 from __future__ import annotations
 
@@ -9,8 +10,11 @@ import logging
 import re
 import time
 import uuid
+from dataclasses import dataclass
 
+from fastapi import routing
 from starlette.datastructures import Headers
+from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app import errors
@@ -35,21 +39,21 @@ class RequestEdge:
         given = headers.get("x-request-id", "")
         rid = given if _VALID_ID.fullmatch(given) else uuid.uuid4().hex
         token = request_id.set(rid)
-        status = [500]
+        response = _ResponseSeen()
         started = time.perf_counter()
-
-        responded = [False]
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
-                responded[0] = True
-                status[0] = message["status"]
+                response.started = True
+                response.status = message["status"]
                 message["headers"] = [*message.get("headers", []), (b"x-request-id", rid.encode())]
+                if response.status == 405:
+                    message["headers"] = _with_full_allow(scope, message["headers"])
             await send(message)
 
         limit = scope["app"].state.settings.max_request_bytes
         try:
-            problem = _check_headers(scope, headers, limit)
+            problem = _check_length(headers, limit)
             if problem is None and scope["method"] in _BODY_METHODS:
                 body, problem = await _read_body(receive, limit)
                 receive = _replay(body, receive)
@@ -61,28 +65,46 @@ class RequestEdge:
             # A bug, not a condition the service knows: logged with its traceback (and the
             # request id), answered in the same JSON shape as every other error.
             log.exception("%s %s failed unexpectedly", scope["method"], scope["path"])
-            if responded[0]:
+            if response.started:
                 raise
             detail = f"an unexpected error occurred (request id {rid}); see the logs"
             await _send_error(errors.ReplicatorError(detail), send_with_id)
         finally:
             elapsed = (time.perf_counter() - started) * 1000
-            log.info("%s %s -> %d in %.1f ms", scope["method"], scope["path"], status[0], elapsed)
+            log.info(
+                "%s %s -> %d in %.1f ms", scope["method"], scope["path"], response.status, elapsed
+            )
             request_id.reset(token)
 
 
-def _check_headers(scope: Scope, headers: Headers, limit: int) -> errors.ReplicatorError | None:
+@dataclass
+class _ResponseSeen:
+    """What the edge saw of the answer: whether it started, and its status (500 until then)."""
+
+    started: bool = False
+    status: int = 500
+
+
+def _check_length(headers: Headers, limit: int) -> errors.ReplicatorError | None:
     length = headers.get("content-length")
     if length is not None and (not length.isdigit() or int(length) > limit):
         return errors.PayloadTooLarge(f"the request body is larger than {limit} bytes")
-    if scope["method"] in _BODY_METHODS and scope["path"].startswith("/v1/"):
-        media_type = headers.get("content-type", "").split(";")[0].strip().lower()
-        if media_type != "application/json" and not media_type.endswith("+json"):
-            shown = media_type or "none"
-            return errors.UnsupportedMediaType(
-                f"send the request body as JSON with 'Content-Type: application/json' (got {shown})"
-            )
     return None
+
+
+def _with_full_allow(scope: Scope, headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    """`Allow` with the methods of every route at this path: the router names only the
+    first route it matched (GET, where GET and DELETE share a path)."""
+    methods: set[str] = set()
+    for route in routing.iter_route_contexts(scope["app"].routes):
+        if route.methods and route.matches(scope)[0] != Match.NONE:
+            methods |= route.methods
+    if not methods:
+        return headers
+    allow = ", ".join(sorted(methods)).encode()
+    return [(name, value) for name, value in headers if name.lower() != b"allow"] + [
+        (b"allow", allow)
+    ]
 
 
 async def _read_body(receive: Receive, limit: int) -> tuple[bytes, errors.ReplicatorError | None]:

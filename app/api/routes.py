@@ -10,12 +10,14 @@ from starlette.convertors import Convertor, register_url_convertor
 
 from app import errors
 from app.api import schemas
-from app.api.security import require_api_key
+from app.api.security import accepts, require_api_key
 from app.dependencies import BatchDep, ObjectsDep, ProbeDep, ReplicatorDep, SettingsDep
 from app.names import GCSBucket, GCSKey
 from app.services.replicator import ReplicationRequest, ReplicationResult
 
-router = APIRouter(dependencies=[Depends(require_api_key)])  # /v1: API keys when configured
+# Each route declares who may call it and, when it takes a body, which media types (see
+# app/api/security.py): a route without an API-key rule is open to anyone.
+router = APIRouter()
 service_router = APIRouter(tags=["service"])  # liveness and readiness: always open
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
@@ -46,7 +48,12 @@ def _response(result: ReplicationResult) -> schemas.ReplicationResponse:
     )
 
 
-@router.post("/v1/replicate", responses=_ERRORS, tags=["replication"])
+@router.post(
+    "/v1/replicate",
+    responses=_ERRORS,
+    tags=["replication"],
+    dependencies=[Depends(require_api_key), Depends(accepts("application/json"))],
+)
 def replicate(
     body: schemas.ReplicateRequest, replicator: ReplicatorDep, settings: SettingsDep
 ) -> schemas.ReplicationResponse:
@@ -66,6 +73,7 @@ def replicate(
     responses=_ERRORS,
     tags=["replication"],
     response_model_exclude_none=True,
+    dependencies=[Depends(require_api_key), Depends(accepts("application/json"))],
 )
 def replicate_batch(
     body: schemas.BatchRequest, batch: BatchDep, settings: SettingsDep
@@ -143,7 +151,12 @@ ObjectPath = Annotated[
 ]
 
 
-@router.get("/v1/object/{bucket}/{key:anypath}", responses=_ERRORS, tags=["objects"])
+@router.get(
+    "/v1/object/{bucket}/{key:anypath}",
+    responses=_ERRORS,
+    tags=["objects"],
+    dependencies=[Depends(require_api_key)],
+)
 def get_object(
     bucket: Annotated[GCSBucket, Path()], key: ObjectPath, objects: ObjectsDep
 ) -> schemas.ObjectResponse:
@@ -166,7 +179,11 @@ def get_object(
 
 
 @router.delete(
-    "/v1/object/{bucket}/{key:anypath}", status_code=204, responses=_ERRORS, tags=["objects"]
+    "/v1/object/{bucket}/{key:anypath}",
+    status_code=204,
+    responses=_ERRORS,
+    tags=["objects"],
+    dependencies=[Depends(require_api_key)],
 )
 def delete_object(
     bucket: Annotated[GCSBucket, Path()], key: ObjectPath, objects: ObjectsDep
@@ -176,7 +193,12 @@ def delete_object(
     return Response(status_code=204)
 
 
-@router.get("/metrics", tags=["service"], response_class=Response)
+@router.get(
+    "/metrics",
+    tags=["service"],
+    response_class=Response,
+    dependencies=[Depends(require_api_key)],
+)
 def metrics() -> Response:
     """Prometheus metrics: objects and bytes replicated, skips, failures, retries, durations."""
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

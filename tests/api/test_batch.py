@@ -280,3 +280,17 @@ def test_a_missing_bucket_is_not_asked_about_every_key(
     assert {r["error"] for r in results} == {"S3 bucket 'no-such-bucket' does not exist"}
     # Only the GETs already under way when the first answer came back.
     assert len(s3_proxy.seen("GET")) <= settings.batch_concurrency
+
+
+def test_a_missing_source_bucket_is_not_found_per_key_not_a_404(client: TestClient) -> None:
+    # What the README's API table promises: a batch answers 200 whatever its keys find.
+    keys = ["a", "b/c"]
+    response = client.post(
+        "/v1/replicate/batch", json={"s3_bucket": "no-such-bucket-4d1c", "s3_keys": keys}
+    )
+
+    assert response.status_code == 200, response.text
+    results = response.json()["results"]
+    assert [(r["key"], r["status"]) for r in results] == [(k, "not_found") for k in keys]
+    assert all("no-such-bucket-4d1c" in r["error"] for r in results)
+    assert response.json()["summary"]["not_found"] == 2
