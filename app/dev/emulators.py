@@ -32,7 +32,11 @@ def free_port() -> int:
 
 
 def ensure_port_free(port: int, what: str) -> None:
+    """PortInUse if something listens on `port`. Binds as the servers do, with SO_REUSEADDR,
+    so the TIME_WAIT connections a stopped server leaves behind do not count: they would not
+    stop fake-gcs-server, moto or uvicorn from binding either."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((HOST, port))
         except OSError:
