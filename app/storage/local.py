@@ -146,18 +146,29 @@ class LocalDestination:
         self.target = f"local:{root}"
 
     def probe(self, bucket: str) -> None:
-        if not self._root.is_dir():
-            raise errors.StartupError(f"LOCAL_GCS_PATH {self._root} is not a directory")
-        if not os.access(self._root, os.W_OK):
-            raise errors.StartupError(f"LOCAL_GCS_PATH {self._root} is not writable")
+        """Create the root and the bucket's directory when they are missing, then check that
+        files can be created and removed where writes go (the bucket and the staging area)
+        and that the filesystem keeps names apart. StartupError, one line naming
+        LOCAL_GCS_PATH, when any of that fails. Runs at start-up and on /ready."""
         if not _BUCKET.fullmatch(bucket):
-            raise errors.StartupError(f"bucket name {bucket!r} cannot be a directory name")
+            raise errors.StartupError(
+                f"bucket name {bucket!r} cannot be a directory name under LOCAL_GCS_PATH"
+            )
+        if self._root.exists() and not self._root.is_dir():
+            raise errors.StartupError(f"LOCAL_GCS_PATH {self._root} is a file, not a directory")
+        where = self._root
         try:
-            (self._root / bucket).mkdir(exist_ok=True)
-            self._staging.mkdir(exist_ok=True)
+            self._root.mkdir(parents=True, exist_ok=True)
+            for where in (self._root / bucket, self._staging):
+                where.mkdir(exist_ok=True)
+                fd, name = tempfile.mkstemp(dir=where, prefix=".probe-")  # not an object's name
+                os.close(fd)
+                os.unlink(name)
             folded = _folded_names(self._staging)
         except OSError as exc:
-            raise errors.StartupError(f"LOCAL_GCS_PATH {self._root}: {exc}") from exc
+            raise errors.StartupError(
+                f"LOCAL_GCS_PATH {self._root}: cannot create or write in {where} ({exc.strerror})"
+            ) from exc
         if folded:
             raise errors.StartupError(
                 f"LOCAL_GCS_PATH {self._root} is on a filesystem that treats names differing "
