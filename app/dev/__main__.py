@@ -1,12 +1,16 @@
 """`make dev`: moto as S3 on :9000, fake-gcs-server as GCS on :4443, demo data, the API on :8000.
 
-Ctrl-C stops all three and frees the ports.
+DEV_API_PORT, DEV_S3_PORT and DEV_GCS_PORT move them. Ctrl-C (or SIGTERM) stops all three and
+frees the ports. If an emulator dies, one line says which, the rest stop, and the exit code is 1.
 """
 
 from __future__ import annotations
 
 import os
+import signal
 import sys
+import threading
+from types import FrameType
 
 import boto3
 import uvicorn
@@ -15,8 +19,8 @@ from google.cloud import storage
 
 from app.dev import emulators
 
-API_PORT, S3_PORT, GCS_PORT = 8000, 9000, 4443
 SOURCE_BUCKET = "source-bucket"
+POLL_SECONDS = 0.2  # how often the watcher looks at the emulators
 
 
 def seed(s3_url: str, gcs_url: str, destination_bucket: str) -> None:
@@ -43,8 +47,54 @@ def seed(s3_url: str, gcs_url: str, destination_bucket: str) -> None:
     gcs.create_bucket(destination_bucket)
 
 
+class Watcher(threading.Thread):
+    """Polls the emulators while the API serves. When one exits, says which in one line and
+    asks the server to stop; `main` then stops the rest."""
+
+    def __init__(self, running: dict[str, emulators.Emulator], server: uvicorn.Server) -> None:
+        super().__init__(name="emulator-watcher", daemon=True)
+        self.running = running  # label -> emulator
+        self.server = server
+        self.done = threading.Event()  # set by main once it stops them itself
+        self.died: str | None = None
+
+    def run(self) -> None:
+        while not self.done.wait(POLL_SECONDS):
+            for label, emulator in self.running.items():
+                code = emulator.process.poll()
+                if code is not None:
+                    self.died = label
+                    print(
+                        f"make dev: {label} on :{emulator.port} exited with code {code}; stopping",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+                    self.server.should_exit = True
+                    return
+
+
+def _ports() -> tuple[int, int, int]:
+    """The API, S3 and GCS ports; ValueError naming the variable that is not a port."""
+    ports = []
+    for name, default in (("DEV_API_PORT", 8000), ("DEV_S3_PORT", 9000), ("DEV_GCS_PORT", 4443)):
+        value = os.environ.get(name, str(default))
+        if not value.isdigit() or not 0 < int(value) < 65536:
+            raise ValueError(f"{name}={value!r} is not a port number")
+        ports.append(int(value))
+    return ports[0], ports[1], ports[2]
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt  # SIGTERM stops the emulators too, as Ctrl-C does
+
+
 def main() -> int:
-    for port, what in ((API_PORT, "the API"), (S3_PORT, "moto (S3)"), (GCS_PORT, "fake-gcs")):
+    try:
+        api_port, s3_port, gcs_port = _ports()
+    except ValueError as exc:
+        print(f"make dev: {exc}", file=sys.stderr)
+        return 1
+    for port, what in ((api_port, "the API"), (s3_port, "moto (S3)"), (gcs_port, "fake-gcs")):
         try:
             emulators.ensure_port_free(port, what)
         except emulators.PortInUse as exc:
@@ -53,28 +103,40 @@ def main() -> int:
     destination_bucket = os.environ.setdefault("GCS_BUCKET_NAME", "destination-bucket")
     os.environ.setdefault("AWS_ACCESS_KEY_ID", "test")
     os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "test")
-    started: list[emulators.Emulator] = []
+    # uvicorn handles SIGINT and SIGTERM while it serves, then raises the signal again once
+    # it has stopped: this handler turns that SIGTERM into the same clean exit as Ctrl-C.
+    signal.signal(signal.SIGTERM, _interrupt)
+    running: dict[str, emulators.Emulator] = {}
+    watcher: Watcher | None = None
     try:
-        started.append(emulators.start_moto(S3_PORT))
-        started.append(emulators.start_fake_gcs(GCS_PORT))
-        s3_url, gcs_url = started[0].url, started[1].url
-        seed(s3_url, gcs_url, destination_bucket)
-        os.environ.update(S3_ENDPOINT_URL=s3_url, STORAGE_EMULATOR_HOST=gcs_url)
+        running["moto (S3)"] = s3 = emulators.start_moto(s3_port)
+        running["fake-gcs-server (GCS)"] = gcs = emulators.start_fake_gcs(gcs_port)
+        seed(s3.url, gcs.url, destination_bucket)
+        os.environ.update(S3_ENDPOINT_URL=s3.url, STORAGE_EMULATOR_HOST=gcs.url)
         os.environ.pop("LOCAL_GCS_PATH", None)
         print(
-            f"S3 (moto) at {s3_url} with s3://{SOURCE_BUCKET}/hello.txt; "
-            f"GCS (fake-gcs-server) at {gcs_url} with gs://{destination_bucket}\n"
-            f"API at http://127.0.0.1:{API_PORT} (docs at /docs). Ctrl-C stops everything.",
+            f"S3 (moto) at {s3.url} with s3://{SOURCE_BUCKET}/hello.txt; "
+            f"GCS (fake-gcs-server) at {gcs.url} with gs://{destination_bucket}\n"
+            f"API at http://127.0.0.1:{api_port} (docs at /docs). Ctrl-C stops everything.",
             flush=True,
         )
-        uvicorn.run("app.main:app", host="127.0.0.1", port=API_PORT, log_level="info")
+        config = uvicorn.Config("app.main:app", host="127.0.0.1", port=api_port, log_level="info")
+        server = uvicorn.Server(config)
+        watcher = Watcher(running, server)
+        watcher.start()
+        server.run()
+        if watcher.died is not None or not server.started:
+            return 1  # the emulator's line, or uvicorn's own message, says why
     except emulators.PortInUse as exc:
         print(f"make dev: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         pass
     finally:
-        for emulator in reversed(started):
+        if watcher is not None:
+            watcher.done.set()
+            watcher.join()  # from here on, an emulator that exits is one we stopped
+        for emulator in reversed(running.values()):
             emulator.stop()
     return 0
 

@@ -2,6 +2,10 @@
 
 Used by `make dev`, the test suite and the benchmarks, so all three talk to the same
 emulators the same way: over HTTP, with the real SDKs.
+
+Each emulator runs in a session of its own, so a Ctrl-C at the terminal reaches only its
+owner (`make dev`, pytest), which then stops it; otherwise the emulators would die with the
+same keystroke, before their owner, and `make dev` would report that as a crash.
 """
 
 from __future__ import annotations
@@ -32,7 +36,11 @@ def free_port() -> int:
 
 
 def ensure_port_free(port: int, what: str) -> None:
+    """PortInUse if something listens on `port`. Binds as the servers do, with SO_REUSEADDR,
+    so the TIME_WAIT connections a stopped server leaves behind do not count: they would not
+    stop fake-gcs-server, moto or uvicorn from binding either."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((HOST, port))
         except OSError:
@@ -95,6 +103,7 @@ def start_moto(port: int | None = None) -> Emulator:
         [sys.executable, "-m", "moto.server", "-H", HOST, "-p", str(port)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        start_new_session=True,
     )
     emulator = Emulator("moto server", port, process)
     _wait_until_ready(emulator, "/moto-api/")
@@ -114,7 +123,11 @@ def start_fake_gcs(port: int | None = None, memory_limit: str = "2GiB") -> Emula
     ]
     env = {**os.environ, "GOMEMLIMIT": memory_limit}
     process = subprocess.Popen(
-        command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        command,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
     )
     emulator = Emulator("fake-gcs-server", port, process)
     _wait_until_ready(emulator, "/storage/v1/b")

@@ -47,6 +47,7 @@ import stat
 import tempfile
 import threading
 import time
+import urllib.parse
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -146,18 +147,29 @@ class LocalDestination:
         self.target = f"local:{root}"
 
     def probe(self, bucket: str) -> None:
-        if not self._root.is_dir():
-            raise errors.StartupError(f"LOCAL_GCS_PATH {self._root} is not a directory")
-        if not os.access(self._root, os.W_OK):
-            raise errors.StartupError(f"LOCAL_GCS_PATH {self._root} is not writable")
+        """Create the root and the bucket's directory when they are missing, then check that
+        files can be created and removed where writes go (the bucket and the staging area)
+        and that the filesystem keeps names apart. StartupError, one line naming
+        LOCAL_GCS_PATH, when any of that fails. Runs at start-up and on /ready."""
         if not _BUCKET.fullmatch(bucket):
-            raise errors.StartupError(f"bucket name {bucket!r} cannot be a directory name")
+            raise errors.StartupError(
+                f"bucket name {bucket!r} cannot be a directory name under LOCAL_GCS_PATH"
+            )
+        if self._root.exists() and not self._root.is_dir():
+            raise errors.StartupError(f"LOCAL_GCS_PATH {self._root} is a file, not a directory")
+        where = self._root
         try:
-            (self._root / bucket).mkdir(exist_ok=True)
-            self._staging.mkdir(exist_ok=True)
+            self._root.mkdir(parents=True, exist_ok=True)
+            for where in (self._root / bucket, self._staging):
+                where.mkdir(exist_ok=True)
+                fd, name = tempfile.mkstemp(dir=where, prefix=".probe-")  # not an object's name
+                os.close(fd)
+                os.unlink(name)
             folded = _folded_names(self._staging)
         except OSError as exc:
-            raise errors.StartupError(f"LOCAL_GCS_PATH {self._root}: {exc}") from exc
+            raise errors.StartupError(
+                f"LOCAL_GCS_PATH {self._root}: cannot create or write in {where} ({exc.strerror})"
+            ) from exc
         if folded:
             raise errors.StartupError(
                 f"LOCAL_GCS_PATH {self._root} is on a filesystem that treats names differing "
@@ -187,7 +199,17 @@ class LocalDestination:
     def iter_objects(
         self, bucket: str, prefix: str = "", start_after: str | None = None
     ) -> Iterator[ObjectInfo]:
-        raise NotImplementedError("the dev-local branch brings it")
+        """Every object whose key starts with `prefix` and sorts strictly after `start_after`,
+        in key order (UTF-8 byte order, which is Python's str order), each as `head` describes
+        it. BucketNotFound, at once, when the bucket does not exist.
+
+        The walk visits directories in key order rather than name order (`a-b` comes before
+        `a/b`, though a plain walk yields the directory `a` first) and skips those that cannot
+        hold a key in range. It keeps one sorted directory listing per level it is in, never
+        the list of all keys. An object written or deleted during the walk may or may not be
+        seen."""
+        self._existing_bucket(bucket)
+        return self._walk(bucket, _bucket_dir(self._root, bucket), prefix, start_after)
 
     def write(
         self,
@@ -257,6 +279,38 @@ class LocalDestination:
             if not _bucket_dir(self._root, bucket).is_dir():
                 raise errors.BucketNotFound(f"bucket '{bucket}' does not exist under {self._root}")
 
+    def _walk(
+        self, bucket: str, bucket_dir: Path, prefix: str, start_after: str | None
+    ) -> Iterator[ObjectInfo]:
+        # A stack of sorted directory listings, not recursion: a key may be 1024 levels deep.
+        with _translated(bucket):
+            stack = [iter(_entries(bucket_dir, ""))]
+        while stack:
+            entry = next(stack[-1], None)
+            if entry is None:
+                stack.pop()
+                continue
+            if not (entry.key.startswith(prefix) or entry.is_dir and prefix.startswith(entry.key)):
+                if entry.key > prefix:
+                    return  # past every key with `prefix`, here and in what is left to visit
+                continue
+            if entry.is_dir:
+                # It holds exactly the keys that start with entry.key; they all sort before
+                # start_after when start_after is greater without extending entry.key.
+                if start_after is None or not (
+                    start_after > entry.key and not start_after.startswith(entry.key)
+                ):
+                    with _translated(f"{bucket}/{entry.key}"):
+                        stack.append(iter(_entries(entry.path, entry.key)))
+            elif start_after is None or entry.key > start_after:
+                paths = ObjectPaths(
+                    bucket_dir, entry.path.with_name(entry.path.name[:-5]), entry.path
+                )
+                with self._lock, _translated(f"{bucket}/{entry.key}"):
+                    info = self._head(bucket, entry.key, paths)
+                if info is not None:  # metadata without data: a write that never finished
+                    yield info
+
     def _head(self, bucket: str, key: str, paths: ObjectPaths) -> ObjectInfo | None:
         try:
             record = json.loads(paths.meta.read_bytes())
@@ -270,6 +324,75 @@ class LocalDestination:
         if not stat.S_ISREG(data.st_mode):
             raise errors.ReplicatorError(f"{paths.data} is not a regular file")
         return _object_info(bucket, key, record, data.st_size)
+
+
+@dataclass(frozen=True, order=True)
+class _Entry:
+    """One directory entry of the walk, ordered by `key`: an object's key, or for a directory
+    the key prefix it holds (ending in `/`), so a directory sorts among its siblings exactly
+    where its keys do."""
+
+    key: str
+    is_dir: bool
+    path: Path  # the directory, or the object's metadata file
+
+
+def _entries(directory: Path, parent_key: str) -> list[_Entry]:
+    """The objects and directories in `directory` (which holds the keys starting with
+    `parent_key`), sorted by key. Names this layout does not produce are left out."""
+    entries = []
+    try:
+        with os.scandir(directory) as scan:
+            found = list(scan)
+    except FileNotFoundError:
+        return []  # removed by a delete since its parent was listed
+    for item in found:
+        if item.is_dir(follow_symlinks=False):
+            segment = _decode_segment(item.name)
+            if segment is None:  # hashed: any object below knows the segment
+                segment = _segment_below(Path(item.path), parent_key.count("/"))
+            if segment is not None:
+                entries.append(_Entry(f"{parent_key}{segment}/", True, Path(item.path)))
+        elif item.name.endswith("~.json"):
+            segment = _decode_segment(item.name.removesuffix("~.json"))
+            key = parent_key + segment if segment is not None else _recorded_key(Path(item.path))
+            if key is not None:
+                entries.append(_Entry(key, False, Path(item.path)))
+    return sorted(entries)
+
+
+def _decode_segment(name: str) -> str | None:
+    """The key segment a name encodes (see the layout); None when the name is hashed, or is
+    not one this layout produces."""
+    if name == "%":
+        return ""
+    if name.startswith("~"):
+        return None
+    try:
+        return urllib.parse.unquote(name, errors="strict")
+    except UnicodeDecodeError:
+        return None
+
+
+def _recorded_key(meta: Path) -> str | None:
+    """The key a metadata file records; None if it cannot be read."""
+    try:
+        key = json.loads(meta.read_bytes())["key"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return key if isinstance(key, str) else None
+
+
+def _segment_below(directory: Path, depth: int) -> str | None:
+    """Segment `depth` of the keys stored below `directory` (a hashed name), from the first
+    metadata file found there; None when there is none (the directory holds no object)."""
+    for folder, _, files in os.walk(directory):
+        for name in files:
+            if name.endswith("~.json"):
+                key = _recorded_key(Path(folder) / name)
+                if key is not None:
+                    return key.split("/")[depth]
+    return None
 
 
 def _stage_bytes(staging: Path, stream: VerifiedStream, size: int, staged: list[str]) -> str:
