@@ -1,12 +1,13 @@
 """What the replication flow needs from storage: plain dataclasses and two small protocols.
 
-Adapters (s3.py, gcs.py, local.py) speak their provider's SDK inside and this vocabulary
+Adapters (s3.py, gcs/, local.py) speak their provider's SDK inside and this vocabulary
 outside; provider errors are translated to app.errors at the adapter's edge.
 """
 
 from __future__ import annotations
 
 import contextlib
+import datetime
 import os
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -48,6 +49,7 @@ class ObjectInfo:
     # S3's additional checksums ("CRC32C", "SHA256", ...: base64, "-N" when composite).
     s3_checksums: Mapping[str, str] = field(default_factory=dict)
     s3_checksum_type: str | None = None  # "FULL_OBJECT" or "COMPOSITE" when S3 says
+    updated: datetime.datetime | None = None  # destination: last written (GCS `updated`)
 
 
 @dataclass(frozen=True)
