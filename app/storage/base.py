@@ -143,6 +143,16 @@ class Destination(Protocol):
         """Full descriptions (metadata included) of those of `keys` that exist."""
         ...
 
+    def iter_objects(
+        self, bucket: str, prefix: str = "", start_after: str | None = None
+    ) -> Iterator[ObjectInfo]:
+        """Every object under `prefix` whose key sorts strictly after `start_after`, in key
+        order (UTF-8 byte order, which is Python's str order), each fully described (size,
+        generation, checksums, content headers, custom metadata, `updated`). Fetched a page at
+        a time, so memory does not grow with the number of objects. BucketNotFound when the
+        bucket does not exist."""
+        ...
+
     def write(
         self,
         bucket: str,
