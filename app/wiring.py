@@ -154,14 +154,9 @@ def _clients(
     if settings.local_gcs_path is not None:
         destination = local.LocalDestination(settings.local_gcs_path)
     else:
-        client = gcs.build_client(
+        destination = gcs.build_destination(
             emulator_host=settings.storage_emulator_host,
-            project=settings.gcp_project,
-            max_pool_connections=connections,
-        )
-        destination = gcs.GCSDestination(
-            client,
-            retry,
+            retry=retry,
             chunk_size=settings.upload_chunk_size,
             timeout=(settings.connect_timeout, settings.read_timeout),
             target=settings.describe()["gcs_target"],

@@ -13,9 +13,8 @@ import threading
 from types import FrameType
 
 import boto3
+import urllib3
 import uvicorn
-from google.auth.credentials import AnonymousCredentials
-from google.cloud import storage
 
 from app.dev import emulators
 
@@ -39,12 +38,13 @@ def seed(s3_url: str, gcs_url: str, destination_bucket: str) -> None:
         ContentType="text/plain",
         Metadata={"origin": "make-dev"},
     )
-    gcs = storage.Client(
-        project="local-emulator",
-        credentials=AnonymousCredentials(),
-        client_options={"api_endpoint": gcs_url},
+    created = urllib3.request(
+        "POST",
+        f"{gcs_url}/storage/v1/b?project=local-emulator",
+        json={"name": destination_bucket},
     )
-    gcs.create_bucket(destination_bucket)
+    if created.status != 200:
+        raise RuntimeError(f"fake-gcs-server did not create {destination_bucket}: {created.data!r}")
 
 
 class Watcher(threading.Thread):

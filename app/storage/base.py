@@ -1,12 +1,13 @@
 """What the replication flow needs from storage: plain dataclasses and two small protocols.
 
-Adapters (s3.py, gcs.py, local.py) speak their provider's SDK inside and this vocabulary
+Adapters (s3.py, gcs/, local.py) speak their provider's SDK inside and this vocabulary
 outside; provider errors are translated to app.errors at the adapter's edge.
 """
 
 from __future__ import annotations
 
 import contextlib
+import datetime
 import os
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -48,6 +49,7 @@ class ObjectInfo:
     # S3's additional checksums ("CRC32C", "SHA256", ...: base64, "-N" when composite).
     s3_checksums: Mapping[str, str] = field(default_factory=dict)
     s3_checksum_type: str | None = None  # "FULL_OBJECT" or "COMPOSITE" when S3 says
+    updated: datetime.datetime | None = None  # destination: last written (GCS `updated`)
 
 
 @dataclass(frozen=True)
@@ -151,9 +153,11 @@ class Destination(Protocol):
     def iter_objects(
         self, bucket: str, prefix: str = "", start_after: str | None = None
     ) -> Iterator[ObjectInfo]:
-        """Every object under `prefix` whose key sorts after `start_after`, in key order,
-        fetched page by page, each fully described; BucketNotFound when the bucket does
-        not exist."""
+        """Every object under `prefix` whose key sorts strictly after `start_after`, in key
+        order (UTF-8 byte order, which is Python's str order), each fully described (size,
+        generation, checksums, content headers, custom metadata, `updated`). Fetched a page at
+        a time, so memory does not grow with the number of objects. BucketNotFound when the
+        bucket does not exist."""
         ...
 
     def write(

@@ -116,6 +116,22 @@ def test_metadata_lookup_is_retried(
     assert len(gcs_proxy.seen("GET", path)) > 2  # the lookup went through in the end
 
 
+def test_a_failing_metadata_lookup_is_retried_in_one_layer_only(
+    gcs_proxy: FaultProxy, settings_for: SettingsFor, buckets: Buckets
+) -> None:
+    """The replicator retries the lookup; the adapter does not retry it again inside, so
+    GCS sees exactly MAX_RETRIES + 1 attempts, not (MAX_RETRIES + 1) squared."""
+    buckets.put_random("a.bin", SMALL)
+    path = f"/storage/v1/b/{buckets.dest}/o/a.bin"
+    gcs_proxy.add(Fault("GET", path, **SERVICE_UNAVAILABLE))
+
+    response = buckets.replicate(settings_for(max_retries=2), "a.bin")
+
+    assert_error(response, 503, "unavailable")
+    assert len(gcs_proxy.seen("GET", path)) == 3
+    buckets.assert_nothing_written()
+
+
 def test_a_garbled_answer_is_a_json_500_and_writes_nothing(
     gcs_proxy: FaultProxy, settings_for: SettingsFor, buckets: Buckets
 ) -> None:

@@ -1,4 +1,4 @@
-"""The GCS adapter's urllib3 pool honours the proxy variables requests would have honoured."""
+"""The GCS adapter's transport: the proxy variables requests would have honoured, and a 401."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 import urllib3
 from google.cloud import storage
 
-from app.storage import http
+from app.storage.gcs import transport
 from tests.faults import Fault, FaultProxy
 
 
@@ -21,7 +21,7 @@ def no_proxy_variables(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_without_proxy_variables_the_pool_connects_directly() -> None:
-    pool = http._pool("https://storage.googleapis.com", 4)
+    pool = transport._pool("https://storage.googleapis.com", 4)
     assert not isinstance(pool, urllib3.ProxyManager)
 
 
@@ -29,13 +29,15 @@ def test_https_proxy_is_used_unless_no_proxy_names_the_host(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("HTTPS_PROXY", "http://proxy.internal:3128")
-    pool = http._pool("https://storage.googleapis.com", 4)
+    pool = transport._pool("https://storage.googleapis.com", 4)
     assert isinstance(pool, urllib3.ProxyManager)
     assert pool.proxy is not None
     assert pool.proxy.host == "proxy.internal"
 
     monkeypatch.setenv("NO_PROXY", "storage.googleapis.com")
-    assert not isinstance(http._pool("https://storage.googleapis.com", 4), urllib3.ProxyManager)
+    assert not isinstance(
+        transport._pool("https://storage.googleapis.com", 4), urllib3.ProxyManager
+    )
 
 
 class CountingCredentials(google.auth.credentials.Credentials):
@@ -55,7 +57,7 @@ def test_a_401_refreshes_the_credentials_and_tries_once_more(
     gcs_proxy: FaultProxy, gcs: storage.Client, dest_bucket: str
 ) -> None:
     credentials = CountingCredentials()
-    client = http.Http(credentials, gcs_proxy.url, max_pool_connections=2)
+    client = transport.Http(credentials, gcs_proxy.url, max_pool_connections=2)
     gcs_proxy.add(Fault("GET", f"/b/{dest_bucket}", "status", status=401, times=1))
 
     answer = client.request("GET", f"{gcs_proxy.url}/storage/v1/b/{dest_bucket}", timeout=(2, 5))
