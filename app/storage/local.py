@@ -38,6 +38,7 @@ Filesystem errors are translated into app.errors: no OSError leaves this module.
 from __future__ import annotations
 
 import contextlib
+import datetime
 import errno
 import hashlib
 import json
@@ -431,6 +432,8 @@ def _object_info(bucket: str, key: str, record: Mapping[str, Any], size: int) ->
             headers=ContentHeaders(**record["headers"]),
             metadata=record["metadata"],
             checksums=Checksums(**record["checksums"]),
+            # The generation is the write's time in nanoseconds (or just after the last one).
+            updated=datetime.datetime.fromtimestamp(record["generation"] / 1e9, datetime.UTC),
         )
     except (KeyError, TypeError) as exc:
         raise errors.ReplicatorError(f"the metadata record of {bucket}/{key} is damaged") from exc
