@@ -14,6 +14,7 @@ from typing import Any
 import boto3
 import botocore.config
 import botocore.exceptions as bce
+import botocore.session
 import urllib3.exceptions
 
 from app import errors, retry
@@ -61,12 +62,14 @@ def build_source(
         request_checksum_calculation="when_required",
         response_checksum_validation="when_required",
     )
-    session = boto3.session.Session(
-        aws_access_key_id=access_key_id, aws_secret_access_key=secret_access_key
-    )
+    core = botocore.session.get_session()
     # Timestamps (LastModified) are never used here; parsing them costs a share of every HEAD.
-    parsers = session._session.get_component("response_parser_factory")
-    parsers.set_parser_defaults(timestamp_parser=str)
+    core.get_component("response_parser_factory").set_parser_defaults(timestamp_parser=str)
+    session = boto3.session.Session(
+        aws_access_key_id=access_key_id,
+        aws_secret_access_key=secret_access_key,
+        botocore_session=core,
+    )
     client = session.client("s3", endpoint_url=endpoint_url, config=config)
     credentials = session.get_credentials()  # the provider chain's, refreshing; shared with boto3
     direct = None
