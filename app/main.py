@@ -53,6 +53,7 @@ def build_replicator(settings: Settings) -> tuple[Replicator, s3.S3Source, Desti
         connect_timeout=settings.connect_timeout,
         read_timeout=settings.read_timeout,
         max_pool_connections=pool_size,
+        direct_gets=settings.s3_direct_gets,
     )
     destination: Destination
     if settings.local_gcs_path is not None:

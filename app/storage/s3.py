@@ -2,7 +2,8 @@
 
 boto3's own retries are off (`total_max_attempts=1`): app.retry owns the policy.
 Every call goes through `_translated`, which maps botocore (and urllib3) errors to app.errors
-once. Object GETs replay boto3's endpoint without its per-call machinery (s3_direct).
+once. Object GETs replay boto3's endpoint without its per-call machinery (s3_direct), unless
+`direct_gets` is off.
 """
 
 from __future__ import annotations
@@ -49,8 +50,10 @@ def build_source(
     connect_timeout: float,
     read_timeout: float,
     max_pool_connections: int,
+    direct_gets: bool,
 ) -> S3Source:
-    """The boto3 client, and the direct GETs beside it (see s3_direct). Talks to no cloud."""
+    """The boto3 client, and the direct GETs beside it (see s3_direct) when `direct_gets` is
+    on; off, every GET goes through boto3. Talks to no cloud."""
     config = botocore.config.Config(
         region_name=region,
         signature_version="s3v4",
@@ -73,7 +76,7 @@ def build_source(
     client = session.client("s3", endpoint_url=endpoint_url, config=config)
     credentials = session.get_credentials()  # the provider chain's, refreshing; shared with boto3
     direct = None
-    if DirectGets.usable(credentials):
+    if direct_gets and DirectGets.usable(credentials):
         direct = DirectGets(
             client,
             credentials,

@@ -9,7 +9,7 @@ import pytest
 
 from app.dev import emulators
 from tests.conftest import Buckets
-from tests.faults import Fault, FaultProxy, Seen
+from tests.faults import Fault, FaultProxy, Seen, s3_error, s3_sender
 from tests.resilience.conftest import (
     SettingsFor,
     assert_error,
@@ -27,21 +27,46 @@ def settings_for(
 
 
 def senders(gets: list[Seen]) -> list[str]:
-    return [
-        "boto3" if "Botocore/" in get.headers.get("user-agent", "") else "direct" for get in gets
-    ]
+    return [s3_sender(get) for get in gets]
 
 
-def error_body(code: str) -> bytes:
-    return f"<Error><Code>{code}</Code><Message>{code}, as S3 says it</Message></Error>".encode()
+@pytest.mark.parametrize(
+    ("setting", "expected"),
+    [
+        (None, ["boto3", "direct", "direct"]),
+        ("true", ["boto3", "direct", "direct"]),
+        ("false", ["boto3", "boto3", "boto3"]),
+    ],
+    ids=["default", "on", "off"],
+)
+def test_s3_direct_gets_decides_who_sends_the_gets(
+    monkeypatch: pytest.MonkeyPatch,
+    s3_proxy: FaultProxy,
+    settings_for: SettingsFor,
+    buckets: Buckets,
+    setting: str | None,
+    expected: list[str],
+) -> None:
+    """S3_DIRECT_GETS, from the environment: off, boto3 sends every GET, not only the first."""
+    if setting is None:
+        monkeypatch.delenv("S3_DIRECT_GETS", raising=False)
+    else:
+        monkeypatch.setenv("S3_DIRECT_GETS", setting)
+    data = {key: buckets.put_random(key, 3000) for key in ("a.bin", "b.bin", "c.bin")}
+
+    with service(settings_for()) as client:
+        for key in data:
+            buckets.assert_replicated(replicate(client, buckets.source, key), key, data[key])
+
+    assert senders(s3_proxy.seen("GET")) == expected
 
 
 @pytest.mark.parametrize(
     ("status", "body", "headers"),
     [
-        (301, error_body("PermanentRedirect"), {"x-amz-bucket-region": "eu-west-1"}),
-        (400, error_body("AuthorizationHeaderMalformed"), {}),
-        (400, error_body("InvalidRequest"), {"x-amz-bucket-region": "eu-west-1"}),
+        (301, s3_error("PermanentRedirect"), {"x-amz-bucket-region": "eu-west-1"}),
+        (400, s3_error("AuthorizationHeaderMalformed"), {}),
+        (400, s3_error("InvalidRequest"), {"x-amz-bucket-region": "eu-west-1"}),
     ],
     ids=["301", "wrong-region-code", "wrong-region-header"],
 )
@@ -91,7 +116,7 @@ def test_error_answers_to_a_direct_get_are_translated_like_boto3s(
     first = buckets.put_random("a.bin", 3000)
     buckets.put_random("b.bin", 3000)
     s3_proxy.add(
-        Fault("GET", "/b.bin", "status", status=status, body=error_body(code), headers=headers)
+        Fault("GET", "/b.bin", "status", status=status, body=s3_error(code), headers=headers)
     )
 
     with service(settings_for(max_retries=1)) as client:

@@ -16,7 +16,7 @@ import pytest
 
 from app.dev import emulators
 from tests.conftest import Buckets
-from tests.faults import S3_SLOW_DOWN, Fault, FaultProxy
+from tests.faults import S3_SLOW_DOWN, Fault, FaultProxy, s3_sender
 from tests.resilience.conftest import (
     CHUNK,
     LARGE,
@@ -43,7 +43,7 @@ def buckets(
     buckets.warm_up = request.param == "direct"
     yield buckets
     gets = [get for get in s3_proxy.seen("GET") if "warm-up" not in get.target]
-    by_boto3 = ["Botocore/" in get.headers.get("user-agent", "") for get in gets]
+    by_boto3 = [s3_sender(get) == "boto3" for get in gets]
     if buckets.warm_up:
         assert not any(by_boto3), "the GETs were meant to bypass boto3"
     else:
