@@ -7,12 +7,12 @@ same signed request sent on urllib3 (measured in one process against moto, 4 KiB
 So the first GET of each bucket goes through boto3, which picks the endpoint (virtual-hosted or
 path style, region, FIPS, access points) and follows a region redirect. That request is
 recorded as botocore signs it (a `before-sign` event hook): the URL up to the key and the
-region it is signed for. Later GETs of the bucket replay
-the same endpoint, signed by botocore's own SigV4 signer with the session's (refreshing)
-credentials, on a urllib3 pool with its retries off. An answer saying the bucket lives elsewhere
-(301/307, or a 400 naming another region) forgets the endpoint and hands the call back to
-boto3. Errors are returned in botocore's ClientError shape, so app.storage.s3.translate maps
-both paths with the same table. With proxy variables set, every call stays on boto3.
+region it is signed for. Later GETs of the bucket replay the same endpoint, signed by
+botocore's own SigV4 signer with the session's (refreshing) credentials, on a urllib3 pool
+with its retries off. An answer saying the bucket lives elsewhere (301/307, or a 400 naming
+another region) forgets the endpoint and hands the call back to boto3. Errors are returned in
+botocore's ClientError shape, so app.storage.s3.translate maps both paths with the same table.
+With proxy variables set, or S3_DIRECT_GETS=false, every call stays on boto3.
 """
 
 from __future__ import annotations
