@@ -41,6 +41,7 @@ class Settings(BaseSettings):
     aws_secret_access_key: SecretStr | None = None
     aws_region: str = "us-east-1"
     s3_endpoint_url: str | None = None
+    s3_direct_gets: bool = True  # false: every S3 GET goes through boto3
 
     gcs_bucket_name: str = Field(
         validation_alias=AliasChoices("GCS_BUCKET_NAME", "TARGET_GCS_BUCKET", "gcs_bucket_name"),

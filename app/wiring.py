@@ -149,6 +149,7 @@ def _clients(
         connect_timeout=settings.connect_timeout,
         read_timeout=settings.read_timeout,
         max_pool_connections=connections,
+        direct_gets=settings.s3_direct_gets,
     )
     destination: Destination
     if settings.local_gcs_path is not None:

@@ -129,6 +129,25 @@ def digests(data: bytes) -> dict[str, str]:
     }
 
 
+def upload_in_parts(s3: Any, bucket: str, key: str, parts: list[bytes]) -> bytes:
+    """A multipart upload of `parts` (all but the last at least 5 MiB, S3's smallest part);
+    returns the object's bytes."""
+    upload = s3.create_multipart_upload(Bucket=bucket, Key=key)
+    etags = [
+        s3.upload_part(
+            Bucket=bucket, Key=key, UploadId=upload["UploadId"], PartNumber=number, Body=part
+        )["ETag"]
+        for number, part in enumerate(parts, start=1)
+    ]
+    s3.complete_multipart_upload(
+        Bucket=bucket,
+        Key=key,
+        UploadId=upload["UploadId"],
+        MultipartUpload={"Parts": [{"ETag": e, "PartNumber": n} for n, e in enumerate(etags, 1)]},
+    )
+    return b"".join(parts)
+
+
 def destination_bytes(gcs: storage.Client, bucket: str, key: str) -> bytes:
     return bytes(gcs.bucket(bucket).blob(key).download_as_bytes(raw_download=True))
 

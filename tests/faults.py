@@ -93,6 +93,20 @@ class Seen:
     fault: str | None  # the action applied to it, if any
 
 
+def s3_sender(request: Seen) -> str:
+    """Who sent an S3 request: "boto3" (its user agent names botocore) or "direct" (the
+    urllib3 pool of app.storage.s3_direct)."""
+    return "boto3" if "Botocore/" in request.headers.get("user-agent", "") else "direct"
+
+
+def s3_error(code: str, **fields: str) -> bytes:
+    """An S3 error document with `code`, a message, and any further fields (Region=...)."""
+    more = "".join(f"<{name}>{value}</{name}>" for name, value in fields.items())
+    return (
+        f"<Error><Code>{code}</Code><Message>{code}, as S3 says it</Message>{more}</Error>".encode()
+    )
+
+
 @dataclass
 class Message:
     start: str  # the request line or the status line

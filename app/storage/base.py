@@ -110,7 +110,8 @@ class Source(Protocol):
         ...
 
     def part_size(self, obj: ObjectInfo, part_number: int) -> tuple[int, int]:
-        """For a multipart object: the size of one part, and the number of parts."""
+        """For a multipart object: the size of one part, and the number of parts.
+        Raise ObjectNotFound / BucketNotFound as `head` does."""
         ...
 
     def list(self, bucket: str, keys: Sequence[str], max_pages: int) -> Listing:
@@ -121,8 +122,11 @@ class Source(Protocol):
     def iter_objects(
         self, bucket: str, prefix: str = "", start_after: str | None = None
     ) -> Iterator[ObjectInfo]:
-        """Every object under `prefix` whose key sorts after `start_after`, in key order,
-        fetched page by page; BucketNotFound when the bucket does not exist."""
+        """Every object under `prefix` whose key sorts strictly after `start_after`, in key
+        order (UTF-8 byte order, which is Python's order for str), each with bucket, key,
+        size and ETag. Lists page by page as the iteration goes, so memory does not grow with
+        the number of objects. Raises, when iterated, BucketNotFound, AccessDenied,
+        TransientError; not retried (a caller resumes with `start_after`)."""
         ...
 
     def get(self, bucket: str, key: str, etag: str | None) -> tuple[ObjectInfo, Body]:

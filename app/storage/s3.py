@@ -1,8 +1,9 @@
 """Amazon S3 as a replication source, through boto3.
 
-boto3's own retries are off (`total_max_attempts=1`): app.retry owns the policy.
-Every call goes through `_translated`, which maps botocore (and urllib3) errors to app.errors
-once. Object GETs replay boto3's endpoint without its per-call machinery (s3_direct).
+boto3's own retries are off (`total_max_attempts=1`) and nothing here retries: app.retry owns
+the policy, and the services retry whole calls. Every call goes through `_translated`, which
+maps botocore (and urllib3) errors to app.errors once. Object GETs replay boto3's endpoint
+without its per-call machinery (s3_direct), unless `direct_gets` is off.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any
 import boto3
 import botocore.config
 import botocore.exceptions as bce
+import botocore.session
 import urllib3.exceptions
 
 from app import errors, retry
@@ -30,6 +32,7 @@ _DENIED = {
     "AllAccessDisabled",
 }
 _CHANGED = {"PreconditionFailed", "412"}
+MAX_KEYS = 1000  # the most objects S3 lists on one page
 _NETWORK_ERRORS = (
     bce.ConnectionError,  # includes EndpointConnectionError, ConnectTimeoutError
     bce.HTTPClientError,  # includes ReadTimeoutError, ConnectionClosedError
@@ -48,8 +51,11 @@ def build_source(
     connect_timeout: float,
     read_timeout: float,
     max_pool_connections: int,
+    direct_gets: bool,
+    list_page_size: int = MAX_KEYS,
 ) -> S3Source:
-    """The boto3 client, and the direct GETs beside it (see s3_direct). Talks to no cloud."""
+    """The boto3 client, and the direct GETs beside it (see s3_direct) when `direct_gets` is
+    on; off, every GET goes through boto3. Talks to no cloud."""
     config = botocore.config.Config(
         region_name=region,
         signature_version="s3v4",
@@ -61,23 +67,25 @@ def build_source(
         request_checksum_calculation="when_required",
         response_checksum_validation="when_required",
     )
-    session = boto3.session.Session(
-        aws_access_key_id=access_key_id, aws_secret_access_key=secret_access_key
-    )
+    core = botocore.session.get_session()
     # Timestamps (LastModified) are never used here; parsing them costs a share of every HEAD.
-    parsers = session._session.get_component("response_parser_factory")
-    parsers.set_parser_defaults(timestamp_parser=str)
+    core.get_component("response_parser_factory").set_parser_defaults(timestamp_parser=str)
+    session = boto3.session.Session(
+        aws_access_key_id=access_key_id,
+        aws_secret_access_key=secret_access_key,
+        botocore_session=core,
+    )
     client = session.client("s3", endpoint_url=endpoint_url, config=config)
     credentials = session.get_credentials()  # the provider chain's, refreshing; shared with boto3
     direct = None
-    if DirectGets.usable(credentials):
+    if direct_gets and DirectGets.usable(credentials):
         direct = DirectGets(
             client,
             credentials,
             max_pool_connections=max_pool_connections,
             timeout=(connect_timeout, read_timeout),
         )
-    return S3Source(client, endpoint_url, direct)
+    return S3Source(client, endpoint_url, direct, list_page_size=list_page_size)
 
 
 def translate(exc: Exception, what: str, bucket: str | None = None) -> errors.ReplicatorError:
@@ -148,10 +156,16 @@ def _describe(bucket: str, key: str) -> str:
 
 class S3Source:
     def __init__(
-        self, client: Any, endpoint_url: str | None = None, direct: DirectGets | None = None
+        self,
+        client: Any,
+        endpoint_url: str | None = None,
+        direct: DirectGets | None = None,
+        *,
+        list_page_size: int = MAX_KEYS,
     ) -> None:
         self._client = client
         self._direct = direct
+        self._page_size = list_page_size
         self.target = endpoint_url or "REAL AWS"
 
     def probe(self) -> None:
@@ -166,14 +180,19 @@ class S3Source:
             raise errors.StartupError(f"cannot reach S3 at {self.target}: {exc}") from exc
 
     def head(self, bucket: str, key: str) -> ObjectInfo:
-        what = _describe(bucket, key)
+        request = {"Bucket": bucket, "Key": key, "ChecksumMode": "ENABLED"}
+        return _object_info(bucket, key, self._head_object(_describe(bucket, key), request))
+
+    def _head_object(self, what: str, request: dict[str, Any]) -> dict[str, Any]:
+        """HeadObject. A HEAD answer has no body to say which is missing, so a 404 asks
+        HeadBucket: BucketNotFound when the bucket is gone, else ObjectNotFound."""
         try:
             with _translated(what):
-                response = self._client.head_object(Bucket=bucket, Key=key, ChecksumMode="ENABLED")
+                response: dict[str, Any] = self._client.head_object(**request)
         except errors.ObjectNotFound:
-            self._raise_if_bucket_missing(bucket)
+            self._raise_if_bucket_missing(request["Bucket"])
             raise
-        return _object_info(bucket, key, response)
+        return response
 
     def _raise_if_bucket_missing(self, bucket: str) -> None:
         try:
@@ -191,51 +210,58 @@ class S3Source:
         request: dict[str, Any] = {"Bucket": obj.bucket, "Key": obj.key, "PartNumber": part_number}
         if obj.version_id:
             request["VersionId"] = obj.version_id
-        with _translated(f"part {part_number} of {_describe(obj.bucket, obj.key)}"):
-            response = self._client.head_object(**request)
+        what = f"part {part_number} of {_describe(obj.bucket, obj.key)}"
+        response = self._head_object(what, request)
         return int(response["ContentLength"]), int(response.get("PartsCount") or 1)
-
-    def list(self, bucket: str, keys: Sequence[str], max_pages: int) -> Listing:
-        prefix, first, last = listing_range(keys)
-        request: dict[str, Any] = {"Bucket": bucket, "Prefix": prefix}
-        if len(first) > 1:
-            request["StartAfter"] = first[:-1]  # sorts just before `first`
-        seen: dict[str, ObjectInfo] = {}
-        with bucket_request("S3", bucket), _translated(f"the listing of s3://{bucket}/{prefix}"):
-            for _ in range(max_pages):
-                page = self._client.list_objects_v2(**request)
-                for item in page.get("Contents", []):
-                    seen[item["Key"]] = ObjectInfo(
-                        bucket=bucket,
-                        key=item["Key"],
-                        size=int(item["Size"]),
-                        etag=str(item["ETag"]).strip('"'),
-                    )
-                through = page["Contents"][-1]["Key"] if page.get("Contents") else last
-                if not page.get("IsTruncated") or through >= last:
-                    return Listing(seen, last)
-                request["ContinuationToken"] = page["NextContinuationToken"]
-        return Listing(seen, through)
 
     def iter_objects(
         self, bucket: str, prefix: str = "", start_after: str | None = None
     ) -> Iterator[ObjectInfo]:
-        request: dict[str, Any] = {"Bucket": bucket, "Prefix": prefix}
+        """Every object under `prefix` whose key sorts strictly after `start_after`, in key
+        order (S3 lists in UTF-8 byte order, which is Python's order for str), with its size
+        and ETag. Reads one ListObjectsV2 page at a time, as the iteration reaches it, so
+        memory does not grow with the bucket. Raises (when iterated) BucketNotFound,
+        AccessDenied, TransientError; nothing is retried here, so a caller that retries
+        resumes with `start_after` set to the last key it received."""
+        request: dict[str, Any] = {"Prefix": prefix}
         if start_after:
             request["StartAfter"] = start_after
-        with bucket_request("S3", bucket), _translated(f"the listing of s3://{bucket}/{prefix}"):
-            while True:
+        for objects, _ in self._pages(bucket, request):
+            yield from objects
+
+    def list(self, bucket: str, keys: Sequence[str], max_pages: int) -> Listing:
+        prefix, first, last = listing_range(keys)
+        request: dict[str, Any] = {"Prefix": prefix}
+        if len(first) > 1:
+            request["StartAfter"] = first[:-1]  # sorts just before `first`
+        seen: dict[str, ObjectInfo] = {}
+        through = last
+        for number, (objects, more) in enumerate(self._pages(bucket, request), start=1):
+            seen.update((obj.key, obj) for obj in objects)
+            through = objects[-1].key if objects else last
+            if not more or through >= last:
+                return Listing(seen, last)
+            if number >= max_pages:
+                break
+        return Listing(seen, through)
+
+    def _pages(
+        self, bucket: str, request: dict[str, Any]
+    ) -> Iterator[tuple[Sequence[ObjectInfo], bool]]:
+        """ListObjectsV2 (`request` plus the bucket and page size), one page per step: its
+        objects, and whether more pages follow. Each page is requested when the caller asks
+        for it."""
+        request = {**request, "Bucket": bucket, "MaxKeys": self._page_size}
+        what = f"the listing of s3://{bucket}/{request.get('Prefix', '')}"
+        while True:
+            with bucket_request("S3", bucket), _translated(what, bucket):
                 page = self._client.list_objects_v2(**request)
-                for item in page.get("Contents", []):
-                    yield ObjectInfo(
-                        bucket=bucket,
-                        key=item["Key"],
-                        size=int(item["Size"]),
-                        etag=str(item["ETag"]).strip('"'),
-                    )
-                if not page.get("IsTruncated"):
-                    return
-                request["ContinuationToken"] = page["NextContinuationToken"]
+            objects = [_listed(bucket, item) for item in page.get("Contents", [])]
+            more = bool(page.get("IsTruncated"))
+            yield objects, more
+            if not more:
+                return
+            request["ContinuationToken"] = page["NextContinuationToken"]
 
     def get(self, bucket: str, key: str, etag: str | None) -> tuple[ObjectInfo, S3Body]:
         request: dict[str, Any] = {"Bucket": bucket, "Key": key, "ChecksumMode": "ENABLED"}
@@ -282,6 +308,13 @@ class S3Body:
 
     def close(self) -> None:
         self._body.close()
+
+
+def _listed(bucket: str, item: dict[str, Any]) -> ObjectInfo:
+    """An object as a listing describes it: key, size and ETag."""
+    return ObjectInfo(
+        bucket=bucket, key=item["Key"], size=int(item["Size"]), etag=str(item["ETag"]).strip('"')
+    )
 
 
 def _object_info(bucket: str, key: str, response: dict[str, Any]) -> ObjectInfo:

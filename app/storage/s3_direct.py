@@ -6,12 +6,13 @@ same signed request sent on urllib3 (measured in one process against moto, 4 KiB
 
 So the first GET of each bucket goes through boto3, which picks the endpoint (virtual-hosted or
 path style, region, FIPS, access points) and follows a region redirect. That request is
-recorded: the URL up to the key and the region it was signed for. Later GETs of the bucket replay
-the same endpoint, signed by botocore's own SigV4 signer with the session's (refreshing)
-credentials, on a urllib3 pool with its retries off. An answer saying the bucket lives elsewhere
-(301/307, or a 400 naming another region) forgets the endpoint and hands the call back to
-boto3. Errors are returned in botocore's ClientError shape, so app.storage.s3.translate maps
-both paths with the same table. With proxy variables set, every call stays on boto3.
+recorded as botocore signs it (a `before-sign` event hook): the URL up to the key and the
+region it is signed for. Later GETs of the bucket replay the same endpoint, signed by
+botocore's own SigV4 signer with the session's (refreshing) credentials, on a urllib3 pool
+with its retries off. An answer saying the bucket lives elsewhere (301/307, or a 400 naming
+another region) forgets the endpoint and hands the call back to boto3. Errors are returned in
+botocore's ClientError shape, so app.storage.s3.translate maps both paths with the same table.
+With proxy variables set, or S3_DIRECT_GETS=false, every call stays on boto3.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import re
 import threading
 from collections.abc import Mapping
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, urlsplit, urlunsplit
 
 import botocore.auth
 import botocore.awsrequest
@@ -29,7 +30,6 @@ import botocore.exceptions as bce
 import botocore.httpsession
 import urllib3
 
-_SIGNED_REGION = re.compile(r"Credential=[^/]+/\d{8}/([^/]+)/s3/aws4_request")
 _ERROR_FIELD = re.compile(r"<(Code|Message)>([^<]*)</\1>")
 _PROXY_VARIABLES = ("http_proxy", "https_proxy", "all_proxy")
 # botocore's GetObject output names for the response headers the copy uses.
@@ -77,7 +77,7 @@ class DirectGets:
             retries=False,
             timeout=urllib3.Timeout(connect=timeout[0], read=timeout[1]),
         )
-        client.meta.events.register("before-send.s3.GetObject", self._record)
+        client.meta.events.register("before-sign.s3.GetObject", self._record)
 
     @classmethod
     def usable(cls, credentials: Any) -> bool:
@@ -85,21 +85,33 @@ class DirectGets:
         proxied = any(os.environ.get(n) or os.environ.get(n.upper()) for n in _PROXY_VARIABLES)
         return credentials is not None and not proxied
 
-    def _record(self, request: Any, **_: Any) -> None:
-        self._seen.request = (request.url, request.headers.get("Authorization", b""))
+    def _record(
+        self, request: Any, region_name: str, signature_version: str, signing_name: str, **_: Any
+    ) -> None:
+        """Note the URL of the GetObject boto3 is about to sign on this thread, and the region
+        it signs it for: the signing context's, which the endpoint rules and botocore's region
+        redirector set, else the client's (as botocore's RequestSigner.sign chooses). Only a
+        plain SigV4 signature for "s3" can be replayed (not SigV4a, S3 Express or unsigned).
+        A redirected call is signed again, so the last record is the one that succeeded."""
+        signing = request.context.get("signing", {})
+        replayable = (
+            signature_version == "s3v4" and (signing.get("signing_name") or signing_name) == "s3"
+        )
+        region = (signing.get("region") or region_name) if replayable else None
+        self._seen.request = (request.url, region)
 
     def learn(self, bucket: str, key: str) -> None:
         """Keep the endpoint of the GetObject this thread just sent through boto3."""
-        url, authorization = getattr(self._seen, "request", ("", b""))
-        self._seen.request = ("", b"")
-        if isinstance(authorization, bytes):
-            authorization = authorization.decode("latin-1")
-        signed = _SIGNED_REGION.search(authorization)
+        url, region = getattr(self._seen, "request", ("", None))
+        self._seen.request = ("", None)
         parts = urlsplit(url)
         encoded = _encode(key)
-        if signed and not parts.query and parts.path.endswith(encoded):
-            base = url[: len(url) - len(encoded)]
-            self._endpoints[bucket] = (base, signed.group(1))
+        if region and parts.path.endswith(encoded):
+            prefix = parts.path[: len(parts.path) - len(encoded)]  # the query is rebuilt per GET
+            self._endpoints[bucket] = (
+                urlunsplit((parts.scheme, parts.netloc, prefix, "", "")),
+                region,
+            )
 
     def knows(self, bucket: str) -> bool:
         return bucket in self._endpoints

@@ -1,5 +1,7 @@
-"""The direct GETs (app.storage.s3_direct): what they do when S3 answers something other than
-the object. The first GET of a bucket is boto3's; the proxy shows which client sent each one."""
+"""The direct GETs (app.storage.s3_direct) through the service: the setting that turns them
+off, and what they do when S3 answers something other than the object. The first GET of a
+bucket is boto3's; the proxy shows which client sent each one. What both paths must do alike
+(keys, versions, a bucket in another region, ...) is in tests/storage/test_source_contract.py."""
 
 from __future__ import annotations
 
@@ -9,7 +11,7 @@ import pytest
 
 from app.dev import emulators
 from tests.conftest import Buckets
-from tests.faults import Fault, FaultProxy, Seen
+from tests.faults import Fault, FaultProxy, Seen, s3_error, s3_sender
 from tests.resilience.conftest import (
     SettingsFor,
     assert_error,
@@ -27,23 +29,47 @@ def settings_for(
 
 
 def senders(gets: list[Seen]) -> list[str]:
-    return [
-        "boto3" if "Botocore/" in get.headers.get("user-agent", "") else "direct" for get in gets
-    ]
+    return [s3_sender(get) for get in gets]
 
 
-def error_body(code: str) -> bytes:
-    return f"<Error><Code>{code}</Code><Message>{code}, as S3 says it</Message></Error>".encode()
+@pytest.mark.parametrize(
+    ("setting", "expected"),
+    [
+        (None, ["boto3", "direct", "direct"]),
+        ("true", ["boto3", "direct", "direct"]),
+        ("false", ["boto3", "boto3", "boto3"]),
+    ],
+    ids=["default", "on", "off"],
+)
+def test_s3_direct_gets_decides_who_sends_the_gets(
+    monkeypatch: pytest.MonkeyPatch,
+    s3_proxy: FaultProxy,
+    settings_for: SettingsFor,
+    buckets: Buckets,
+    setting: str | None,
+    expected: list[str],
+) -> None:
+    """S3_DIRECT_GETS, from the environment: off, boto3 sends every GET, not only the first."""
+    if setting is None:
+        monkeypatch.delenv("S3_DIRECT_GETS", raising=False)
+    else:
+        monkeypatch.setenv("S3_DIRECT_GETS", setting)
+    data = {key: buckets.put_random(key, 3000) for key in ("a.bin", "b.bin", "c.bin")}
+
+    with service(settings_for()) as client:
+        for key in data:
+            buckets.assert_replicated(replicate(client, buckets.source, key), key, data[key])
+
+    assert senders(s3_proxy.seen("GET")) == expected
 
 
 @pytest.mark.parametrize(
     ("status", "body", "headers"),
     [
-        (301, error_body("PermanentRedirect"), {"x-amz-bucket-region": "eu-west-1"}),
-        (400, error_body("AuthorizationHeaderMalformed"), {}),
-        (400, error_body("InvalidRequest"), {"x-amz-bucket-region": "eu-west-1"}),
+        (400, s3_error("AuthorizationHeaderMalformed"), {}),
+        (400, s3_error("InvalidRequest"), {"x-amz-bucket-region": "eu-west-1"}),
     ],
-    ids=["301", "wrong-region-code", "wrong-region-header"],
+    ids=["wrong-region-code", "wrong-region-header"],
 )
 def test_a_bucket_that_moved_is_handed_back_to_boto3_and_learned_again(
     s3_proxy: FaultProxy,
@@ -53,7 +79,9 @@ def test_a_bucket_that_moved_is_handed_back_to_boto3_and_learned_again(
     body: bytes,
     headers: dict[str, str],
 ) -> None:
-    """S3 says so, one way or another, when a bucket is asked at the wrong endpoint."""
+    """S3 says so, one way or another, when a bucket is asked at the wrong endpoint: these
+    answers do not name the region in a way boto3 follows, but they still hand the call to
+    boto3. (A 301, which boto3 follows, is in the source contract.)"""
     data = {key: buckets.put_random(key, 5000) for key in ("a.bin", "b.bin", "c.bin")}
     moved = Fault("GET", "/b.bin", "status", status=status, body=body, headers=headers, times=1)
     s3_proxy.add(moved)
@@ -91,7 +119,7 @@ def test_error_answers_to_a_direct_get_are_translated_like_boto3s(
     first = buckets.put_random("a.bin", 3000)
     buckets.put_random("b.bin", 3000)
     s3_proxy.add(
-        Fault("GET", "/b.bin", "status", status=status, body=error_body(code), headers=headers)
+        Fault("GET", "/b.bin", "status", status=status, body=s3_error(code), headers=headers)
     )
 
     with service(settings_for(max_retries=1)) as client:
@@ -102,20 +130,3 @@ def test_error_answers_to_a_direct_get_are_translated_like_boto3s(
     assert code in response.json()["detail"] or expected_status == 404
     assert senders(s3_proxy.seen("GET", "/b.bin")) == ["direct"]  # not retried, not re-sent
     assert buckets.gcs.bucket(buckets.dest).get_blob("b.bin") is None
-
-
-def test_keys_with_dot_segments_are_read_as_they_are(
-    s3_proxy: FaultProxy, settings_for: SettingsFor, buckets: Buckets
-) -> None:
-    """ "." and ".." are part of an S3 key, not path navigation: they are sent (and signed)
-    as they are, never resolved away."""
-    keys = ["first.bin", "dots/./a", "dots/../b", "dots/.../c"]
-    data = {key: buckets.put_random(key, 3000) for key in keys}
-
-    with service(settings_for()) as client:
-        for key in keys:
-            buckets.assert_replicated(replicate(client, buckets.source, key), key, data[key])
-
-    gets = s3_proxy.seen("GET")
-    assert [get.target for get in gets] == [f"/{buckets.source}/{key}" for key in keys]
-    assert senders(gets) == ["boto3", "direct", "direct", "direct"]

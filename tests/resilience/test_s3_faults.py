@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 
 from app.dev import emulators
-from tests.conftest import Buckets
-from tests.faults import S3_SLOW_DOWN, Fault, FaultProxy
+from tests.conftest import Buckets, upload_in_parts
+from tests.faults import S3_SLOW_DOWN, Fault, FaultProxy, s3_sender
 from tests.resilience.conftest import (
     CHUNK,
     LARGE,
@@ -43,7 +43,7 @@ def buckets(
     buckets.warm_up = request.param == "direct"
     yield buckets
     gets = [get for get in s3_proxy.seen("GET") if "warm-up" not in get.target]
-    by_boto3 = ["Botocore/" in get.headers.get("user-agent", "") for get in gets]
+    by_boto3 = [s3_sender(get) == "boto3" for get in gets]
     if buckets.warm_up:
         assert not any(by_boto3), "the GETs were meant to bypass boto3"
     else:
@@ -228,26 +228,9 @@ def test_flipped_byte_keeps_the_previous_good_version(
 def test_flipped_byte_in_a_multipart_object_is_an_integrity_error(
     s3_proxy: FaultProxy, settings_for: SettingsFor, buckets: Buckets
 ) -> None:
-    s3, source = buckets.s3, buckets.source
-    parts = [os.urandom(5 * 1024 * 1024), os.urandom(1000)]  # S3's smallest part is 5 MiB
-    upload = s3.create_multipart_upload(Bucket=source, Key="multi.bin")
-    etags = [
-        s3.upload_part(
-            Bucket=source,
-            Key="multi.bin",
-            UploadId=upload["UploadId"],
-            PartNumber=number,
-            Body=part,
-        )["ETag"]
-        for number, part in enumerate(parts, start=1)
-    ]
-    s3.complete_multipart_upload(
-        Bucket=source,
-        Key="multi.bin",
-        UploadId=upload["UploadId"],
-        MultipartUpload={"Parts": [{"ETag": e, "PartNumber": n} for n, e in enumerate(etags, 1)]},
-    )
-    s3_proxy.add(Fault("GET", f"/{source}/multi.bin", "flip", at=1234))
+    parts = [os.urandom(5 * 1024 * 1024), os.urandom(1000)]
+    upload_in_parts(buckets.s3, buckets.source, "multi.bin", parts)
+    s3_proxy.add(Fault("GET", f"/{buckets.source}/multi.bin", "flip", at=1234))
 
     response = buckets.replicate(settings_for(), "multi.bin")
 
