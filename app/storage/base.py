@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
-import os
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -52,18 +51,6 @@ class ObjectInfo:
     updated: datetime.datetime | None = None  # destination: last written (GCS `updated`)
 
 
-@dataclass(frozen=True)
-class Listing:
-    """What one bounded listing learned about a set of keys: the objects it saw, and the last
-    key up to which it is complete (an absent key at or before it does not exist)."""
-
-    objects: Mapping[str, ObjectInfo] = field(default_factory=dict)
-    complete_through: str | None = None
-
-    def knows(self, key: str) -> bool:
-        return self.complete_through is not None and key <= self.complete_through
-
-
 @contextlib.contextmanager
 def bucket_request(cloud: str, bucket: str) -> Iterator[None]:
     """For requests that name only a bucket (a listing): any "not found" means the bucket is
@@ -72,13 +59,6 @@ def bucket_request(cloud: str, bucket: str) -> Iterator[None]:
         yield
     except errors.ObjectNotFound as exc:
         raise errors.BucketNotFound(f"{cloud} bucket '{bucket}' does not exist") from exc
-
-
-def listing_range(keys: Sequence[str]) -> tuple[str, str, str]:
-    """The common prefix, first and last of `keys`: the range a listing has to cover.
-    (Both clouds list in UTF-8 byte order, which is Python's order for str.)"""
-    first, last = min(keys), max(keys)
-    return os.path.commonprefix([first, last]), first, last
 
 
 class Body(Protocol):
@@ -114,11 +94,6 @@ class Source(Protocol):
         Raise ObjectNotFound / BucketNotFound as `head` does."""
         ...
 
-    def list(self, bucket: str, keys: Sequence[str], max_pages: int) -> Listing:
-        """Size and ETag of those of `keys` that exist, from at most `max_pages` listing
-        pages; BucketNotFound when the bucket does not exist."""
-        ...
-
     def iter_objects(
         self, bucket: str, prefix: str = "", start_after: str | None = None
     ) -> Iterator[ObjectInfo]:
@@ -148,10 +123,6 @@ class Destination(Protocol):
 
     def head(self, bucket: str, key: str) -> ObjectInfo | None:
         """None when the object does not exist; BucketNotFound when the bucket does not."""
-        ...
-
-    def list(self, bucket: str, keys: Sequence[str], max_pages: int) -> Listing:
-        """Full descriptions (metadata included) of those of `keys` that exist."""
         ...
 
     def iter_objects(

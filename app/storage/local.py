@@ -49,13 +49,13 @@ import tempfile
 import threading
 import time
 import urllib.parse
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from app import errors
-from app.storage.base import Checksums, ContentHeaders, Listing, ObjectInfo, VerifiedStream
+from app.storage.base import Checksums, ContentHeaders, ObjectInfo, VerifiedStream
 
 _COPY_BLOCK = 8 * 1024 * 1024
 _MAX_NAME_BYTES = 200  # longer encoded segments are hashed; `~.json` is added to the longest
@@ -182,20 +182,6 @@ class LocalDestination:
         paths = self._locate(bucket, key)
         with self._lock, _translated(f"{bucket}/{key}"):
             return self._head(bucket, key, paths)
-
-    def list(self, bucket: str, keys: Sequence[str], max_pages: int) -> Listing:
-        """Each of `keys` looked up (there are no pages here): complete for exactly those keys.
-        A key this destination cannot hold is reported absent, as a cloud listing would."""
-        self._existing_bucket(bucket)
-        found: dict[str, ObjectInfo] = {}
-        for key in keys:
-            try:
-                info = self.head(bucket, key)
-            except errors.InvalidRequest:
-                continue
-            if info is not None:
-                found[key] = info
-        return Listing(found, max(keys, default=None))
 
     def iter_objects(
         self, bucket: str, prefix: str = "", start_after: str | None = None

@@ -19,7 +19,7 @@ import botocore.session
 import urllib3.exceptions
 
 from app import errors, retry
-from app.storage.base import ContentHeaders, Listing, ObjectInfo, bucket_request, listing_range
+from app.storage.base import ContentHeaders, ObjectInfo, bucket_request
 from app.storage.s3_direct import DirectGets, Moved
 
 _NOT_FOUND = {"NoSuchKey", "NotFound", "404"}
@@ -228,22 +228,6 @@ class S3Source:
             request["StartAfter"] = start_after
         for objects, _ in self._pages(bucket, request):
             yield from objects
-
-    def list(self, bucket: str, keys: Sequence[str], max_pages: int) -> Listing:
-        prefix, first, last = listing_range(keys)
-        request: dict[str, Any] = {"Prefix": prefix}
-        if len(first) > 1:
-            request["StartAfter"] = first[:-1]  # sorts just before `first`
-        seen: dict[str, ObjectInfo] = {}
-        through = last
-        for number, (objects, more) in enumerate(self._pages(bucket, request), start=1):
-            seen.update((obj.key, obj) for obj in objects)
-            through = objects[-1].key if objects else last
-            if not more or through >= last:
-                return Listing(seen, last)
-            if number >= max_pages:
-                break
-        return Listing(seen, through)
 
     def _pages(
         self, bucket: str, request: dict[str, Any]

@@ -22,6 +22,7 @@ from google.cloud import storage
 from app import errors
 from app.dev import emulators
 from app.retry import RetryPolicy
+from app.services.batch import survey
 from app.storage import gcs, local
 from app.storage.base import Checksums, ContentHeaders, Destination, ObjectInfo
 from app.storage.gcs import transport
@@ -433,11 +434,11 @@ def test_keys_spelled_like_the_local_layout_stay_apart(target: Target) -> None:
         assert target.stored(key) == f"bytes of {key}".encode()
 
 
-def test_list_describes_the_keys_that_exist(target: Target) -> None:
+def test_a_survey_describes_the_keys_that_exist(target: Target) -> None:
     target.write("a", b"first", metadata={"owner": "finance"})
     target.write("c/d", b"second")
 
-    listing = target.destination.list(target.bucket, ["a", "b", "c/d"], 5)
+    listing = survey(target.destination.iter_objects, target.bucket, ["a", "b", "c/d"], 5000)
 
     assert sorted(listing.objects) == ["a", "c/d"]
     assert all(listing.knows(key) for key in ("a", "b", "c/d"))
@@ -446,7 +447,7 @@ def test_list_describes_the_keys_that_exist(target: Target) -> None:
         {"owner": "finance"},
     )
     with pytest.raises(errors.BucketNotFound):
-        target.destination.list("no-such-bucket-x", ["a"], 5)
+        survey(target.destination.iter_objects, "no-such-bucket-x", ["a"], 5000)
 
 
 # --- iter_objects: the listing for sync and check --------------------------------------

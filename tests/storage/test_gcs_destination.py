@@ -53,7 +53,6 @@ ONE_ATTEMPT: dict[str, tuple[str, str, Callable[[gcs.GCSDestination, str], Any]]
     "head": ("GET", "/o/a.bin", lambda d, b: d.head(b, "a.bin")),
     "delete": ("DELETE", "/o/a.bin", lambda d, b: d.delete(b, "a.bin")),
     "iter_objects": ("GET", "/o?", lambda d, b: list(d.iter_objects(b))),
-    "list": ("GET", "/o?", lambda d, b: d.list(b, ["a.bin"], 5)),
     "composable": ("GET", "/b/{bucket}?", lambda d, b: d.composable(b)),
     "write_part": (
         "POST",

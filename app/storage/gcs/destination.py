@@ -25,10 +25,8 @@ from app.retry import RetryPolicy
 from app.storage.base import (
     Checksums,
     ContentHeaders,
-    Listing,
     ObjectInfo,
     VerifiedStream,
-    listing_range,
     read_exactly,
 )
 from app.storage.gcs import upload
@@ -109,20 +107,6 @@ class GCSDestination:
             for info in page:
                 if start_after is None or info.key > start_after:
                     yield info
-
-    def list(self, bucket: str, keys: Sequence[str], max_pages: int) -> Listing:
-        prefix, first, last = listing_range(keys)
-        seen: dict[str, ObjectInfo] = {}
-        through = first
-        for number, (page, more) in enumerate(self._pages(bucket, prefix, first)):
-            for info in page:
-                seen[info.key] = info
-                through = info.key
-            if number + 1 >= max_pages and more and through < last:
-                return Listing(seen, through)
-            if through >= last:
-                break
-        return Listing(seen, last)
 
     def delete(self, bucket: str, key: str, if_generation_match: int | None = None) -> None:
         """One DELETE; ObjectNotFound when there is nothing to delete."""
