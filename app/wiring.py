@@ -16,7 +16,7 @@ from app.config import Settings
 from app.queues import sqs
 from app.retry import RetryPolicy
 from app.services.batch import Batch
-from app.services.composite import CompositeCopy, CompositePlan
+from app.services.composite import Composer, CompositeCopy, CompositePlan, sweep_stale_parts
 from app.services.copier import Copier
 from app.services.events import EventSettler
 from app.services.ledger import LocalLedger
@@ -57,6 +57,11 @@ class Services:
     queue: sqs.SqsQueue | None  # with SQS_QUEUE_URL: the worker drains it, the intake feeds it
     request_threads: int
     pools: list[ThreadPoolExecutor] = field(default_factory=list)
+
+    def sweep_stale_parts(self) -> None:
+        """Remove what killed composite copies left in the destination bucket (GCS only)."""
+        if isinstance(self.destination, Composer):
+            sweep_stale_parts(self.destination, self.retry, self.settings.gcs_bucket_name)
 
     def close(self) -> None:
         """Stop the thread pools; work in flight finishes, queued work is dropped."""

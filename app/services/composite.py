@@ -15,10 +15,12 @@ Memory: `workers x part_size` buffers for each copy in flight.
 from __future__ import annotations
 
 import base64
+import contextlib
+import datetime
 import logging
 import queue
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import Executor, Future, wait
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
@@ -34,6 +36,7 @@ from app.storage.base import Body, Checksums, ContentHeaders, ObjectInfo, Source
 
 log = logging.getLogger(__name__)
 PARTS_PREFIX = "replicator-tmp/parallel-composite/"  # temporary parts, deleted after each copy
+STALE_AFTER = datetime.timedelta(days=1)  # no live copy keeps a part this long
 MAX_COMPONENTS = 1024  # GCS's limit on the components of one composite object
 
 
@@ -56,6 +59,10 @@ class Composer(Protocol):
     ) -> ObjectInfo: ...
 
     def delete(self, bucket: str, key: str, if_generation_match: int | None = None) -> None: ...
+
+    def iter_objects(
+        self, bucket: str, prefix: str = "", start_after: str | None = None
+    ) -> Iterator[ObjectInfo]: ...
 
 
 @dataclass(frozen=True)
@@ -176,3 +183,35 @@ def _raise_first_failure(uploads: list[Future[None]], *, wait: bool) -> None:
     for upload in uploads:
         if wait or upload.done():
             upload.result()
+
+
+def sweep_stale_parts(
+    destination: Composer,
+    retry: RetryPolicy,
+    bucket: str,
+    older_than: datetime.timedelta = STALE_AFTER,
+) -> int:
+    """Delete the parts that copies which died mid-way (a killed process) left under
+    PARTS_PREFIX more than `older_than` ago; returns how many. A copy deletes its own parts
+    whatever happens, so only a process that did not live to do so leaves any; as gcloud
+    cleans its own temporary components, the service cleans its own at start-up, instead of
+    leaving them (billed) for a lifecycle rule. Best effort: a failure is logged, not raised."""
+    cutoff = datetime.datetime.now(datetime.UTC) - older_than
+    swept = 0
+    try:
+        for part in destination.iter_objects(bucket, PARTS_PREFIX):
+            if part.updated is not None and part.updated < cutoff:
+                with contextlib.suppress(errors.ObjectNotFound):
+                    retry.call(destination.delete, bucket, part.key, part.generation)
+                swept += 1
+    except errors.ReplicatorError as exc:
+        log.warning("sweeping stale parts in gs://%s stopped: %s", bucket, exc)
+    if swept:
+        log.info(
+            "removed %d parts older than %s left in gs://%s/%s",
+            swept,
+            STALE_AFTER,
+            bucket,
+            PARTS_PREFIX,
+        )
+    return swept

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import threading
 import sys
 from types import FrameType
 
@@ -60,6 +61,7 @@ def run() -> int:
         queue.probe()
 
     server = health.serve(settings.worker_port, ready) if settings.worker_port else None
+    threading.Thread(target=services.sweep_stale_parts, name="sweep", daemon=True).start()
 
     def stop(signum: int, _: FrameType | None) -> None:
         log.info("%s: finishing what is in flight, then stopping", signal.Signals(signum).name)
