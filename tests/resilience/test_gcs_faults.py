@@ -132,6 +132,31 @@ def test_a_failing_metadata_lookup_is_retried_in_one_layer_only(
     buckets.assert_nothing_written()
 
 
+def test_a_failing_delete_is_retried_by_the_service(
+    gcs_proxy: FaultProxy, settings_for: SettingsFor, buckets: Buckets
+) -> None:
+    """DELETE /v1/object is one idempotent call: the service retries it (app.retry's rule),
+    so two 503s cost two retries and the object still goes; the adapter adds none."""
+    buckets.put_random("a.bin", SMALL)
+    with TestClient(create_app(settings_for(max_retries=2))) as client:
+        assert (
+            client.post(
+                "/v1/replicate", json={"s3_bucket": buckets.source, "s3_key": "a.bin"}
+            ).status_code
+            == 200
+        )
+        path = f"/storage/v1/b/{buckets.dest}/o/a.bin"
+        fault = gcs_proxy.add(Fault("DELETE", path, times=2, **SERVICE_UNAVAILABLE))
+
+        response = client.delete(f"/v1/object/{buckets.dest}/a.bin")
+        after = client.get(f"/v1/object/{buckets.dest}/a.bin")
+
+    assert response.status_code == 204
+    assert fault.fired == 2
+    assert len(gcs_proxy.seen("DELETE", path)) == 3
+    assert after.status_code == 404
+
+
 def test_a_garbled_answer_is_a_json_500_and_writes_nothing(
     gcs_proxy: FaultProxy, settings_for: SettingsFor, buckets: Buckets
 ) -> None:
