@@ -35,9 +35,9 @@ format: $(STAMP)
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-lock: $(STAMP)  ## re-resolve and export the hash-pinned lock (uv.lock stays out of git)
-	$(UV) lock
-	$(UV) export --format requirements-txt --all-groups --no-emit-project --no-header -o requirements.lock
+lock: $(STAMP)  ## re-resolve requirements.lock (hash-pinned), keeping its pins; UPGRADE=1 takes newer ones
+	$(UV) pip compile pyproject.toml --group dev --universal --generate-hashes --no-header --quiet \
+		$(if $(UPGRADE),--upgrade,) -o requirements.lock
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache .hypothesis
