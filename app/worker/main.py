@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import logging
 import signal
-import threading
 import sys
+import threading
 from types import FrameType
 
 from app import errors, wiring
