@@ -1,35 +1,43 @@
-"""`make dev`: moto as S3 on :9000, fake-gcs-server as GCS on :4443, demo data, the API on :8000.
+"""`make dev`: moto as S3 (and SQS) on :9000, fake-gcs-server as GCS on :4443, demo data, the
+API on :8000, and a worker draining a queue that `source-bucket`'s notifications feed (its
+/health and /metrics on :8001): an object put into the bucket appears in GCS by itself.
 
-DEV_API_PORT, DEV_S3_PORT and DEV_GCS_PORT move them. Ctrl-C (or SIGTERM) stops all three and
-frees the ports. If an emulator dies, one line says which, the rest stop, and the exit code is 1.
+DEV_API_PORT, DEV_S3_PORT, DEV_GCS_PORT and DEV_WORKER_PORT move them. Ctrl-C (or SIGTERM)
+stops everything and frees the ports. If an emulator or the worker dies, one line says which,
+the rest stop, and the exit code is 1.
 """
 
 from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import sys
 import threading
 from types import FrameType
+from typing import Any
 
 import boto3
 import urllib3
 import uvicorn
 
-from app.dev import emulators
+from app.dev import emulators, plumbing
 
 SOURCE_BUCKET = "source-bucket"
+QUEUE = f"{SOURCE_BUCKET}-events"
 POLL_SECONDS = 0.2  # how often the watcher looks at the emulators
 
 
-def seed(s3_url: str, gcs_url: str, destination_bucket: str) -> None:
-    s3 = boto3.client(
-        "s3",
-        endpoint_url=s3_url,
-        region_name="us-east-1",
-        aws_access_key_id=os.environ["AWS_ACCESS_KEY_ID"],
-        aws_secret_access_key=os.environ["AWS_SECRET_ACCESS_KEY"],
-    )
+def seed(s3_url: str, gcs_url: str, destination_bucket: str) -> plumbing.Queue:
+    """The demo buckets and hello.txt, then a queue (with a dead-letter queue) that the source
+    bucket's object events feed from now on; returns the queue."""
+    options: dict[str, Any] = {
+        "endpoint_url": s3_url,
+        "region_name": "us-east-1",
+        "aws_access_key_id": os.environ["AWS_ACCESS_KEY_ID"],
+        "aws_secret_access_key": os.environ["AWS_SECRET_ACCESS_KEY"],
+    }
+    s3 = boto3.client("s3", **options)
     s3.create_bucket(Bucket=SOURCE_BUCKET)
     s3.put_object(
         Bucket=SOURCE_BUCKET,
@@ -45,6 +53,20 @@ def seed(s3_url: str, gcs_url: str, destination_bucket: str) -> None:
     )
     if created.status != 200:
         raise RuntimeError(f"fake-gcs-server did not create {destination_bucket}: {created.data!r}")
+    # After hello.txt, so the walk-through's first copy of it is the API's to make.
+    queue = plumbing.queue_with_dead_letters(boto3.client("sqs", **options), QUEUE)
+    plumbing.notify_queue(s3, SOURCE_BUCKET, queue)
+    return queue
+
+
+def start_worker(queue: plumbing.Queue, s3_url: str, port: int) -> emulators.Emulator:
+    """`replicator worker` on the queue, as its own process (its logs go to this terminal)."""
+    env = {**os.environ, "SQS_QUEUE_URL": queue.url, "SQS_ENDPOINT_URL": s3_url}
+    env["WORKER_PORT"] = str(port)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "app.cli", "worker"], env=env, start_new_session=True
+    )
+    return emulators.Emulator("replicator worker", port, process, stop_timeout=30)
 
 
 class Watcher(threading.Thread):
@@ -73,28 +95,42 @@ class Watcher(threading.Thread):
                     return
 
 
-def _ports() -> tuple[int, int, int]:
-    """The API, S3 and GCS ports; ValueError naming the variable that is not a port."""
+def _ports() -> tuple[int, int, int, int]:
+    """The API, S3, GCS and worker ports; ValueError naming the variable that is not a port."""
     ports = []
-    for name, default in (("DEV_API_PORT", 8000), ("DEV_S3_PORT", 9000), ("DEV_GCS_PORT", 4443)):
+    for name, default in (
+        ("DEV_API_PORT", 8000),
+        ("DEV_S3_PORT", 9000),
+        ("DEV_GCS_PORT", 4443),
+        ("DEV_WORKER_PORT", 8001),
+    ):
         value = os.environ.get(name, str(default))
         if not value.isdigit() or not 0 < int(value) < 65536:
             raise ValueError(f"{name}={value!r} is not a port number")
         ports.append(int(value))
-    return ports[0], ports[1], ports[2]
+    return ports[0], ports[1], ports[2], ports[3]
 
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt  # SIGTERM stops the emulators too, as Ctrl-C does
 
 
+def _stopped_already(signum: int, frame: FrameType | None) -> None:
+    """The signal uvicorn stopped for, raised again: everything else stops next anyway."""
+
+
 def main() -> int:
     try:
-        api_port, s3_port, gcs_port = _ports()
+        api_port, s3_port, gcs_port, worker_port = _ports()
     except ValueError as exc:
         print(f"make dev: {exc}", file=sys.stderr)
         return 1
-    for port, what in ((api_port, "the API"), (s3_port, "moto (S3)"), (gcs_port, "fake-gcs")):
+    for port, what in (
+        (api_port, "the API"),
+        (s3_port, "moto (S3)"),
+        (gcs_port, "fake-gcs"),
+        (worker_port, "the worker"),
+    ):
         try:
             emulators.ensure_port_free(port, what)
         except emulators.PortInUse as exc:
@@ -103,27 +139,36 @@ def main() -> int:
     destination_bucket = os.environ.setdefault("GCS_BUCKET_NAME", "destination-bucket")
     os.environ.setdefault("AWS_ACCESS_KEY_ID", "test")
     os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "test")
-    # uvicorn handles SIGINT and SIGTERM while it serves, then raises the signal again once
-    # it has stopped: this handler turns that SIGTERM into the same clean exit as Ctrl-C.
+    # Until the API serves, SIGTERM stops the start-up as Ctrl-C does.
     signal.signal(signal.SIGTERM, _interrupt)
     running: dict[str, emulators.Emulator] = {}
     watcher: Watcher | None = None
     try:
         running["moto (S3)"] = s3 = emulators.start_moto(s3_port)
         running["fake-gcs-server (GCS)"] = gcs = emulators.start_fake_gcs(gcs_port)
-        seed(s3.url, gcs.url, destination_bucket)
+        queue = seed(s3.url, gcs.url, destination_bucket)
         os.environ.update(S3_ENDPOINT_URL=s3.url, STORAGE_EMULATOR_HOST=gcs.url)
         os.environ.pop("LOCAL_GCS_PATH", None)
+        os.environ.pop("SQS_QUEUE_URL", None)  # the API copies /v1/events itself
+        running["replicator worker"] = start_worker(queue, s3.url, worker_port)
         print(
             f"S3 (moto) at {s3.url} with s3://{SOURCE_BUCKET}/hello.txt; "
             f"GCS (fake-gcs-server) at {gcs.url} with gs://{destination_bucket}\n"
-            f"API at http://127.0.0.1:{api_port} (docs at /docs). Ctrl-C stops everything.",
+            f"API at http://127.0.0.1:{api_port} (docs at /docs); a worker drains {queue.url}, "
+            f"fed by s3://{SOURCE_BUCKET}'s events (metrics at :{worker_port}/metrics).\n"
+            "Ctrl-C stops everything.",
             flush=True,
         )
         config = uvicorn.Config("app.main:app", host="127.0.0.1", port=api_port, log_level="info")
         server = uvicorn.Server(config)
         watcher = Watcher(running, server)
         watcher.start()
+        # uvicorn handles SIGINT and SIGTERM while it serves, then raises the signal again once
+        # it has stopped. Raised as an exception, it would cancel the server's lifespan from
+        # inside the event loop (a traceback instead of a clean shutdown): here it does nothing,
+        # and the rest is stopped below.
+        for stop_signal in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(stop_signal, _stopped_already)
         server.run()
         if watcher.died is not None or not server.started:
             return 1  # the emulator's line, or uvicorn's own message, says why

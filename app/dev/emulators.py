@@ -64,6 +64,7 @@ class Emulator:
     name: str
     port: int
     process: subprocess.Popen[bytes]
+    stop_timeout: float = 5.0  # seconds between SIGTERM and SIGKILL
 
     @property
     def url(self) -> str:
@@ -73,7 +74,7 @@ class Emulator:
         if self.process.poll() is None:
             self.process.terminate()
             try:
-                self.process.wait(timeout=5)
+                self.process.wait(timeout=self.stop_timeout)
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
