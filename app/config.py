@@ -48,7 +48,6 @@ class Settings(BaseSettings):
     )
     storage_emulator_host: str | None = None
     google_application_credentials: Path | None = None
-    gcp_project: str | None = None
     local_gcs_path: Path | None = None
 
     max_retries: int = Field(3, ge=0, le=20)

@@ -106,6 +106,15 @@ def test_credentials_file_must_exist(tmp_path: Path) -> None:
     assert_refused_naming(result, "GOOGLE_APPLICATION_CREDENTIALS", str(missing))
 
 
+def test_a_credentials_file_google_cannot_read_is_one_line(tmp_path: Path) -> None:
+    key_file = tmp_path / "key.json"
+    key_file.write_text("{}")
+    result = start_and_exit(
+        tmp_path, GCS_BUCKET_NAME="dest", GOOGLE_APPLICATION_CREDENTIALS=str(key_file), **AWS_KEYS
+    )
+    assert_refused_naming(result, "GOOGLE_APPLICATION_CREDENTIALS", "does not have a valid type")
+
+
 def test_unreachable_s3_stops_the_server(
     tmp_path: Path, gcs_server: emulators.Emulator, dest_bucket: str
 ) -> None:

@@ -34,6 +34,8 @@ import urllib3
 from google.auth.credentials import AnonymousCredentials, Credentials
 from google.oauth2 import service_account
 
+from app import errors
+
 GCS_URL = "https://storage.googleapis.com"
 SCOPES = ("https://www.googleapis.com/auth/devstorage.read_write",)
 # What a call raises when the network, not the server, failed (a token refresh that could
@@ -113,7 +115,10 @@ def connect(emulator_host: str | None, *, max_pool_connections: int) -> Http:
         return Http(
             AnonymousCredentials(), emulator_host, max_pool_connections=max_pool_connections
         )
-    credentials, _ = google.auth.default(scopes=list(SCOPES))
+    try:
+        credentials, _ = google.auth.default(scopes=list(SCOPES))
+    except google.auth.exceptions.DefaultCredentialsError as exc:
+        raise errors.StartupError(f"GOOGLE_APPLICATION_CREDENTIALS: {exc}") from None
     if isinstance(credentials, service_account.Credentials):
         # A service account signs its own tokens (a self-signed JWT): no token endpoint call.
         credentials = credentials.with_always_use_jwt_access(True)
