@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Request, Response
@@ -190,6 +191,22 @@ _EVENT_EXAMPLES = {
     },
 }
 
+# What SNS posts (as text/plain): a Notification carrying an S3 event, signed.
+_SNS_EXAMPLE = json.dumps(
+    {
+        "Type": "Notification",
+        "MessageId": "22b80b92-fdea-4c2c-8f9d-bdfb0c7bf324",
+        "TopicArn": "arn:aws:sns:us-east-1:123456789012:replicator-events",
+        "Subject": "Amazon S3 Notification",
+        "Message": json.dumps(_EVENT_EXAMPLES["s3"]["value"]),
+        "Timestamp": "2026-05-02T00:54:06.655Z",
+        "SignatureVersion": "2",
+        "Signature": "EXAMPLEw6JRN...",
+        "SigningCertURL": "https://sns.us-east-1.amazonaws.com/SimpleNotificationService-example.pem",
+    },
+    indent=2,
+)
+
 
 async def _raw_body(request: Request) -> bytes:
     return await request.body()
@@ -212,7 +229,7 @@ async def _raw_body(request: Request) -> bytes:
             "EventBridge event, as AWS sends it; SNS posts it as `text/plain`.",
             "content": {
                 "application/json": {"schema": {"type": "object"}, "examples": _EVENT_EXAMPLES},
-                "text/plain": {"schema": {"type": "string"}},
+                "text/plain": {"schema": {"type": "string"}, "example": _SNS_EXAMPLE},
             },
         }
     },
