@@ -7,6 +7,7 @@ misconfigured service stops before it serves instead of failing on its first req
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
@@ -23,6 +24,7 @@ from pydantic_settings import (
 
 from app import rules
 from app.errors import StartupError
+from app.events import sns
 from app.names import check_gcs_bucket
 from app.policy import DeletePolicy, Overwrite
 
@@ -59,6 +61,12 @@ class Settings(BaseSettings):
     probe_timeout: float = Field(3.0, gt=0, le=60)
 
     api_keys: SecretStr | None = None  # comma-separated; unset: the API is open
+    # SNS deliveries to POST /v1/events: where signing certificates may come from (a regular
+    # expression for scheme://host[:port]), which topics are taken (comma-separated; unset:
+    # any whose signature verifies), and whether signatures are checked (false: emulators only).
+    sns_endpoint_pattern: str = sns.DEFAULT_ENDPOINT_PATTERN
+    sns_topic_arns: str | None = None
+    sns_verify_signatures: bool = True
     log_format: Literal["rich", "json"] = "rich"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     max_request_bytes: int = Field(4 * MiB, ge=1024, le=64 * MiB)
@@ -106,6 +114,15 @@ class Settings(BaseSettings):
             return ()
         if isinstance(value, str | list):
             return rules.parse_rules(value)
+        return value
+
+    @field_validator("sns_endpoint_pattern")
+    @classmethod
+    def _regular_expression(cls, value: str) -> str:
+        try:
+            re.compile(value)
+        except re.error as exc:
+            raise ValueError(f"not a regular expression: {exc}") from None
         return value
 
     @field_validator("gcs_bucket_name")
@@ -165,7 +182,11 @@ class Settings(BaseSettings):
     def api_key_list(self) -> list[str]:
         if self.api_keys is None:
             return []
-        return [k.strip() for k in self.api_keys.get_secret_value().split(",") if k.strip()]
+        return _comma_separated(self.api_keys.get_secret_value())
+
+    def sns_topic_arn_set(self) -> frozenset[str]:
+        """The SNS topics POST /v1/events takes; empty: any whose signature verifies."""
+        return frozenset(_comma_separated(self.sns_topic_arns or ""))
 
     @property
     def uses_real_gcs(self) -> bool:
@@ -182,6 +203,10 @@ class Settings(BaseSettings):
             "gcs_target": gcs_target,
             "gcs_bucket": self.gcs_bucket_name,
         }
+
+
+def _comma_separated(text: str) -> list[str]:
+    return [item.strip() for item in text.split(",") if item.strip()]
 
 
 def load_settings(**overrides: Any) -> Settings:

@@ -13,6 +13,7 @@ from fastapi import Depends, Request
 
 from app.config import Settings
 from app.services.batch import Batch
+from app.services.intake import EventIntake
 from app.services.objects import DestinationObjects
 from app.services.replicator import Replicator
 from app.wiring import Probe, Services
@@ -40,6 +41,10 @@ async def get_objects(request: Request) -> DestinationObjects:
     return _services(request).objects
 
 
+async def get_intake(request: Request) -> EventIntake:
+    return _services(request).intake
+
+
 async def get_probe(request: Request) -> Probe:
     return _services(request).probe
 
@@ -48,4 +53,5 @@ SettingsDep = Annotated[Settings, Depends(get_settings)]
 ReplicatorDep = Annotated[Replicator, Depends(get_replicator)]
 BatchDep = Annotated[Batch, Depends(get_batch)]
 ObjectsDep = Annotated[DestinationObjects, Depends(get_objects)]
+IntakeDep = Annotated[EventIntake, Depends(get_intake)]
 ProbeDep = Annotated[Probe, Depends(get_probe)]

@@ -46,6 +46,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         threading.Thread(target=services.sweep_stale_parts, name="sweep", daemon=True).start()
         if not config.api_key_list():
             log.warning("API_KEYS is not set: anyone who can reach this service can use its API")
+        if not config.sns_verify_signatures:
+            log.warning(
+                "SNS_VERIFY_SIGNATURES is false: POST /v1/events takes SNS messages without "
+                "checking their signatures (for emulators only)"
+            )
         log.info("serving; replicating to %s", config.describe())
         try:
             yield
@@ -100,6 +105,9 @@ class StartupFailureReporter:
 
 async def _replicator_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, errors.ReplicatorError)
+    if isinstance(exc, errors.Forbidden):  # why is for the logs only
+        log.warning("%s %s -> 403: %s", request.method, request.url.path, exc.reason)
+        return JSONResponse({"error": exc.kind}, status_code=exc.status_code)
     if exc.status_code >= 500:
         log.error(
             "%s %s -> %d %s: %s",

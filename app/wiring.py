@@ -13,12 +13,14 @@ from dataclasses import dataclass, field
 from pydantic import SecretStr
 
 from app.config import Settings
+from app.events.sns import SnsVerifier
 from app.queues import sqs
 from app.retry import RetryPolicy
 from app.services.batch import Batch
 from app.services.composite import Composer, CompositeCopy, CompositePlan, sweep_stale_parts
 from app.services.copier import Copier
 from app.services.events import EventSettler
+from app.services.intake import EventIntake
 from app.services.ledger import LocalLedger
 from app.services.objects import DestinationObjects
 from app.services.replicator import Replicator
@@ -55,6 +57,8 @@ class Services:
     objects: DestinationObjects
     probe: Probe
     queue: sqs.SqsQueue | None  # with SQS_QUEUE_URL: the worker drains it, the intake feeds it
+    sns: SnsVerifier | None  # None with SNS_VERIFY_SIGNATURES=false
+    intake: EventIntake  # POST /v1/events
     request_threads: int
     pools: list[ThreadPoolExecutor] = field(default_factory=list)
 
@@ -95,6 +99,18 @@ def build(settings: Settings) -> Services:
     )
     ledger = LocalLedger()  # one for copies and deletes, so they exclude each other per key
     replicator = Replicator(source, destination, retry, copier, ledger, lookups)
+    events = EventSettler(
+        replicator,
+        Batch(replicator, retry, batch_workers, settings.worker_concurrency),
+        retry,
+        ledger,
+        settings.replication_rules,
+        default_bucket=settings.gcs_bucket_name,
+        delete_policy=settings.delete_policy,
+        overwrite=settings.overwrite,
+    )
+    queue = build_queue(settings)
+    verifier = build_sns_verifier(settings)
     return Services(
         settings=settings,
         retry=retry,
@@ -102,19 +118,12 @@ def build(settings: Settings) -> Services:
         destination=destination,
         replicator=replicator,
         batch=Batch(replicator, retry, batch_workers, settings.batch_concurrency),
-        events=EventSettler(
-            replicator,
-            Batch(replicator, retry, batch_workers, settings.worker_concurrency),
-            retry,
-            ledger,
-            settings.replication_rules,
-            default_bucket=settings.gcs_bucket_name,
-            delete_policy=settings.delete_policy,
-            overwrite=settings.overwrite,
-        ),
+        events=events,
         objects=DestinationObjects(destination, retry),
         probe=build_probe(settings),
-        queue=build_queue(settings),
+        queue=queue,
+        sns=verifier,
+        intake=EventIntake(verifier, events, queue, retry),
         request_threads=REQUEST_THREADS,
         pools=[batch_workers, lookups, parts],
     )
@@ -131,6 +140,14 @@ def build_queue(settings: Settings) -> sqs.SqsQueue | None:
         secret_access_key=_secret(settings.aws_secret_access_key),
         connect_timeout=settings.connect_timeout,
     )
+
+
+def build_sns_verifier(settings: Settings) -> SnsVerifier | None:
+    """Certificates are fetched over TLS verified against the system's CA bundle
+    (`SSL_CERT_FILE` names another)."""
+    if not settings.sns_verify_signatures:
+        return None
+    return SnsVerifier(settings.sns_endpoint_pattern, settings.sns_topic_arn_set())
 
 
 def build_probe(settings: Settings) -> Probe:

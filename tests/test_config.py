@@ -161,6 +161,30 @@ def test_replication_rules_and_delete_policy_are_read(monkeypatch: pytest.Monkey
     assert (rule.destination_bucket, rule.destination_prefix) == ("archive", "a/")
 
 
+def test_an_sns_endpoint_pattern_that_is_no_regular_expression_is_one_line() -> None:
+    environment = {"GCS_BUCKET_NAME": "dest", "STORAGE_EMULATOR_HOST": "h:1"}
+    [line] = problems(**environment, SNS_ENDPOINT_PATTERN="^https://(sns")
+    assert line.startswith("configuration error: SNS_ENDPOINT_PATTERN: not a regular expression: ")
+    assert "(got '^https://(sns')" in line
+
+
+def test_sns_settings_are_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GCS_BUCKET_NAME", "dest")
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", "h:1")
+    settings = load_settings()
+    assert settings.sns_endpoint_pattern == r"^https://sns\.[a-z0-9-]+\.amazonaws\.com(\.cn)?$"
+    assert settings.sns_topic_arn_set() == frozenset()
+    assert settings.sns_verify_signatures is True
+    monkeypatch.setenv("SNS_TOPIC_ARNS", " arn:aws:sns:us-east-1:1:a ,, arn:aws:sns:us-east-1:1:b")
+    monkeypatch.setenv("SNS_VERIFY_SIGNATURES", "false")
+    settings = load_settings()
+    assert settings.sns_topic_arn_set() == {
+        "arn:aws:sns:us-east-1:1:a",
+        "arn:aws:sns:us-east-1:1:b",
+    }
+    assert settings.sns_verify_signatures is False
+
+
 def test_one_line_per_problem_naming_the_variable() -> None:
     lines = problems(STORAGE_EMULATOR_HOST="h:1", MAX_RETRIES="lots", RETRY_DELAY="-1")
 

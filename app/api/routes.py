@@ -2,17 +2,28 @@
 
 from __future__ import annotations
 
+import json
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Path, Response
+from fastapi import APIRouter, Depends, Path, Request, Response
+from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.convertors import Convertor, register_url_convertor
 
 from app import errors
 from app.api import schemas
-from app.api.security import accepts, require_api_key
-from app.dependencies import BatchDep, ObjectsDep, ProbeDep, ReplicatorDep, SettingsDep
+from app.api.security import accepts, require_api_key, require_api_key_or_basic
+from app.dependencies import (
+    BatchDep,
+    IntakeDep,
+    ObjectsDep,
+    ProbeDep,
+    ReplicatorDep,
+    SettingsDep,
+)
 from app.names import GCSBucket, GCSKey
+from app.services import intake
+from app.services.events import EventAction, EventOutcome
 from app.services.replicator import ReplicationRequest, ReplicationResult
 
 # Each route declares who may call it and, when it takes a body, which media types (see
@@ -127,6 +138,131 @@ def _batch_item(key: str, outcome: ReplicationResult | errors.ReplicatorError) -
         crc32c=result.crc32c,
         generation=result.generation,
         message=result.message,
+    )
+
+
+_EVENT_RESPONSES: dict[int | str, dict[str, Any]] = {
+    202: {
+        "model": schemas.QueuedResponse,
+        "description": "With SQS_QUEUE_URL set: the body is on the queue, as it came.",
+    },
+    401: {"model": schemas.ErrorResponse, "description": "API_KEYS is set and no valid key came."},
+    403: {
+        "model": schemas.ForbiddenResponse,
+        "description": "An SNS message whose signature, certificate URL or topic is refused; "
+        "nothing was read or written.",
+    },
+    422: {
+        "model": schemas.ErrorResponse,
+        "description": "The body matches no shape AWS sends (or SNS refused a subscription "
+        "confirmation); nothing was read or written.",
+    },
+    503: {
+        "model": schemas.ErrorResponse,
+        "description": "A record could not be settled now, or the queue refused the body: "
+        "deliver it again (records already settled are then skipped).",
+    },
+}
+
+_EVENT_EXAMPLES = {
+    "s3": {
+        "summary": "S3 event notification",
+        "value": {
+            "Records": [
+                {
+                    "eventVersion": "2.1",
+                    "eventSource": "aws:s3",
+                    "eventName": "ObjectCreated:Put",
+                    "s3": {
+                        "bucket": {"name": "source-bucket"},
+                        "object": {"key": "hello.txt", "size": 69},
+                    },
+                }
+            ]
+        },
+    },
+    "eventbridge": {
+        "summary": "EventBridge event from aws.s3",
+        "value": {
+            "detail-type": "Object Created",
+            "source": "aws.s3",
+            "detail": {"bucket": {"name": "source-bucket"}, "object": {"key": "hello.txt"}},
+        },
+    },
+}
+
+# What SNS posts (as text/plain): a Notification carrying an S3 event, signed.
+_SNS_EXAMPLE = json.dumps(
+    {
+        "Type": "Notification",
+        "MessageId": "22b80b92-fdea-4c2c-8f9d-bdfb0c7bf324",
+        "TopicArn": "arn:aws:sns:us-east-1:123456789012:replicator-events",
+        "Subject": "Amazon S3 Notification",
+        "Message": json.dumps(_EVENT_EXAMPLES["s3"]["value"]),
+        "Timestamp": "2026-05-02T00:54:06.655Z",
+        "SignatureVersion": "2",
+        "Signature": "EXAMPLEw6JRN...",
+        "SigningCertURL": "https://sns.us-east-1.amazonaws.com/SimpleNotificationService-example.pem",
+    },
+    indent=2,
+)
+
+
+async def _raw_body(request: Request) -> bytes:
+    return await request.body()
+
+
+@router.post(
+    "/v1/events",
+    response_model=schemas.EventsResponse,
+    response_model_exclude_none=True,
+    responses=_EVENT_RESPONSES,
+    tags=["events"],
+    dependencies=[
+        Depends(require_api_key_or_basic),
+        Depends(accepts("application/json", "text/plain")),
+    ],
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "description": "An S3 event notification, S3 test event, SNS message (signed) or "
+            "EventBridge event, as AWS sends it; SNS posts it as `text/plain`.",
+            "content": {
+                "application/json": {"schema": {"type": "object"}, "examples": _EVENT_EXAMPLES},
+                "text/plain": {"schema": {"type": "string"}, "example": _SNS_EXAMPLE},
+            },
+        }
+    },
+)
+def take_events(
+    body: Annotated[bytes, Depends(_raw_body)], events: IntakeDep
+) -> schemas.EventsResponse | JSONResponse:
+    """Settle (or queue) every record of an S3, SNS or EventBridge event body."""
+    taken = events.take(body)
+    if isinstance(taken, intake.Queued):
+        return JSONResponse(schemas.QueuedResponse().model_dump(), status_code=202)
+    results = [_event_result(outcome) for outcome in taken.outcomes]
+    count = {action: sum(1 for r in results if r.action == action) for action in EventAction}
+    summary = schemas.EventSummary(
+        total=len(results),
+        replicated=count[EventAction.REPLICATED],
+        skipped=count[EventAction.SKIPPED],
+        deleted=count[EventAction.DELETED],
+        ignored=count[EventAction.IGNORED],
+        failed=sum(1 for r in results if r.status == "error"),
+    )
+    return schemas.EventsResponse(results=results, summary=summary)
+
+
+def _event_result(outcome: EventOutcome) -> schemas.EventResult:
+    return schemas.EventResult(
+        s3_bucket=outcome.s3_bucket,
+        s3_key=outcome.s3_key,
+        event=outcome.event,
+        status="error" if outcome.error is not None else "success",
+        action=outcome.action.value,
+        reason=outcome.reason,
+        error=outcome.error,
     )
 
 

@@ -124,6 +124,39 @@ class BatchResponse(BaseModel):
     summary: BatchSummary
 
 
+class EventResult(BaseModel):
+    """What became of one record of an event body."""
+
+    s3_bucket: str
+    s3_key: str = Field(description="The key as the source has it (decoded)")
+    event: str = Field(examples=["ObjectCreated:Put", "Object Deleted"])
+    status: Literal["success", "error"]
+    action: Literal["replicated", "skipped", "deleted", "ignored"]
+    reason: str | None = None
+    error: str | None = Field(None, description="Why it failed for good, when status is error")
+
+
+class EventSummary(BaseModel):
+    total: int
+    replicated: int
+    skipped: int
+    deleted: int
+    ignored: int
+    failed: int = Field(description="Records that failed for good (counted in skipped too)")
+
+
+class EventsResponse(BaseModel):
+    status: Literal["completed"] = "completed"
+    results: list[EventResult] = Field(
+        description="One per record, in order; none for a test event or an SNS confirmation"
+    )
+    summary: EventSummary
+
+
+class QueuedResponse(BaseModel):
+    status: Literal["queued"] = "queued"
+
+
 class ObjectResponse(BaseModel):
     bucket: str
     key: str
@@ -156,3 +189,9 @@ class HealthResponse(BaseModel):
 class ErrorResponse(BaseModel):
     error: str = Field(examples=["not_found"])
     detail: str = Field(examples=["s3://source-bucket/missing.txt does not exist"])
+
+
+class ForbiddenResponse(BaseModel):
+    """A refusal that says nothing more: the reason is in the service's log."""
+
+    error: Literal["forbidden"] = "forbidden"

@@ -133,7 +133,7 @@ def parse(body: bytes | str | Mapping[str, Any]) -> Parsed:
     Raises `errors.UnrecognisedEvent` (422), naming what is wrong, for a body that is not
     JSON or matches no shape AWS sends, and for an event missing its bucket or key.
     """
-    document = body if isinstance(body, Mapping) else _load(body, "the body")
+    document = body if isinstance(body, Mapping) else load(body)
     return _parse_document(document, inside_sns=False)
 
 
@@ -168,14 +168,43 @@ def classify_eventbridge_event(detail_type: str) -> tuple[Action, str]:
     return "ignore", f"{detail_type}: {reason}"
 
 
-def _parse_document(document: Mapping[str, Any], *, inside_sns: bool) -> Parsed:
+def load(body: bytes | str) -> Mapping[str, Any]:
+    """The body's outer JSON object, parsed no further; `errors.UnrecognisedEvent` (422)
+    when it is not JSON or not an object."""
+    return _load(body, "the body")
+
+
+def is_sns_message(document: Mapping[str, Any]) -> bool:
+    """Whether `parse` takes this decoded body as an SNS message. One that came over HTTP
+    must pass `SnsVerifier.verify(document)` before `parse` reads the Message inside it."""
+    return _shape(document, inside_sns=False) == "sns"
+
+
+Shape = Literal["s3", "test_event", "eventbridge", "sns"]
+
+
+def _shape(document: Mapping[str, Any], *, inside_sns: bool) -> Shape | None:
+    """Which shape `document` has, by the fields that tell the shapes apart, in this order."""
     if "Records" in document:
-        return Parsed("records", _s3_records(document["Records"]), document=document)
+        return "s3"
     if document.get("Event") == "s3:TestEvent":
-        return Parsed("test_event", document=document)
+        return "test_event"
     if "detail-type" in document:
-        return Parsed("records", (_eventbridge_record(document),), document=document)
+        return "eventbridge"
     if "Type" in document and "TopicArn" in document and not inside_sns:
+        return "sns"
+    return None
+
+
+def _parse_document(document: Mapping[str, Any], *, inside_sns: bool) -> Parsed:
+    shape = _shape(document, inside_sns=inside_sns)
+    if shape == "s3":
+        return Parsed("records", _s3_records(document["Records"]), document=document)
+    if shape == "test_event":
+        return Parsed("test_event", document=document)
+    if shape == "eventbridge":
+        return Parsed("records", (_eventbridge_record(document),), document=document)
+    if shape == "sns":
         return _sns_message(document)
     fields = ", ".join(sorted(str(name) for name in document)[:12]) or "none"
     where = "the SNS Message" if inside_sns else "the body"

@@ -84,9 +84,15 @@ def test_swagger_ui_renders_the_operations_offline(service: ServiceProcess, tmp_
 
     assert 'class="swagger-ui"' in dom
     operations = re.findall(r'class="opblock opblock-(\w+)', dom)
-    assert operations.count("post") == 2, operations
+    assert operations.count("post") == 3, operations
     assert {"get", "delete"} <= set(operations)
-    for path in ("/v1/replicate", "/v1/replicate/batch", "/v1/object/{bucket}/{key}", "/health"):
+    for path in (
+        "/v1/replicate",
+        "/v1/replicate/batch",
+        "/v1/events",
+        "/v1/object/{bucket}/{key}",
+        "/health",
+    ):
         assert f'data-path="{path}"' in dom, path
     assert "Failed to load API definition" not in dom
 
@@ -98,6 +104,6 @@ def test_redoc_renders_the_operations_offline(service: ServiceProcess, tmp_path:
     dom = rendered_dom(f"{service.url}/redoc", tmp_path)
 
     assert "cross-cloud-replicator" in dom
-    for path in ("/v1/replicate", "/v1/replicate/batch", "/v1/object/{bucket}/{key}"):
+    for path in ("/v1/replicate", "/v1/replicate/batch", "/v1/events", "/v1/object/{bucket}/{key}"):
         assert path in dom, path
     assert "Something went wrong" not in dom

@@ -13,6 +13,7 @@ from app.events.parse import (
     SnsEnvelope,
     classify_eventbridge_event,
     classify_s3_event,
+    is_sns_message,
     parse,
 )
 from tests.events.samples import (
@@ -359,3 +360,18 @@ def test_eventbridge_without_key() -> None:
 def test_unrecognised_bodies(body: bytes | str, message: str) -> None:
     with pytest.raises(errors.UnrecognisedEvent, match=message):
         parse(body)
+
+
+@pytest.mark.parametrize(
+    ("document", "sns"),
+    [
+        (sns_notification(s3_notification()), True),
+        (sns_notification("not JSON inside"), True),  # the Message is not read
+        (sns_confirmation("UnsubscribeConfirmation"), True),
+        ({**s3_notification(), "Type": "Notification", "TopicArn": "t"}, False),
+        (eventbridge_event(), False),
+        (s3_test_event(), False),
+    ],
+)
+def test_is_sns_message_says_what_parse_takes_as_sns(document: dict[str, Any], sns: bool) -> None:
+    assert is_sns_message(document) is sns
