@@ -16,6 +16,11 @@ from app import errors
 
 log = logging.getLogger(__name__)
 
+HEALTH_PATH = "/health"  # liveness: the process answers
+READY_PATH = "/ready"  # readiness: S3, GCS and the queue answer now
+METRICS_PATH = "/metrics"
+PATHS = (HEALTH_PATH, READY_PATH, METRICS_PATH)  # every other path is a 404
+
 
 def serve(port: int, ready: Callable[[], None]) -> ThreadingHTTPServer:
     """Start serving on 0.0.0.0:`port` in a daemon thread. `ready` raises StartupError when
@@ -23,9 +28,9 @@ def serve(port: int, ready: Callable[[], None]) -> ThreadingHTTPServer:
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
-            if self.path == "/health":
+            if self.path == HEALTH_PATH:
                 self._send(200, "application/json", b'{"status":"ok"}')
-            elif self.path == "/ready":
+            elif self.path == READY_PATH:
                 try:
                     ready()
                 except errors.StartupError as exc:
@@ -33,7 +38,7 @@ def serve(port: int, ready: Callable[[], None]) -> ThreadingHTTPServer:
                     self._send(503, "application/json", body)
                 else:
                     self._send(200, "application/json", b'{"status":"ready"}')
-            elif self.path == "/metrics":
+            elif self.path == METRICS_PATH:
                 self._send(200, CONTENT_TYPE_LATEST, generate_latest())
             else:
                 self._send(404, "application/json", b'{"error":"not_found"}')
