@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections.abc import Iterator
@@ -141,7 +142,8 @@ class Worker:
         metrics.MESSAGES_DELETED.inc(len(messages) - len(left))
 
     def _retry_later(self, message: Message, problem: str) -> None:
-        delay = int(min(self._backoff * 2 ** (message.receive_count - 1), MAX_BACKOFF))
+        # SQS counts whole seconds: round up, so that a backoff under a second is not none.
+        delay = math.ceil(min(self._backoff * 2 ** (message.receive_count - 1), MAX_BACKOFF))
         metrics.MESSAGES_RETRIED.inc()
         log.warning(
             "message %s (received %d times) will be retried in %d s: %s",
