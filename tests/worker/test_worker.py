@@ -22,14 +22,13 @@ from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import quote, quote_plus
 
-import boto3
 import httpx
 import pytest
 from google.cloud import storage
 
 from app.dev import emulators, plumbing
 from app.services.identity import SOURCE_ETAG
-from tests.conftest import destination_bytes
+from tests.conftest import client_for, destination_bytes
 from tests.events import samples
 from tests.events.test_aws_plumbing import KEYS
 from tests.faults import Fault, FaultProxy
@@ -85,13 +84,7 @@ class Aws:
 
 @pytest.fixture(scope="module")
 def aws(moto_server: emulators.Emulator) -> Aws:
-    options = {
-        "endpoint_url": moto_server.url,
-        "region_name": "us-east-1",
-        "aws_access_key_id": "test",
-        "aws_secret_access_key": "test",
-    }
-    clients = {name: boto3.client(name, **options) for name in ("s3", "sqs", "sns", "events")}
+    clients = {name: client_for(name, moto_server.url) for name in ("s3", "sqs", "sns", "events")}
     return Aws(url=moto_server.url, **clients)
 
 
