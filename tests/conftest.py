@@ -53,14 +53,19 @@ def gcs_proxy(gcs_server: emulators.Emulator) -> Iterator[FaultProxy]:
         yield proxy
 
 
-def s3_client_for(url: str) -> Any:
+def client_for(service: str, url: str) -> Any:
+    """A boto3 client of `service` ("s3", "sqs", "sns", "events") at the emulator at `url`."""
     return boto3.client(
-        "s3",
+        service,
         endpoint_url=url,
         region_name="us-east-1",
         aws_access_key_id="test",
         aws_secret_access_key="test",
     )
+
+
+def s3_client_for(url: str) -> Any:
+    return client_for("s3", url)
 
 
 @pytest.fixture(scope="session")

@@ -27,7 +27,7 @@ from types import TracebackType
 from typing import BinaryIO
 from urllib.parse import urlsplit
 
-ACTIONS = ("reset", "status", "stall", "truncate", "flip", "reset_after_upload")
+ACTIONS = ("reset", "status", "stall", "delay", "truncate", "flip", "reset_after_upload")
 HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "expect", "proxy-connection"}
 S3_SLOW_DOWN = (
     b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>SlowDown</Code>'
@@ -46,6 +46,7 @@ class Fault:
       status              answer `status` with `body` and `headers` without forwarding
       stall               hold the client without an answer for `stall_for` seconds (or until it
                           gives up); with `at`, forward and send the head and `at` body bytes first
+      delay               hold the request `stall_for` seconds, then forward it and answer in full
       truncate            forward, then send only `at` bytes of the response body and close
       flip                forward, then invert the response body's byte at offset `at`
       reset_after_upload  forward (the upstream acts on the request), then reset the client
@@ -251,6 +252,8 @@ class FaultProxy:
         if fault and action == "stall" and fault.at is None:
             self._hold(client, fault.stall_for)
             return False
+        if fault and action == "delay":
+            self._hold(client, fault.stall_for)
         if self._resumable_status and _is_status_query(method, request):
             client.sendall(self._session_status(request))
             return True

@@ -23,6 +23,8 @@ from app.config import Settings
 from app.dev import emulators
 
 REPO = Path(__file__).resolve().parents[1]
+REPLICATOR = Path(sys.executable).with_name("replicator")
+RUN_TIMEOUT = 30  # a safety net for a command that hangs; never asserted on
 SETTING_NAMES = {name.upper() for name in Settings.model_fields} | {"TARGET_GCS_BUCKET"}
 START_TIMEOUT = 60  # a safety net for a server that never comes up; never asserted on
 STOP_TIMEOUT = 30  # likewise, for a server that does not stop
@@ -70,17 +72,37 @@ def service_command(port: int) -> list[str]:
     return [sys.executable, "-m", "uvicorn", "app.main:app", "--port", str(port)]
 
 
+def replicator(
+    *args: str, cwd: Path | None = None, **settings: str
+) -> subprocess.CompletedProcess[str]:
+    """Run the `replicator` console script to its end with only `settings`."""
+    return subprocess.run(
+        [str(REPLICATOR), *args],
+        cwd=cwd,
+        env=service_env(settings),
+        capture_output=True,
+        text=True,
+        timeout=RUN_TIMEOUT,
+    )
+
+
 @contextlib.contextmanager
 def running_service(
     workdir: Path,
     settings: dict[str, str],
     command: Callable[[int], list[str]] = service_command,
+    *,
+    port_setting: str | None = None,
+    name: str = "service",
 ) -> Iterator[ServiceProcess]:
     """Start the service (`command` for a free port) in `workdir`, wait until /health answers
     200, and terminate it at the end (unless the test has stopped it already). Fails the test
-    if it never answers."""
+    if it never answers. With `port_setting`, the port is given in that setting instead of
+    (or as well as) on the command line."""
     port = emulators.free_port()
-    log = workdir / f"service-{port}.log"
+    if port_setting is not None:
+        settings = {**settings, port_setting: str(port)}
+    log = workdir / f"{name}-{port}.log"
     with log.open("wb") as out:
         process = subprocess.Popen(
             command(port),
@@ -94,9 +116,9 @@ def running_service(
         deadline = time.monotonic() + START_TIMEOUT
         while True:
             if process.poll() is not None:
-                pytest.fail(f"the service exited with {process.returncode}:\n{log.read_text()}")
+                pytest.fail(f"the {name} exited with {process.returncode}:\n{log.read_text()}")
             if time.monotonic() > deadline:
-                pytest.fail(f"the service did not answer /health:\n{log.read_text()}")
+                pytest.fail(f"the {name} did not answer /health:\n{log.read_text()}")
             with contextlib.suppress(httpx.TransportError):
                 if httpx.get(f"{service.url}/health", timeout=1).status_code == 200:
                     break

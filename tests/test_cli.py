@@ -17,29 +17,16 @@ import httpx
 
 from app.dev import emulators
 from tests.service_process import (
+    REPLICATOR,
     REPO,
+    RUN_TIMEOUT,
     STOP_TIMEOUT,
+    replicator,
     running_service,
-    service_env,
     service_settings,
 )
 
-REPLICATOR = Path(sys.executable).with_name("replicator")
-RUN_TIMEOUT = 30  # a safety net for a command that hangs; never asserted on
 HEAVY_PACKAGES = {"boto3", "botocore", "google", "fastapi", "uvicorn", "pydantic"}
-
-
-def replicator(
-    *args: str, cwd: Path | None = None, **settings: str
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(REPLICATOR), *args],
-        cwd=cwd,
-        env=service_env(settings),
-        capture_output=True,
-        text=True,
-        timeout=RUN_TIMEOUT,
-    )
 
 
 def test_help_lists_serve() -> None:

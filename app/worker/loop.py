@@ -1,6 +1,6 @@
 """The worker's loop: receive, settle every record of each message, then delete or retry.
 
-- Long polls (20 s) for up to 10 messages; `receivers` loops run at once so that
+- Long polls (`RECEIVE_WAIT` s) for up to 10 messages; `receivers` loops run at once so that
   `WORKER_CONCURRENCY` keys can be in flight (the batch's workers bound the copies).
 - A message is deleted once every record in it is settled; a failure that redelivery may
   fix leaves it on the queue, invisible for a backoff that doubles with each receive.
@@ -10,12 +10,14 @@
 - While a message is being settled, a heartbeat keeps it invisible (ChangeMessageVisibility),
   so a copy longer than the visibility timeout is never started by a second worker.
 - `stop()`: no more receives; what is in flight finishes; a message received after the stop
-  was asked for is made visible again at once.
+  was asked for is made visible again at once. A receive cannot be interrupted, so an idle
+  worker stops within `RECEIVE_WAIT` seconds.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections.abc import Iterator
@@ -29,6 +31,9 @@ from app.services.events import EventAction, EventOutcome, EventSettler
 
 log = logging.getLogger(__name__)
 MAX_BACKOFF = 15 * 60  # seconds a failed message stays invisible at most
+# Seconds a receive waits for messages. SQS allows 20, but a stop waits for the receives in
+# progress, and a pod gets 30 s from SIGTERM to SIGKILL for that and the copies in flight.
+RECEIVE_WAIT = 5
 
 
 class Worker:
@@ -73,7 +78,7 @@ class Worker:
     def _receive_loop(self) -> None:
         while not self._stopping.is_set():
             try:
-                messages = self._queue.receive()
+                messages = self._queue.receive(wait=RECEIVE_WAIT)
             except errors.ReplicatorError as exc:
                 log.warning("receiving from %s failed: %s", self._queue.url, exc)
                 self._stopping.wait(min(self._backoff or 1.0, 5.0))
@@ -137,7 +142,8 @@ class Worker:
         metrics.MESSAGES_DELETED.inc(len(messages) - len(left))
 
     def _retry_later(self, message: Message, problem: str) -> None:
-        delay = int(min(self._backoff * 2 ** (message.receive_count - 1), MAX_BACKOFF))
+        # SQS counts whole seconds: round up, so that a backoff under a second is not none.
+        delay = math.ceil(min(self._backoff * 2 ** (message.receive_count - 1), MAX_BACKOFF))
         metrics.MESSAGES_RETRIED.inc()
         log.warning(
             "message %s (received %d times) will be retried in %d s: %s",

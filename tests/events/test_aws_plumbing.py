@@ -23,12 +23,12 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-import boto3
 import pytest
 
 from app.dev import emulators
 from app.events.parse import EventRecord, Parsed, parse
 from app.events.sequencer import is_newer
+from tests.conftest import client_for
 
 MOTO = True  # these tests run against moto's server; see the module docstring
 
@@ -85,13 +85,7 @@ class Aws:
 
 @pytest.fixture
 def aws(moto_server: emulators.Emulator) -> Aws:
-    options = {
-        "endpoint_url": moto_server.url,
-        "region_name": "us-east-1",
-        "aws_access_key_id": "test",
-        "aws_secret_access_key": "test",
-    }
-    clients = {name: boto3.client(name, **options) for name in ("s3", "sqs", "sns", "events")}
+    clients = {name: client_for(name, moto_server.url) for name in ("s3", "sqs", "sns", "events")}
     bucket = f"events-{uuid.uuid4().hex[:12]}"
     clients["s3"].create_bucket(Bucket=bucket)
     return Aws(bucket=bucket, **clients)

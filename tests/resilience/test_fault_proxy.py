@@ -100,3 +100,14 @@ def test_reset_fires_on_the_chosen_requests_only(proxy: FaultProxy) -> None:
     assert outcomes == [True, False, True]
     assert (fault.matched, fault.fired) == (3, 1)
     assert [r.fault for r in proxy.seen("GET")] == [None, "reset", None]
+
+
+def test_delay_holds_the_request_then_answers_in_full(proxy: FaultProxy) -> None:
+    proxy.add(Fault("GET", "/slow", "delay", stall_for=0.5, times=1))
+    connection = connect(proxy)
+    assert get(connection, "/slow") == PAYLOAD
+    assert get(connection, "/slow") == PAYLOAD  # the connection is kept alive
+    first, second = proxy.seen("GET", "/slow")
+    assert (first.fault, second.fault) == ("delay", None)
+    # the second request could only arrive once the first was answered, after the delay
+    assert second.at - first.at >= 0.5
