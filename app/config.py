@@ -84,6 +84,7 @@ class Settings(BaseSettings):
     worker_concurrency: int = Field(16, ge=1, le=256)  # keys in flight in one worker
     worker_port: int = Field(8080, ge=0, le=65535)  # /health, /ready, /metrics; 0: none
     worker_retry_backoff: float = Field(10.0, ge=0, le=900)  # seconds, doubled per receive
+    sqs_wait_seconds: int = Field(20, ge=1, le=20)  # long polling; a stop waits for it
     # Objects of at least this size go up as parallel composite uploads (0: never).
     parallel_composite_threshold: int = Field(150 * MiB, ge=0)
     parallel_composite_part_size: int = Field(32 * MiB, ge=256 * 1024, le=1024 * MiB)

@@ -342,8 +342,10 @@ def metrics() -> Response:
 
 @service_router.get("/health")
 @service_router.get("/")
-def health(settings: SettingsDep) -> schemas.HealthResponse:
-    """Liveness, and where the service points; cheap, talks to no cloud. Never a secret."""
+async def health(settings: SettingsDep) -> schemas.HealthResponse:
+    """Liveness, and where the service points; cheap, talks to no cloud. Never a secret.
+    Served on the event loop, not the request threads, so a liveness probe is answered
+    even while every request thread is busy copying."""
     return schemas.HealthResponse(current_config=settings.describe())
 
 

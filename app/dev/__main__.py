@@ -62,6 +62,7 @@ def seed(s3_url: str, gcs_url: str, destination_bucket: str) -> plumbing.Queue:
 def start_worker(queue: plumbing.Queue, s3_url: str, port: int) -> emulators.Emulator:
     """`replicator worker` on the queue, as its own process (its logs go to this terminal)."""
     env = {**os.environ, "SQS_QUEUE_URL": queue.url, "SQS_ENDPOINT_URL": s3_url}
+    env.setdefault("SQS_WAIT_SECONDS", "5")  # Ctrl-C waits for the long poll in progress
     env["WORKER_PORT"] = str(port)
     process = subprocess.Popen(
         [sys.executable, "-m", "app.cli", "worker"], env=env, start_new_session=True

@@ -1,7 +1,10 @@
 """The worker's loop: receive, settle every record of each message, then delete or retry.
 
-- Long polls (`RECEIVE_WAIT` s) for up to 10 messages; `receivers` loops run at once so that
-  `WORKER_CONCURRENCY` keys can be in flight (the batch's workers bound the copies).
+- Long polls (`SQS_WAIT_SECONDS`, 20 by default) for up to 10 messages, from
+  ceil(WORKER_CONCURRENCY / 10) loops at once. A receive asks for no more messages than there
+  are free places (`WORKER_CONCURRENCY` messages in flight at most), and hands what it got to
+  a settling thread before receiving again, so messages that arrive one at a time are worked
+  on together too. What one receive brings is settled together (the batch plan for copies).
 - A message is deleted once every record in it is settled; a failure that redelivery may
   fix leaves it on the queue, invisible for a backoff that doubles with each receive.
 - A body that can never be settled (no known shape, invalid JSON) is poison: logged with its
@@ -11,7 +14,7 @@
   so a copy longer than the visibility timeout is never started by a second worker.
 - `stop()`: no more receives; what is in flight finishes; a message received after the stop
   was asked for is made visible again at once. A receive cannot be interrupted, so an idle
-  worker stops within `RECEIVE_WAIT` seconds.
+  worker stops within `SQS_WAIT_SECONDS`.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import math
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 
 from app import errors, metrics
@@ -31,9 +35,6 @@ from app.services.events import EventAction, EventOutcome, EventSettler
 
 log = logging.getLogger(__name__)
 MAX_BACKOFF = 15 * 60  # seconds a failed message stays invisible at most
-# Seconds a receive waits for messages. SQS allows 20, but a stop waits for the receives in
-# progress, and a pod gets 30 s from SIGTERM to SIGKILL for that and the copies in flight.
-RECEIVE_WAIT = 5
 
 
 class Worker:
@@ -46,11 +47,15 @@ class Worker:
         concurrency: int,
         visibility_timeout: int,
         backoff: float,
+        wait: int,
     ) -> None:
         self._queue = queue
         self._events = events
         self._retry = retry
         self._receivers = max(1, -(-concurrency // MAX_MESSAGES))
+        self._places = threading.Semaphore(concurrency)  # messages in flight, at most
+        self._settling = ThreadPoolExecutor(concurrency, thread_name_prefix="settle")
+        self._wait = wait
         self._visibility = max(1, visibility_timeout)
         self._backoff = backoff
         self._stopping = threading.Event()
@@ -69,6 +74,7 @@ class Worker:
             loop.start()
         for loop in loops:
             loop.join()
+        self._settling.shutdown(wait=True)
 
     def stop(self) -> None:
         self._stopping.set()
@@ -77,19 +83,47 @@ class Worker:
 
     def _receive_loop(self) -> None:
         while not self._stopping.is_set():
+            places = self._take_places()
+            if not places:
+                continue
             try:
-                messages = self._queue.receive(wait=RECEIVE_WAIT)
+                messages = self._queue.receive(max_messages=places, wait=self._wait)
             except errors.ReplicatorError as exc:
+                self._give_back(places)
                 log.warning("receiving from %s failed: %s", self._queue.url, exc)
                 self._stopping.wait(min(self._backoff or 1.0, 5.0))
                 continue
+            self._give_back(places - len(messages))
             if not messages:
                 continue
             metrics.MESSAGES_RECEIVED.inc(len(messages))
             if self._stopping.is_set():  # received while stopping: give them back now
                 self._release(messages)
+                self._give_back(len(messages))
                 return
+            self._settling.submit(self._settle_and_free, messages)
+
+    def _take_places(self) -> int:
+        """Wait (a second at a time, to notice a stop) for one free place, then take up to a
+        receive's worth of those free now."""
+        if not self._places.acquire(timeout=1.0):
+            return 0
+        taken = 1
+        while taken < MAX_MESSAGES and self._places.acquire(blocking=False):
+            taken += 1
+        return taken
+
+    def _give_back(self, places: int) -> None:
+        for _ in range(places):
+            self._places.release()
+
+    def _settle_and_free(self, messages: list[Message]) -> None:
+        try:
             self._settle(messages)
+        except Exception:  # a bug: the messages come back after their visibility timeout
+            log.exception("settling %d messages failed unexpectedly", len(messages))
+        finally:
+            self._give_back(len(messages))
 
     def _settle(self, messages: list[Message]) -> None:
         records: list[EventRecord] = []

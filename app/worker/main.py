@@ -54,6 +54,7 @@ def run() -> int:
         concurrency=settings.worker_concurrency,
         visibility_timeout=attributes.visibility_timeout,
         backoff=settings.worker_retry_backoff,
+        wait=settings.sqs_wait_seconds,
     )
 
     def ready() -> None:
