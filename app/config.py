@@ -85,6 +85,12 @@ class Settings(BaseSettings):
     worker_port: int = Field(8080, ge=0, le=65535)  # /health, /ready, /metrics; 0: none
     worker_retry_backoff: float = Field(10.0, ge=0, le=900)  # seconds, doubled per receive
     sqs_wait_seconds: int = Field(20, ge=1, le=20)  # long polling; a stop waits for it
+    # The ledger shared by replicas (redis:// or rediss://, with its password: a secret);
+    # unset: the in-process one. Leases live LEDGER_LOCK_TTL seconds unless renewed; records
+    # of what was settled, LEDGER_TTL seconds (longer than an SQS retention period).
+    ledger_url: SecretStr | None = None
+    ledger_lock_ttl: float = Field(30.0, ge=0.5, le=3600)
+    ledger_ttl: int = Field(14 * 24 * 3600, ge=1)
     # Objects of at least this size go up as parallel composite uploads (0: never).
     parallel_composite_threshold: int = Field(150 * MiB, ge=0)
     parallel_composite_part_size: int = Field(32 * MiB, ge=256 * 1024, le=1024 * MiB)
@@ -106,6 +112,27 @@ class Settings(BaseSettings):
                 raise ValueError("the port is not a number") from None
             if parts.scheme not in ("http", "https") or not parts.hostname or " " in value:
                 raise ValueError("must be an http(s) URL such as http://127.0.0.1:9000")
+        return value
+
+    @field_validator("ledger_url", mode="before")
+    @classmethod
+    def _redis_url(cls, value: Any) -> Any:
+        """Never echoes the value: it may carry a password."""
+        if isinstance(value, SecretStr):
+            value = value.get_secret_value()
+        if isinstance(value, str):
+            value = value.strip()
+            if not value:
+                return None
+            parts = urlsplit(value)
+            try:
+                parts.port  # noqa: B018 - raises ValueError on a port that is not a number
+            except ValueError:
+                raise ValueError("the port is not a number") from None
+            if parts.scheme not in ("redis", "rediss") or not parts.hostname:
+                raise ValueError(
+                    "must be a redis:// or rediss:// URL such as redis://:password@host:6379/0"
+                )
         return value
 
     @field_validator("replication_rules", mode="before")
@@ -206,6 +233,9 @@ class Settings(BaseSettings):
         }
 
 
+_SECRET_URLS = frozenset({"LEDGER_URL"})  # URLs that may carry a password: never shown
+
+
 def _comma_separated(text: str) -> list[str]:
     return [item.strip() for item in text.split(",") if item.strip()]
 
@@ -226,6 +256,6 @@ def _problem(error: Any) -> str:
     if error["type"] == "missing":
         return f"configuration error: {name}: required but not set"
     value = error.get("input")
-    secret = "KEY" in name or "SECRET" in name
+    secret = "KEY" in name or "SECRET" in name or name in _SECRET_URLS
     shown = f" (got {value!r})" if isinstance(value, str | int | float) and not secret else ""
     return f"configuration error: {name}: {message}{shown}"

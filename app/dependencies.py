@@ -14,6 +14,7 @@ from fastapi import Depends, Request
 from app.config import Settings
 from app.services.batch import Batch
 from app.services.intake import EventIntake
+from app.services.ledger import Ledger
 from app.services.objects import DestinationObjects
 from app.services.replicator import Replicator
 from app.wiring import Probe, Services
@@ -49,9 +50,14 @@ async def get_probe(request: Request) -> Probe:
     return _services(request).probe
 
 
+async def get_ledger(request: Request) -> Ledger:
+    return _services(request).ledger
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 ReplicatorDep = Annotated[Replicator, Depends(get_replicator)]
 BatchDep = Annotated[Batch, Depends(get_batch)]
 ObjectsDep = Annotated[DestinationObjects, Depends(get_objects)]
 IntakeDep = Annotated[EventIntake, Depends(get_intake)]
 ProbeDep = Annotated[Probe, Depends(get_probe)]
+LedgerDep = Annotated[Ledger, Depends(get_ledger)]

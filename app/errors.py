@@ -98,8 +98,9 @@ class IntegrityError(ReplicatorError):
 class TransientError(ReplicatorError):
     """A fault worth retrying: connection trouble, timeouts, 408/429/5xx, S3 SlowDown.
 
-    `cause` is one of "connection", "timeout", "throttled", "server_error", "stream_broken"
-    (a bounded set, used as a metrics label); `retry_after` is the server's hint in seconds.
+    `cause` is one of "connection", "timeout", "throttled", "server_error", "stream_broken",
+    "leased" (a bounded set, used as a metrics label); `retry_after` is the server's hint in
+    seconds.
     """
 
     status_code = 503
@@ -111,6 +112,13 @@ class TransientError(ReplicatorError):
         super().__init__(detail)
         self.cause = cause
         self.retry_after = retry_after
+
+
+class KeyLeased(TransientError):
+    """Another replica holds the destination key's lease: settle the event again shortly."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail, cause="leased")
 
 
 class UploadSessionLost(ReplicatorError):

@@ -34,3 +34,16 @@ EVENT_LAG_SECONDS = Histogram(
     "From the event's time at S3 to the copy or delete being settled",
     buckets=(0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 900, 3600),
 )
+
+LEDGER_UP = Gauge(
+    "replicator_ledger_up",
+    "1 while the ledger answers (always, for the in-process one); 0 while decisions fall back "
+    "to looking at both clouds",
+)
+LEDGER_FALLBACKS = Counter(
+    "replicator_ledger_fallbacks",
+    "Ledger operations done without the shared ledger because it did not answer",
+)
+LEDGER_SETTLED = Counter(
+    "replicator_ledger_settled", "Events settled from the ledger alone, with no cloud request"
+)

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 from pydantic import SecretStr
 
+from app import metrics
 from app.config import Settings
 from app.events.sns import SnsVerifier
 from app.queues import sqs
@@ -21,9 +22,10 @@ from app.services.composite import Composer, CompositeCopy, CompositePlan, sweep
 from app.services.copier import Copier
 from app.services.events import EventSettler
 from app.services.intake import EventIntake
-from app.services.ledger import LocalLedger
+from app.services.ledger import Ledger, LocalLedger
 from app.services.objects import DestinationObjects
 from app.services.replicator import Replicator
+from app.services.shared_ledger import RedisLedger
 from app.storage import gcs, local, s3
 from app.storage.base import Destination, Source
 
@@ -59,6 +61,7 @@ class Services:
     queue: sqs.SqsQueue | None  # with SQS_QUEUE_URL: the worker drains it, the intake feeds it
     sns: SnsVerifier | None  # None with SNS_VERIFY_SIGNATURES=false
     intake: EventIntake  # POST /v1/events
+    ledger: Ledger  # LocalLedger, or RedisLedger with LEDGER_URL
     request_threads: int
     pools: list[ThreadPoolExecutor] = field(default_factory=list)
 
@@ -71,6 +74,8 @@ class Services:
         """Stop the thread pools; work in flight finishes, queued work is dropped."""
         for pool in self.pools:
             pool.shutdown(wait=True, cancel_futures=True)
+        if isinstance(self.ledger, RedisLedger):
+            self.ledger.close()
 
 
 def build(settings: Settings) -> Services:
@@ -97,7 +102,7 @@ def build(settings: Settings) -> Services:
         block_size=settings.upload_chunk_size,
         composite=CompositeCopy(source, retry, composite, parts),
     )
-    ledger = LocalLedger()  # one for copies and deletes, so they exclude each other per key
+    ledger = build_ledger(settings)  # one for copies and deletes: they exclude each other
     replicator = Replicator(source, destination, retry, copier, ledger, lookups)
     events = EventSettler(
         replicator,
@@ -124,8 +129,22 @@ def build(settings: Settings) -> Services:
         queue=queue,
         sns=verifier,
         intake=EventIntake(verifier, events, queue, retry),
+        ledger=ledger,
         request_threads=REQUEST_THREADS,
         pools=[batch_workers, lookups, parts],
+    )
+
+
+def build_ledger(settings: Settings) -> Ledger:
+    """The in-process ledger, or with LEDGER_URL the one replicas share in Redis (it talks to
+    Redis only when first used, and works without it while it does not answer)."""
+    if settings.ledger_url is None:
+        metrics.LEDGER_UP.set(1)
+        return LocalLedger()
+    return RedisLedger.from_url(
+        settings.ledger_url.get_secret_value(),
+        lock_ttl=settings.ledger_lock_ttl,
+        record_ttl=settings.ledger_ttl,
     )
 
 

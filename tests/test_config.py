@@ -257,3 +257,28 @@ def test_secrets_stay_out_of_repr_and_describe(monkeypatch: pytest.MonkeyPatch) 
     assert settings.aws_secret_access_key.get_secret_value() == SECRET
     assert SECRET not in repr(settings)
     assert SECRET not in str(settings.describe())
+
+
+def test_ledger_url_takes_redis_and_rediss_with_a_password_and_keeps_it_secret(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("LEDGER_URL", f"rediss://:{SECRET}@redis.internal:6380/2")
+    settings = load_settings(gcs_bucket_name="dest", storage_emulator_host="h:1")
+
+    assert settings.ledger_url is not None
+    assert settings.ledger_url.get_secret_value() == f"rediss://:{SECRET}@redis.internal:6380/2"
+    assert (settings.ledger_lock_ttl, settings.ledger_ttl) == (30.0, 14 * 24 * 3600)
+    assert SECRET not in repr(settings)
+    assert SECRET not in str(settings.describe())
+    unset = load_settings(gcs_bucket_name="dest", storage_emulator_host="h:1", ledger_url=" ")
+    assert unset.ledger_url is None
+
+
+@pytest.mark.parametrize(
+    "url",
+    [f"http://:{SECRET}@redis:6379", f"redis://:{SECRET}@redis:port/0", f"{SECRET}@redis"],
+)
+def test_a_ledger_url_that_is_not_redis_is_one_line_without_its_password(url: str) -> None:
+    [line] = problems(GCS_BUCKET_NAME="dest", STORAGE_EMULATOR_HOST="h:1", LEDGER_URL=url)
+    assert line.startswith("configuration error: LEDGER_URL: ")
+    assert SECRET not in line

@@ -16,6 +16,7 @@ from app.api.security import accepts, require_api_key, require_api_key_or_basic
 from app.dependencies import (
     BatchDep,
     IntakeDep,
+    LedgerDep,
     ObjectsDep,
     ProbeDep,
     ReplicatorDep,
@@ -350,10 +351,11 @@ async def health(settings: SettingsDep) -> schemas.HealthResponse:
 
 
 @service_router.get("/ready", responses={503: {"model": schemas.ErrorResponse}})
-def ready(probe: ProbeDep) -> dict[str, str]:
-    """200 only when S3 and GCS both answer now (short timeouts, no retries)."""
+def ready(probe: ProbeDep, ledger: LedgerDep) -> schemas.ReadyResponse:
+    """200 only when S3 and GCS both answer now (short timeouts, no retries); the ledger's
+    state is reported but never makes it fail (the ledger is an optimisation)."""
     try:
         probe.run()
     except errors.StartupError as exc:
         raise errors.NotReady(str(exc)) from exc
-    return {"status": "ready"}
+    return schemas.ReadyResponse(ledger=ledger.state)

@@ -172,6 +172,14 @@ class ObjectResponse(BaseModel):
     metadata: dict[str, str]
 
 
+class ReadyResponse(BaseModel):
+    status: Literal["ready"] = "ready"
+    ledger: Literal["local", "up", "down"] = Field(
+        description="local: in-process (no LEDGER_URL); up/down: whether the shared ledger "
+        "answers (while down, every decision looks at both clouds)"
+    )
+
+
 class HealthResponse(BaseModel):
     status: Literal["ok"] = "ok"
     message: str = "Welcome to the Cross-Cloud Replicator!"

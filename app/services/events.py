@@ -16,6 +16,12 @@ arrive in, the destination ends up as the source is (or absent), because
   looked at (`ifGenerationMatch`), so a newer copy written meanwhile by another process
   survives.
 
+With a shared ledger (LEDGER_URL), every copy, skip and delete is recorded there (the
+destination object, or a tombstone, and the event's sequencer), and a copy event whose version
+the ledger records as settled (the same ETag and version, or a sequencer at or before the
+recorded one) is answered `skipped` from the ledger alone, with no request to S3 or GCS. The
+in-process ledger records nothing, so every event is looked at in both clouds.
+
 What is retried: every lookup and the delete, through the `RetryPolicy`. A precondition
 failure (the destination changed between look and write) or a source object that went
 while it was being copied: look again, at most `LOOKS` times. Raises `TransientError` when
@@ -29,13 +35,14 @@ import enum
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from app import errors, rules
+from app import errors, metrics, rules
 from app.events.parse import EventRecord
+from app.events.sequencer import is_newer
 from app.policy import DeletePolicy, Overwrite
 from app.retry import RetryPolicy
 from app.services.batch import Batch
 from app.services.identity import SOURCE_BUCKET, SOURCE_KEY
-from app.services.ledger import Ledger
+from app.services.ledger import Ledger, Record
 from app.services.replicator import (
     Action,
     ReplicationRequest,
@@ -48,6 +55,7 @@ from app.storage.base import ObjectInfo
 LOOKS = 3  # looks at one key per event, when the destination keeps changing under us
 GONE = "already gone"
 NOT_OURS = "not written by the replicator"
+SETTLED = "already settled (ledger)"
 
 
 class EventAction(enum.StrEnum):
@@ -105,6 +113,8 @@ class EventSettler:
         if not requests:
             reason = f"no replication rule for s3://{record.bucket}/{record.key}"
             return _outcome(record, record.key, EventAction.IGNORED, reason)
+        if self._settled_by_ledger(record, requests):
+            return _outcome(record, requests[0].s3_key, EventAction.SKIPPED, SETTLED)
         try:
             for _ in range(LOOKS):
                 try:
@@ -137,13 +147,16 @@ class EventSettler:
         groups: dict[tuple[str, str], list[tuple[int, ReplicationRequest]]] = {}
         for n, record in enumerate(records):
             routed = self._route(record) if record.action == "copy" else []
-            if len(routed) == 1:
+            if self._settled_by_ledger(record, routed):
+                outcomes[n] = _outcome(record, routed[0].s3_key, EventAction.SKIPPED, SETTLED)
+            elif len(routed) == 1:
                 group = groups.setdefault((routed[0].s3_bucket, routed[0].gcs_bucket), [])
                 group.append((n, routed[0]))
         for group in groups.values():
             results = self._batch.run([request for _, request in group])
             for (n, request), result in zip(group, results, strict=True):
                 if isinstance(result, ReplicationResult):
+                    self._record_copy(request, result, records[n])
                     action = EventAction(result.action.value)
                     outcomes[n] = _outcome(records[n], request.s3_key, action, result.reason)
 
@@ -185,6 +198,7 @@ class EventSettler:
             if self._head_source(request) is None:
                 raise _LookAgain from None  # the source object went while it was copied
             raise
+        self._record_copy(request, result, record)
         action = (
             EventAction.REPLICATED if result.action == Action.REPLICATED else EventAction.SKIPPED
         )
@@ -200,6 +214,8 @@ class EventSettler:
         for request in requests:
             reason = self._remove_copy(request)
             if reason is None:
+                tombstone = Record(request.s3_bucket, request.s3_key, None, record.sequencer)
+                self._ledger.record(request.gcs_bucket, request.gcs_key, tombstone)
                 return _outcome(
                     record, request.s3_key, EventAction.DELETED, "no longer at the source"
                 )
@@ -235,6 +251,32 @@ class EventSettler:
                 return GONE  # removed meanwhile, or by our own attempt whose answer was lost
         return None
 
+    def _settled_by_ledger(self, record: EventRecord, requests: list[ReplicationRequest]) -> bool:
+        """Whether the ledger says this copy event's version was settled already: its one
+        destination key records the same source key, and the same ETag (and version, when
+        the event has one) or a sequencer at or after the event's. Never under
+        OVERWRITE=always, which copies whatever the destination holds."""
+        if record.action != "copy" or record.etag is None or len(requests) != 1:
+            return False
+        [request] = requests
+        if request.overwrite == Overwrite.ALWAYS:
+            return False
+        known = self._ledger.settled(request.gcs_bucket, request.gcs_key)
+        if known is None or (known.s3_bucket, known.s3_key) != (request.s3_bucket, request.s3_key):
+            return False
+        same_version = known.etag == record.etag and record.version_id in (None, known.version_id)
+        settled = same_version or _not_after(record.sequencer, known.sequencer)
+        if settled:
+            metrics.LEDGER_SETTLED.inc()
+        return settled
+
+    def _record_copy(
+        self, request: ReplicationRequest, result: ReplicationResult, record: EventRecord
+    ) -> None:
+        """Note in the ledger what the destination holds now, and the event it settled."""
+        written = Record.of_copy(result.destination, record.sequencer)
+        self._ledger.record(request.gcs_bucket, request.gcs_key, written)
+
     def _route(self, record: EventRecord) -> list[ReplicationRequest]:
         """One request per name the object may have at the source that a rule routes."""
         requests = []
@@ -259,6 +301,16 @@ class EventSettler:
             raise
         except errors.ObjectNotFound:
             return None
+
+
+def _not_after(sequencer: str | None, recorded: str | None) -> bool:
+    """Whether the event with `sequencer` happened at or before the one `recorded` (same key)."""
+    if not sequencer or not recorded:
+        return False
+    try:
+        return not is_newer(sequencer, recorded)
+    except ValueError:  # not a sequencer: the clouds decide
+        return False
 
 
 def _copied_from(current: ObjectInfo, request: ReplicationRequest) -> bool:

@@ -2,9 +2,11 @@
 
 The replication flow holds a destination key while it decides and copies, so concurrent
 requests for one object queue instead of racing, and the next holder learns what the last one
-wrote without asking GCS again. `LocalLedger` does this inside one process (the default); a
-shared implementation (Redis) can replace it through the wiring without touching the flow.
-Correctness never depends on a ledger: every write is fenced by a generation precondition.
+wrote without asking GCS again. `LocalLedger` does this inside one process (the default);
+`app.services.shared_ledger.RedisLedger` does it across replicas, and also keeps a `Record` of
+what was settled per key, so a duplicate event is answered without a request to either cloud.
+Correctness never depends on a ledger: every write is fenced by a generation precondition,
+and a ledger that knows nothing (`settled` is None) only costs the lookups it would have saved.
 """
 
 from __future__ import annotations
@@ -14,9 +16,42 @@ import threading
 from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Literal, Protocol
 
+from app.services.identity import SOURCE_BUCKET, SOURCE_ETAG, SOURCE_KEY, SOURCE_VERSION
 from app.storage.base import ObjectInfo
+
+State = Literal["local", "up", "down"]  # in-process only; shared and answering; shared, not
+
+
+@dataclass(frozen=True)
+class Record:
+    """What was last settled at a destination key: the object written there, or None for a
+    tombstone (a propagated delete); which source key it stands for; and the S3 sequencer of
+    the latest event settled for it, when events carried one."""
+
+    s3_bucket: str
+    s3_key: str
+    written: ObjectInfo | None
+    sequencer: str | None = None
+
+    @classmethod
+    def of_copy(cls, written: ObjectInfo, sequencer: str | None = None) -> Record:
+        """The record of `written`, whose metadata names the source it was copied from."""
+        return cls(
+            written.metadata.get(SOURCE_BUCKET, ""),
+            written.metadata.get(SOURCE_KEY, ""),
+            written,
+            sequencer,
+        )
+
+    @property
+    def etag(self) -> str | None:
+        return self.written.metadata.get(SOURCE_ETAG) if self.written else None
+
+    @property
+    def version_id(self) -> str | None:
+        return (self.written.metadata.get(SOURCE_VERSION) or None) if self.written else None
 
 
 class Hold(Protocol):
@@ -34,6 +69,17 @@ class Ledger(Protocol):
     def hold(self, bucket: str, key: str) -> AbstractContextManager[Hold]:
         """Hold gs://bucket/key until the block ends, waiting for any other holder."""
         ...
+
+    def settled(self, bucket: str, key: str) -> Record | None:
+        """What was last settled at gs://bucket/key, or None when the ledger does not know."""
+        ...
+
+    def record(self, bucket: str, key: str, record: Record) -> None:
+        """Note what was settled at gs://bucket/key; never fails (a ledger is an optimisation)."""
+        ...
+
+    @property
+    def state(self) -> State: ...
 
 
 @dataclass
@@ -55,11 +101,20 @@ class _LocalHold:
 
 class LocalLedger:
     """Locks for the keys being worked on in this process, and nothing else: an entry lives
-    while somebody holds or waits for its key, so memory follows the work in flight."""
+    while somebody holds or waits for its key, so memory follows the work in flight. It keeps
+    no records: every decision looks at both clouds."""
+
+    state: State = "local"
 
     def __init__(self) -> None:
         self._guard = threading.Lock()
         self._entries: dict[tuple[str, str], _Entry] = {}
+
+    def settled(self, bucket: str, key: str) -> Record | None:
+        return None
+
+    def record(self, bucket: str, key: str, record: Record) -> None:
+        pass
 
     @contextlib.contextmanager
     def hold(self, bucket: str, key: str) -> Iterator[Hold]:
