@@ -31,6 +31,11 @@ log = logging.getLogger(__name__)
 MAX_BACKOFF = 15 * 60  # seconds a failed message stays invisible at most
 
 
+def receive_loops(concurrency: int) -> int:
+    """How many receive loops keep `concurrency` keys in flight, 10 messages a receive."""
+    return max(1, -(-concurrency // MAX_MESSAGES))
+
+
 class Worker:
     def __init__(
         self,
@@ -45,7 +50,7 @@ class Worker:
         self._queue = queue
         self._events = events
         self._retry = retry
-        self._receivers = max(1, -(-concurrency // MAX_MESSAGES))
+        self._receivers = receive_loops(concurrency)
         self._visibility = max(1, visibility_timeout)
         self._backoff = backoff
         self._stopping = threading.Event()
