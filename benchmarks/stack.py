@@ -4,6 +4,7 @@ fake-gcs-server as GCS, and the service under uvicorn (so its peak RSS is its ow
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import subprocess
 import sys
@@ -69,30 +70,26 @@ def emulators_running(workdir: Path) -> Iterator[Stack]:
         gcs = cleanup.enter_context(
             emulators.running(emulators.start_fake_gcs(memory_limit=FAKE_GCS_MEMORY_LIMIT))
         )
-        s3 = boto3.client(
-            "s3",
+        moto_client = functools.partial(
+            boto3.client,
             endpoint_url=moto.url,
             region_name="us-east-1",
             aws_access_key_id=CREDENTIALS["AWS_ACCESS_KEY_ID"],
             aws_secret_access_key=CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+        )
+        s3 = moto_client(
+            "s3",
             config=botocore.config.Config(
                 max_pool_connections=CLIENT_POOL,
                 request_checksum_calculation="when_required",
                 response_checksum_validation="when_required",
             ),
         )
+        sqs = moto_client("sqs", config=botocore.config.Config(max_pool_connections=CLIENT_POOL))
         gcs_client = storage.Client(
             project="bench",
             credentials=AnonymousCredentials(),
             client_options={"api_endpoint": gcs.url},
-        )
-        sqs = boto3.client(
-            "sqs",
-            endpoint_url=moto.url,
-            region_name="us-east-1",
-            aws_access_key_id=CREDENTIALS["AWS_ACCESS_KEY_ID"],
-            aws_secret_access_key=CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
-            config=botocore.config.Config(max_pool_connections=CLIENT_POOL),
         )
         s3.create_bucket(Bucket=SOURCE_BUCKET)
         gcs_client.create_bucket(DESTINATION_BUCKET)

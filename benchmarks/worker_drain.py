@@ -50,7 +50,7 @@ FEEDS = ("messages", "puts")
 PREFIX = "seeded/"  # where the `messages` feed's objects are put, once
 WAVE = 100  # messages (or objects) fed at once
 LOW_WATER = 50  # the next wave goes in once the queue holds fewer messages than this
-POLL = 0.05  # seconds between looks at the queue's depth, or at the worker's counter
+POLL = 0.1  # seconds between looks at the queue's depth, or at the worker's counter
 DEADLINE = 600.0  # seconds a run may take before it counts as failed
 # Sent after the run to end the long polls at once (a worker stopping gives it back).
 WAKE = json.dumps({"Service": "Amazon S3", "Event": "s3:TestEvent", "Bucket": EVENTS_BUCKET})
