@@ -50,7 +50,7 @@ FEEDS = ("messages", "puts")
 PREFIX = "seeded/"  # where the `messages` feed's objects are put, once
 WAVE = 100  # messages (or objects) fed at once
 LOW_WATER = 50  # the next wave goes in once the queue holds fewer messages than this
-POLL = 0.1  # seconds between looks at the queue's depth, or at the worker's counter
+POLL = 0.1  # seconds between looks at the consumer's progress
 DEADLINE = 600.0  # seconds a run may take before it counts as failed
 # Sent after the run to end the long polls at once (a worker stopping gives it back).
 WAKE = json.dumps({"Service": "Amazon S3", "Event": "s3:TestEvent", "Bucket": EVENTS_BUCKET})
@@ -100,7 +100,7 @@ def run(stack: Stack, count: int, size: int, repeat: int) -> Comparison:
             else:
                 prefix, keys = PREFIX, list(seeded)
                 wave = functools.partial(_send_events, stack, queue, template, seeded, size)
-            feeder = Feeder(stack, queue.url, keys, wave)
+            feeder = Feeder(keys, wave)
             contender = comparison.contenders[name]
             if name == "service":
                 _worker_run(stack, contender, feeder, queue, f"worker-{run_name}", prefix, size)
@@ -164,38 +164,31 @@ def _send_events(
 
 
 class Feeder:
-    """Feeds `keys` in waves, each once the queue is shallow, then waits for `done()`."""
+    """Feeds `keys` in waves, each once the queue is shallow, then waits for the consumer.
 
-    def __init__(
-        self, stack: Stack, queue_url: str, keys: list[str], wave: Callable[[list[str]], object]
-    ) -> None:
-        self._stack = stack
-        self._queue_url = queue_url
-        self._wave = wave
+    How shallow comes from the consumer's own count of the messages it deleted: asking moto
+    (GetQueueAttributes) walks the whole queue, three times, and 10 asks a second cost moto
+    more CPU than the receives they were watching."""
+
+    def __init__(self, keys: list[str], wave: Callable[[list[str]], object]) -> None:
         self.keys = keys
+        self._wave = wave
         self.wave_seconds = 0.0  # time spent feeding, within the run's wall time
 
-    def feed_until(self, done: Callable[[], bool]) -> float:
-        """Feed every key, then wait for `done()`, which raises when the consumer failed;
-        returns the number of keys."""
+    def feed_until(self, deleted: Callable[[], float], done: Callable[[], bool]) -> float:
+        """Feed every key, a wave once fewer than LOW_WATER fed messages are not yet
+        `deleted()`, then wait for `done()`; both raise when the consumer failed. Returns
+        the number of keys."""
         deadline = time.monotonic() + DEADLINE
-        for start in range(0, len(self.keys), WAVE):
-            while self._depth() >= LOW_WATER:
-                done()
+        for fed in range(0, len(self.keys), WAVE):
+            while fed - deleted() >= LOW_WATER:
                 _pause(deadline)
             started = time.perf_counter()
-            self._wave(self.keys[start : start + WAVE])
+            self._wave(self.keys[fed : fed + WAVE])
             self.wave_seconds += time.perf_counter() - started
         while not done():
             _pause(deadline)
         return len(self.keys)
-
-    def _depth(self) -> int:
-        answer = self._stack.sqs.get_queue_attributes(
-            QueueUrl=self._queue_url,
-            AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
-        )
-        return sum(int(value) for value in answer["Attributes"].values())
 
 
 def _pause(deadline: float) -> None:
@@ -225,14 +218,18 @@ def _worker_run(
     try:
         with worker_running(stack, name, queue.url, bucket) as worker:
 
-            def replicated_all() -> bool:
+            def counter(name: str) -> float:
                 if worker.process.poll() is not None:
                     raise ServiceError(f"the worker exited:\n{worker.log_tail()}")
-                return _replicated(worker) >= count
+                return _counter(worker, name)
 
+            def done() -> bool:
+                return counter("replicator_objects_replicated") >= count
+
+            deleted = functools.partial(counter, "replicator_messages_deleted")
             pids = {**stack.pids(), "service": worker.process.pid}
             verify = functools.partial(small_batch.verify, stack, bucket, prefix, count, size)
-            attempt(contender, pids, functools.partial(feeder.feed_until, replicated_all), verify)
+            attempt(contender, pids, functools.partial(feeder.feed_until, deleted, done), verify)
             worker.process.terminate()
             time.sleep(0.2)  # for the signal to land: a message before it would be settled
             _wake(stack, queue, receive_loops(concurrency()))
@@ -240,11 +237,10 @@ def _worker_run(
         contender.errors.append(str(exc)[:300])
 
 
-def _replicated(worker: Service) -> float:
-    """The worker's replicator_objects_replicated_total, from /metrics."""
-    text = worker.http.get("/metrics").text
-    for family in text_string_to_metric_families(text):
-        if family.name == "replicator_objects_replicated":
+def _counter(worker: Service, name: str) -> float:
+    """One of the worker's counters (`name` without `_total`), from its /metrics."""
+    for family in text_string_to_metric_families(worker.http.get("/metrics").text):
+        if family.name == name:
             return sum(s.value for s in family.samples if s.name.endswith("_total"))
     return 0.0
 
@@ -253,17 +249,21 @@ def _bare_drain_run(
     stack: Stack, contender: Contender, feeder: Feeder, queue: plumbing.Queue, loops: int
 ) -> None:
     wake = functools.partial(_wake, stack, queue, loops)
-    with _draining(SqsQueue(stack.sqs, queue.url), len(feeder.keys), loops, wake) as drained:
-        attempt(contender, stack.pids(), functools.partial(feeder.feed_until, drained))
+    with _draining(SqsQueue(stack.sqs, queue.url), loops, wake) as deleted:
+
+        def done() -> bool:
+            return deleted() >= len(feeder.keys)
+
+        attempt(contender, stack.pids(), functools.partial(feeder.feed_until, deleted, done))
 
 
 @contextlib.contextmanager
 def _draining(
-    queue: SqsQueue, count: int, loops: int, wake: Callable[[], None]
-) -> Iterator[Callable[[], bool]]:
+    queue: SqsQueue, loops: int, wake: Callable[[], None]
+) -> Iterator[Callable[[], float]]:
     """`loops` threads receiving and deleting, as the worker's receive loops do without the
-    copies; yields `drained()`: True once `count` messages are deleted, raising what stopped
-    a loop. When the block ends the loops stop, `wake()` ending their long polls."""
+    copies; yields `deleted()`, the messages deleted so far, which raises what stopped a
+    loop. When the block ends the loops stop, `wake()` ending their long polls."""
     deleted = 0
     guard = threading.Lock()
     stop = threading.Event()
@@ -282,16 +282,16 @@ def _draining(
         except Exception as exc:
             failures.append(exc)
 
-    def drained() -> bool:
+    def count() -> float:
         if failures:
             raise failures[0]
-        return deleted >= count
+        return deleted
 
     threads = [threading.Thread(target=receive_and_delete) for _ in range(loops)]
     for thread in threads:
         thread.start()
     try:
-        yield drained
+        yield count
     finally:
         stop.set()
         wake()
