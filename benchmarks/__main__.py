@@ -2,6 +2,7 @@
 
 Service settings in the environment (UPLOAD_CHUNK_SIZE, BATCH_CONCURRENCY, ...) reach the
 service processes, so `UPLOAD_CHUNK_SIZE=16777216 make bench` measures another chunk size.
+`BENCH_WORKER_FEED=puts` feeds the worker scenario with real PUTs (see worker_drain.py).
 """
 
 from __future__ import annotations
