@@ -2,12 +2,14 @@
 
 Service settings in the environment (UPLOAD_CHUNK_SIZE, BATCH_CONCURRENCY, ...) reach the
 service processes, so `UPLOAD_CHUNK_SIZE=16777216 make bench` measures another chunk size.
+`BENCH_WORKER_FEED=puts` feeds the worker scenario with real PUTs (see worker_drain.py).
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import os
 import sys
 import tempfile
@@ -19,11 +21,21 @@ from typing import Any, TypeVar
 
 from rich.console import Console
 
-from benchmarks import big_object, machine, memory, rclone, report, skip_path, small_batch, stack
+from benchmarks import (
+    big_object,
+    machine,
+    memory,
+    rclone,
+    report,
+    skip_path,
+    small_batch,
+    stack,
+    worker_drain,
+)
 from benchmarks.measure import Comparison, MiB
 
 T = TypeVar("T")
-SCENARIOS = ("big", "small", "skip", "memory")
+SCENARIOS = ("big", "small", "skip", "memory", "worker")
 
 
 @dataclass(frozen=True)
@@ -33,10 +45,11 @@ class Plan:
     small_size: int
     skip_seconds: float  # per run and side
     memory_sizes: tuple[int, int]
+    worker_count: int  # objects of small_size, through S3 events and SQS
 
 
-FULL = Plan(256 * MiB, 1000, 4 * 1024, 5.0, (96 * MiB, 320 * MiB))
-QUICK = Plan(96 * MiB, 200, 4 * 1024, 1.5, (72 * MiB, 144 * MiB))  # to iterate, not to quote
+FULL = Plan(256 * MiB, 1000, 4 * 1024, 5.0, (96 * MiB, 320 * MiB), 1000)
+QUICK = Plan(96 * MiB, 200, 4 * 1024, 1.5, (72 * MiB, 144 * MiB), 200)  # to iterate, not to quote
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -68,6 +81,7 @@ def main(argv: list[str] | None = None) -> int:
         "plan": dataclasses.asdict(plan),
         "fake_gcs_memory_limit": stack.FAKE_GCS_MEMORY_LIMIT,
         "skip_path_clients": skip_path.CLIENTS,
+        "worker_concurrency": worker_drain.concurrency(),
     }
     results = report.Results(machine.describe(), options)
     _print_machine(console, results.machine)
@@ -88,6 +102,12 @@ def main(argv: list[str] | None = None) -> int:
             results.memory = _scenario(
                 console, results, "memory", lambda: memory.run(emulators, sizes)
             )
+        if "worker" in args.only:
+            run = functools.partial(
+                worker_drain.run, emulators, plan.worker_count, plan.small_size, args.repeat
+            )
+            if found := _scenario(console, results, "worker", run):
+                results.comparisons["worker"] = found
     results.machine["load_average_after"] = [round(load, 2) for load in os.getloadavg()]
     report.print_report(console, results)
     path = report.write_json(results, stack.REPO / "bench-results", stamp)

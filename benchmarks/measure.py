@@ -13,6 +13,7 @@ import statistics
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 _TICKS = os.sysconf("SC_CLK_TCK")
 MiB = 1024 * 1024
@@ -99,6 +100,7 @@ class Comparison:
     title: str
     unit: str
     contenders: dict[str, Contender]
+    details: dict[str, Any] = field(default_factory=dict)  # what else a scenario measured
 
     def ratio(self, name: str, other: str) -> float | None:
         """The ratio of medians, `name` over `other`; None when either side has no figure."""

@@ -21,7 +21,7 @@ from benchmarks.memory import Memory
 class Results:
     machine: dict[str, Any]
     options: dict[str, Any]
-    comparisons: dict[str, Comparison] = field(default_factory=dict)  # big, small, skip
+    comparisons: dict[str, Comparison] = field(default_factory=dict)  # big ... worker
     memory: Memory | None = None
     failures: dict[str, str] = field(default_factory=dict)  # scenario -> what stopped it
 
@@ -93,6 +93,8 @@ def rows(results: Results) -> list[Row]:
         table += _comparison_rows(comparisons["small"], {"rclone": (">= 1.5x", _ge(1.5))})
     if "skip" in comparisons:
         table += _comparison_rows(comparisons["skip"], {"head": (">= 0.8x", _ge(0.8))})
+    if "worker" in comparisons:
+        table += _worker_rows(results)
     memory = results.memory
     if memory is not None:
         for run in memory.runs:
@@ -115,6 +117,61 @@ def rows(results: Results) -> list[Row]:
             )
         )
     return table
+
+
+def worker_limit(results: Results) -> float | None:
+    """The rate moto allows one worker, 1 / (1/batch + 1/drain): the batch API's median for
+    the same objects (scenario 2, this invocation) and the bare drain's. None without both."""
+    worker, small = results.comparisons.get("worker"), results.comparisons.get("small")
+    if worker is None or small is None:
+        return None
+    batch, drain = small.contenders["service"].median, worker.contenders["drain"].median
+    if not batch or not drain:
+        return None
+    return 1 / (1 / batch + 1 / drain)
+
+
+def worker_ratio(results: Results) -> float | None:
+    limit, worker = worker_limit(results), results.comparisons["worker"].contenders["service"]
+    return None if limit is None or worker.median is None else worker.median / limit
+
+
+def cpu_ms_per_object(contender: Contender, process: str) -> float | None:
+    """The median over runs of `process`'s CPU per object (a run's work is rate x seconds)."""
+    if not contender.samples:
+        return None
+    per_object = [s.cpu.get(process, 0.0) / (s.rate * s.seconds) for s in contender.samples]
+    return 1000 * statistics.median(per_object)
+
+
+def _worker_rows(results: Results) -> list[Row]:
+    worker = results.comparisons["worker"]
+    found = _comparison_rows(worker, {})  # against the bare drain
+    median = worker.contenders["service"].median
+    small = results.comparisons.get("small")
+    for contender in small.contenders.values() if small else []:
+        ratio = None if median is None or not contender.median else median / contender.median
+        label = f"{contender.label} (scenario 2)"
+        found.append(Row("", "", label, _figure(contender), ratio))
+    limit, ratio = worker_limit(results), worker_ratio(results)
+    found.append(
+        Row(
+            "",
+            "",
+            "limit: 1 / (1/batch + 1/bare drain)",
+            f"{limit:,.1f}" if limit else "needs `small` in the same run",
+            ratio,
+            _target("worker vs the emulators' limit", ">= 0.7x", ratio, _ge(0.7)),
+        )
+    )
+    cpu = cpu_ms_per_object(worker.contenders["service"], "service")
+    found.append(Row("worker CPU per object", "-" if cpu is None else f"{cpu:.2f} ms"))
+    put_seconds = worker.details.get("put_seconds", {}).get("service")
+    if put_seconds and worker.contenders["service"].samples:
+        wall = statistics.median(s.seconds for s in worker.contenders["service"].samples)
+        spent = f"{statistics.median(put_seconds):.1f} s of {wall:.1f} s"
+        found.append(Row("S3 PUTs feeding the worker's queue", spent))
+    return found
 
 
 def _ge(threshold: float) -> Callable[[float], bool]:
@@ -192,6 +249,12 @@ def write_json(results: Results, directory: Path, stamp: str) -> Path:
             for other in comparison.contenders
             if other != "service"
         }
+    if "worker" in results.comparisons:
+        worker = payload["comparisons"]["worker"]
+        worker["limit"] = worker_limit(results)
+        worker["ratio_to_limit"] = worker_ratio(results)
+        service = results.comparisons["worker"].contenders["service"]
+        worker["cpu_ms_per_object"] = cpu_ms_per_object(service, "service")
     if results.memory is not None:
         payload["memory"]["peak_mib"] = results.memory.peak_mib
         payload["memory"]["growth_mib"] = results.memory.growth_mib

@@ -17,13 +17,25 @@ RCLONE_TRANSFERS = "16"
 
 def seed(stack: Stack, count: int, size: int) -> list[str]:
     keys = [f"{PREFIX}{i:05d}.bin" for i in range(count)]
+    put(stack, SOURCE_BUCKET, keys, size)
+    return keys
 
-    def put(key: str) -> None:
-        stack.s3.put_object(Bucket=SOURCE_BUCKET, Key=key, Body=os.urandom(size))
+
+def put(stack: Stack, bucket: str, keys: list[str], size: int) -> dict[str, str]:
+    """Random bytes of `size` under each key, from 16 threads; returns their ETags."""
+
+    def one(key: str) -> str:
+        return str(stack.s3.put_object(Bucket=bucket, Key=key, Body=os.urandom(size))["ETag"])
 
     with ThreadPoolExecutor(16) as pool:
-        list(pool.map(put, keys))
-    return keys
+        return dict(zip(keys, pool.map(one, keys), strict=True))
+
+
+def verify(stack: Stack, bucket: str, prefix: str, count: int, size: int) -> None:
+    """NotCopied unless gs://bucket/prefix holds `count` objects, every one of `size` bytes."""
+    sizes = [blob.size for blob in stack.gcs_client.list_blobs(bucket, prefix=prefix)]
+    if len(sizes) != count or set(sizes) != {size}:
+        raise NotCopied(f"gs://{bucket}/{prefix} holds {len(sizes)} objects of {set(sizes)}")
 
 
 def run(
@@ -53,11 +65,6 @@ def run(
         rclone.copy(f"{SOURCE_BUCKET}/{PREFIX}", f"{bucket}/{PREFIX}", *flags)
         return len(keys)
 
-    def verify(bucket: str) -> None:
-        sizes = [blob.size for blob in stack.gcs_client.list_blobs(bucket, prefix=PREFIX)]
-        if len(sizes) != len(keys) or set(sizes) != {size}:
-            raise NotCopied(f"gs://{bucket}/{PREFIX} holds {len(sizes)} objects of {set(sizes)}")
-
     runs = {"service": service_batch, "rclone": rclone_copy}
     if rclone is None:
         del runs["rclone"]
@@ -70,6 +77,6 @@ def run(
                 comparison.contenders[name],
                 stack.pids(service),
                 functools.partial(runs[name], bucket),
-                functools.partial(verify, bucket),
+                functools.partial(verify, stack, bucket, PREFIX, len(keys), size),
             )
     return comparison

@@ -4,6 +4,7 @@ fake-gcs-server as GCS, and the service under uvicorn (so its peak RSS is its ow
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import subprocess
 import sys
@@ -38,6 +39,7 @@ class Stack:
     moto: emulators.Emulator
     gcs: emulators.Emulator
     s3: Any  # a boto3 S3 client for seeding and for the raw limits
+    sqs: Any  # a boto3 SQS client (moto serves it on the same port) for event plumbing
     gcs_client: storage.Client
     workdir: Path
 
@@ -68,18 +70,22 @@ def emulators_running(workdir: Path) -> Iterator[Stack]:
         gcs = cleanup.enter_context(
             emulators.running(emulators.start_fake_gcs(memory_limit=FAKE_GCS_MEMORY_LIMIT))
         )
-        s3 = boto3.client(
-            "s3",
+        moto_client = functools.partial(
+            boto3.client,
             endpoint_url=moto.url,
             region_name="us-east-1",
             aws_access_key_id=CREDENTIALS["AWS_ACCESS_KEY_ID"],
             aws_secret_access_key=CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+        )
+        s3 = moto_client(
+            "s3",
             config=botocore.config.Config(
                 max_pool_connections=CLIENT_POOL,
                 request_checksum_calculation="when_required",
                 response_checksum_validation="when_required",
             ),
         )
+        sqs = moto_client("sqs", config=botocore.config.Config(max_pool_connections=CLIENT_POOL))
         gcs_client = storage.Client(
             project="bench",
             credentials=AnonymousCredentials(),
@@ -87,7 +93,7 @@ def emulators_running(workdir: Path) -> Iterator[Stack]:
         )
         s3.create_bucket(Bucket=SOURCE_BUCKET)
         gcs_client.create_bucket(DESTINATION_BUCKET)
-        yield Stack(moto, gcs, s3, gcs_client, workdir)
+        yield Stack(moto, gcs, s3, sqs, gcs_client, workdir)
 
 
 class ServiceError(RuntimeError):
@@ -126,28 +132,67 @@ class Service:
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
 
 
-@contextlib.contextmanager
-def service_running(stack: Stack, name: str) -> Iterator[Service]:
-    """`python -m uvicorn app.main:app` against this stack, with whatever service settings
-    (UPLOAD_CHUNK_SIZE, BATCH_CONCURRENCY, LOG_FORMAT, ...) the harness's own environment
-    carries. API_KEYS comes from there too (not from a .env file), and its first key is sent."""
-    port = emulators.free_port()
-    api_keys = os.environ.get("API_KEYS", "")
+def service_env(stack: Stack) -> dict[str, str]:
+    """The environment of a service process on this stack: the harness's own (service
+    settings such as UPLOAD_CHUNK_SIZE, BATCH_CONCURRENCY, LOG_FORMAT, API_KEYS reach it from
+    there, not from a .env file), pointed at the emulators."""
     env = {
         **os.environ,
         **CREDENTIALS,
         "S3_ENDPOINT_URL": stack.moto.url,
         "STORAGE_EMULATOR_HOST": stack.gcs.url,
         "GCS_BUCKET_NAME": DESTINATION_BUCKET,
-        "API_KEYS": api_keys,
+        "API_KEYS": os.environ.get("API_KEYS", ""),
     }
     env.pop("LOCAL_GCS_PATH", None)
-    log_path = stack.workdir / f"service-{name}.log"
+    return env
+
+
+@contextlib.contextmanager
+def service_running(stack: Stack, name: str) -> Iterator[Service]:
+    """`python -m uvicorn app.main:app` against this stack, with `service_env`; the first of
+    API_KEYS is sent."""
+    port = emulators.free_port()
     command = [sys.executable, "-m", "uvicorn", "app.main:app", "--port", str(port)]
+    key = os.environ.get("API_KEYS", "").split(",")[0].strip()
+    with _running(stack, name, command, service_env(stack), port, key) as service:
+        yield service
+
+
+@contextlib.contextmanager
+def worker_running(stack: Stack, name: str, queue_url: str, bucket: str) -> Iterator[Service]:
+    """`replicator worker` (`python -m app.cli worker`) draining `queue_url` into `bucket`,
+    with `service_env`; `http` reaches its /health and /metrics on WORKER_PORT. SIGTERM when
+    the block ends: it stops after its long polls return (up to 20 s without messages)."""
+    port = emulators.free_port()
+    env = {
+        **service_env(stack),
+        "SQS_QUEUE_URL": queue_url,
+        "SQS_ENDPOINT_URL": stack.moto.url,
+        "GCS_BUCKET_NAME": bucket,
+        "WORKER_PORT": str(port),
+    }
+    command = [sys.executable, "-m", "app.cli", "worker"]
+    with _running(stack, name, command, env, port, "", stop_timeout=25.0) as worker:
+        yield worker
+
+
+@contextlib.contextmanager
+def _running(
+    stack: Stack,
+    name: str,
+    command: list[str],
+    env: dict[str, str],
+    port: int,
+    api_key: str,
+    stop_timeout: float = 10.0,
+) -> Iterator[Service]:
+    """`command` as a process logging to the workdir, once its /health answers on `port`;
+    SIGTERM when the block ends, SIGKILL `stop_timeout` seconds later."""
+    log_path = stack.workdir / f"service-{name}.log"
     with log_path.open("wb") as log:
         process = subprocess.Popen(command, cwd=REPO, env=env, stdout=log, stderr=log)
-    key = api_keys.split(",")[0].strip()
-    auth = {"X-API-Key": key} if key else {}
+    auth = {"X-API-Key": api_key} if api_key else {}
     http = httpx.Client(base_url=f"http://{emulators.HOST}:{port}", headers=auth, timeout=600)
     service = Service(process, port, log_path, http, auth)
     try:
@@ -157,7 +202,7 @@ def service_running(stack: Stack, name: str) -> Iterator[Service]:
         http.close()
         process.terminate()
         try:
-            process.wait(timeout=10)
+            process.wait(timeout=stop_timeout)
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()

@@ -37,6 +37,11 @@ log = logging.getLogger(__name__)
 MAX_BACKOFF = 15 * 60  # seconds a failed message stays invisible at most
 
 
+def receive_loops(concurrency: int) -> int:
+    """How many receive loops keep `concurrency` keys in flight, 10 messages a receive."""
+    return max(1, -(-concurrency // MAX_MESSAGES))
+
+
 class Worker:
     def __init__(
         self,
@@ -52,7 +57,7 @@ class Worker:
         self._queue = queue
         self._events = events
         self._retry = retry
-        self._receivers = max(1, -(-concurrency // MAX_MESSAGES))
+        self._receivers = receive_loops(concurrency)
         self._places = threading.Semaphore(concurrency)  # messages in flight, at most
         self._settling = ThreadPoolExecutor(concurrency, thread_name_prefix="settle")
         self._wait = wait
