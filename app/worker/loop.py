@@ -64,6 +64,7 @@ class Worker:
         self._visibility = max(1, visibility_timeout)
         self._backoff = backoff
         self._stopping = threading.Event()
+        self.refused: errors.AccessDenied | None = None  # the queue refused ReceiveMessage
         self._in_flight: dict[str, tuple[Message, float]] = {}  # id -> (message, hidden until)
         self._guard = threading.Lock()
 
@@ -93,6 +94,13 @@ class Worker:
                 continue
             try:
                 messages = self._queue.receive(max_messages=places, wait=self._wait)
+            except errors.AccessDenied as exc:
+                # No receive permission (the first receive is where it shows): no retry can
+                # fix a policy, so the worker stops and says so, as at start-up.
+                self._give_back(places)
+                self.refused = exc
+                self.stop()
+                return
             except errors.ReplicatorError as exc:
                 self._give_back(places)
                 log.warning("receiving from %s failed: %s", self._queue.url, exc)

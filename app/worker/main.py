@@ -82,6 +82,9 @@ def run() -> int:
         if server is not None:
             server.shutdown()
         services.close()
+    if worker.refused is not None:
+        print(f"replicator worker: SQS_QUEUE_URL: {worker.refused.detail}", file=sys.stderr)
+        return 2
     log.info("stopped")
     return 0
 

@@ -485,3 +485,48 @@ def test_a_queue_without_a_redrive_policy_is_warned_about(
         assert len(warnings) == 1
         assert "WARNING" in warnings[0]
         assert worker.process.poll() is None
+
+
+def test_a_queue_that_refuses_receive_stops_the_worker_with_one_line(
+    aws: Aws, gcs_server: emulators.Emulator, gcs: storage.Client, tmp_path: Path
+) -> None:
+    """Receive permission shows on the first receive (SQS has no dry run): a refusal there is
+    a misconfiguration, answered like one at start-up, not retried for ever."""
+    queue = plumbing.queue_with_dead_letters(aws.sqs, f"refusing-{uuid.uuid4().hex[:12]}")
+    denied = json.dumps(
+        {
+            "__type": "com.amazon.coral.service#AccessDeniedException",
+            "message": "User is not authorized to perform: sqs:ReceiveMessage",
+        }
+    ).encode()
+    with FaultProxy(aws.url) as sqs_proxy:
+        # The probe's GetQueueAttributes, the worker's own, then its first ReceiveMessage.
+        receive = sqs_proxy.add(
+            Fault(
+                "POST",
+                "/",
+                action="status",
+                status=400,
+                body=denied,
+                headers={"Content-Type": "application/x-amz-json-1.0"},
+                nth=3,
+            )
+        )
+        settings = worker_settings(
+            aws,
+            aws.url,
+            gcs_server.url,
+            gcs_bucket(gcs),
+            queue,
+            SQS_ENDPOINT_URL=sqs_proxy.url,
+            WORKER_CONCURRENCY="1",
+            WORKER_PORT="0",
+        )
+        result = replicator("worker", cwd=tmp_path, **settings)
+    output = result.stdout + result.stderr
+    assert receive.fired == 1
+    assert result.returncode == 2, output
+    assert "Traceback" not in output
+    [line] = [line for line in result.stderr.splitlines() if line.startswith("replicator worker")]
+    assert "SQS_QUEUE_URL" in line
+    assert "denied" in line
