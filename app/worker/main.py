@@ -58,9 +58,10 @@ def run() -> int:
         put_back=max(1.0, settings.ledger_lock_ttl / 10),
     )
 
-    def ready() -> None:
+    def ready() -> dict[str, str]:
         services.probe.run()
         queue.probe()
+        return {"ledger": services.ledger.state}  # reported; never makes it fail
 
     server = health.serve(settings.worker_port, ready) if settings.worker_port else None
     threading.Thread(target=services.sweep_stale_parts, name="sweep", daemon=True).start()
