@@ -26,6 +26,10 @@ MESSAGES_DELETED = Counter("replicator_messages_deleted", "Queue messages settle
 MESSAGES_RETRIED = Counter(
     "replicator_messages_retried", "Queue messages left for redelivery after a failure"
 )
+MESSAGES_PUT_BACK = Counter(
+    "replicator_messages_put_back",
+    "Queue messages put back for a moment: their key was being settled by another replica",
+)
 MESSAGES_POISONED = Counter(
     "replicator_messages_poisoned", "Queue messages that can never be settled (left for the DLQ)"
 )

@@ -78,7 +78,9 @@ class Services:
             self.ledger.close()
 
 
-def build(settings: Settings) -> Services:
+def build(settings: Settings, *, wait_for_leases: bool = True) -> Services:
+    """`wait_for_leases=False` (the queue worker): a key another replica holds raises
+    `errors.KeyLeased` rather than wait, so its message goes back on the queue for a while."""
     retry = RetryPolicy(settings.max_retries, settings.retry_delay, settings.retry_max_delay)
     composite = CompositePlan(
         threshold=settings.parallel_composite_threshold,
@@ -102,7 +104,8 @@ def build(settings: Settings) -> Services:
         block_size=settings.upload_chunk_size,
         composite=CompositeCopy(source, retry, composite, parts),
     )
-    ledger = build_ledger(settings)  # one for copies and deletes: they exclude each other
+    # One ledger for copies and deletes: they exclude each other.
+    ledger = build_ledger(settings, wait_for_leases)
     replicator = Replicator(source, destination, retry, copier, ledger, lookups)
     events = EventSettler(
         replicator,
@@ -135,9 +138,10 @@ def build(settings: Settings) -> Services:
     )
 
 
-def build_ledger(settings: Settings) -> Ledger:
+def build_ledger(settings: Settings, wait_for_leases: bool = True) -> Ledger:
     """The in-process ledger, or with LEDGER_URL the one replicas share in Redis (it talks to
-    Redis only when first used, and works without it while it does not answer)."""
+    Redis only when first used, and works without it while it does not answer). Threads of
+    one process always wait for each other; `wait_for_leases` is for other replicas' leases."""
     if settings.ledger_url is None:
         metrics.LEDGER_UP.set(1)
         return LocalLedger()
@@ -145,6 +149,7 @@ def build_ledger(settings: Settings) -> Ledger:
         settings.ledger_url.get_secret_value(),
         lock_ttl=settings.ledger_lock_ttl,
         record_ttl=settings.ledger_ttl,
+        wait=wait_for_leases,
     )
 
 

@@ -142,7 +142,8 @@ class EventSettler:
         into one destination bucket go through the batch plan together (one listing of the
         destination, one GET per object, as POST /v1/replicate/batch: a queue's worth of new
         objects costs no HEADs); the rest, and every copy the plan could not settle (its
-        source gone, say), are settled one by one by `settle`."""
+        source gone, say), are settled one by one by `settle`. A key another replica holds
+        comes back as `errors.KeyLeased` when the ledger was built not to wait for leases."""
         outcomes: dict[int, EventOutcome | errors.TransientError] = {}
         groups: dict[tuple[str, str], list[tuple[int, ReplicationRequest]]] = {}
         for n, record in enumerate(records):
@@ -159,6 +160,8 @@ class EventSettler:
                     self._record_copy(request, result, records[n])
                     action = EventAction(result.action.value)
                     outcomes[n] = _outcome(records[n], request.s3_key, action, result.reason)
+                elif isinstance(result, errors.KeyLeased):
+                    outcomes[n] = result  # another replica is settling it: no second look
 
         def one(n: int) -> EventOutcome | errors.TransientError:
             try:

@@ -67,7 +67,8 @@ class Hold(Protocol):
 
 class Ledger(Protocol):
     def hold(self, bucket: str, key: str) -> AbstractContextManager[Hold]:
-        """Hold gs://bucket/key until the block ends, waiting for any other holder."""
+        """Hold gs://bucket/key until the block ends, waiting for any other holder (a shared
+        ledger built not to wait raises `errors.KeyLeased` for another replica's lease)."""
         ...
 
     def settled(self, bucket: str, key: str) -> Record | None:

@@ -141,9 +141,12 @@ class Replicator:
 
 
 def counted(fn: Callable[..., ReplicationResult], *args: object) -> ReplicationResult:
-    """Run one replication and count its outcome."""
+    """Run one replication and count its outcome (a key leased by another replica is no
+    failure: that replica settles it)."""
     try:
         result = fn(*args)
+    except errors.KeyLeased:
+        raise
     except errors.ReplicatorError as exc:
         metrics.OBJECTS_FAILED.labels(exc.kind).inc()
         raise

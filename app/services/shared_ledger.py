@@ -164,8 +164,11 @@ class RedisLedger:
         record_ttl: int,
         retry_every: float = RETRY_EVERY,
         prefix: str = "replicator",
+        wait: bool = True,
     ) -> None:
+        """`wait`: what `hold` does with a key another replica leased, unless told (see it)."""
         self._client = client
+        self._wait = wait
         self._lock_ttl_ms = max(1, int(lock_ttl * 1000))
         self._record_ttl_ms = record_ttl * 1000
         self._prefix = prefix
@@ -212,11 +215,12 @@ class RedisLedger:
     # --- leases -----------------------------------------------------------------------------
 
     @contextlib.contextmanager
-    def hold(self, bucket: str, key: str, *, wait: bool = True) -> Iterator[_SharedHold]:
+    def hold(self, bucket: str, key: str, *, wait: bool | None = None) -> Iterator[_SharedHold]:
         """Hold gs://bucket/key in this process, then across replicas. Another replica's
         lease is waited for up to the lease TTL (then the key is worked on unleased, fenced
-        as always); with `wait=False`, `errors.KeyLeased` is raised instead. `handed_over`
-        is what the holder we waited for recorded, when it recorded anything."""
+        as always); with `wait=False`, `errors.KeyLeased` is raised instead (a queue worker
+        puts its message back rather than tie up a thread). `wait=None`: as the ledger was
+        built. `handed_over` is what the holder we waited for recorded, if anything."""
         lease = f"{self._prefix}:lease:{bucket}/{key}"
         with self._local.hold(bucket, key) as local:
             token = secrets.token_hex(16)
@@ -224,7 +228,7 @@ class RedisLedger:
             handed_over = local.handed_over
             waited = local.waited
             if taken is False:
-                if not wait:
+                if not (self._wait if wait is None else wait):
                     raise errors.KeyLeased(f"gs://{bucket}/{key} is being settled by a replica")
                 stamp = self._stamp(bucket, key)
                 taken = self._wait_for(lease, token)

@@ -17,14 +17,15 @@ from app import errors
 log = logging.getLogger(__name__)
 
 HEALTH_PATH = "/health"  # liveness: the process answers
-READY_PATH = "/ready"  # readiness: S3, GCS and the queue answer now
+READY_PATH = "/ready"  # readiness: S3, GCS and the queue answer now (and the ledger's state)
 METRICS_PATH = "/metrics"
 PATHS = (HEALTH_PATH, READY_PATH, METRICS_PATH)  # every other path is a 404
 
 
-def serve(port: int, ready: Callable[[], None]) -> ThreadingHTTPServer:
+def serve(port: int, ready: Callable[[], dict[str, str]]) -> ThreadingHTTPServer:
     """Start serving on 0.0.0.0:`port` in a daemon thread. `ready` raises StartupError when
-    a cloud or the queue does not answer."""
+    a cloud or the queue does not answer, else returns what /ready reports besides its status
+    (the ledger's state, as the service's /ready)."""
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
@@ -32,12 +33,13 @@ def serve(port: int, ready: Callable[[], None]) -> ThreadingHTTPServer:
                 self._send(200, "application/json", b'{"status":"ok"}')
             elif self.path == READY_PATH:
                 try:
-                    ready()
+                    report = ready()
                 except errors.StartupError as exc:
                     body = json.dumps({"error": "not_ready", "detail": str(exc)}).encode()
                     self._send(503, "application/json", body)
                 else:
-                    self._send(200, "application/json", b'{"status":"ready"}')
+                    body = json.dumps({"status": "ready", **report}).encode()
+                    self._send(200, "application/json", body)
             elif self.path == METRICS_PATH:
                 self._send(200, CONTENT_TYPE_LATEST, generate_latest())
             else:

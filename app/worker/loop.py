@@ -6,7 +6,9 @@
   a settling thread before receiving again, so messages that arrive one at a time are worked
   on together too. What one receive brings is settled together (the batch plan for copies).
 - A message is deleted once every record in it is settled; a failure that redelivery may
-  fix leaves it on the queue, invisible for a backoff that doubles with each receive.
+  fix leaves it on the queue, invisible for a backoff that doubles with each receive. A key
+  another replica holds (`errors.KeyLeased`, with a shared ledger) is no failure: its message
+  is put back for `put_back` seconds (the holder is settling it), and the object not read.
 - A body that can never be settled (no known shape, invalid JSON) is poison: logged with its
   id and receive count and left alone, so the queue's redrive policy moves it to the
   dead-letter queue after `maxReceiveCount` receives. It never stops the worker.
@@ -53,6 +55,7 @@ class Worker:
         visibility_timeout: int,
         backoff: float,
         wait: int,
+        put_back: float = 1.0,
     ) -> None:
         self._queue = queue
         self._events = events
@@ -63,6 +66,7 @@ class Worker:
         self._wait = wait
         self._visibility = max(1, visibility_timeout)
         self._backoff = backoff
+        self._put_back = put_back
         self._stopping = threading.Event()
         self.refused: errors.AccessDenied | None = None  # the queue refused ReceiveMessage
         self._in_flight: dict[str, tuple[Message, float]] = {}  # id -> (message, hidden until)
@@ -158,21 +162,27 @@ class Worker:
                 settled.append(message)
             records += parsed.records
             owners += [message] * len(parsed.records)
-        failed: dict[str, str] = {}
+        failed: dict[str, str] = {}  # message id -> the first problem of its records
+        leased: dict[str, str] = {}  # the same, for records whose key another replica holds
         with self._tracked([m for m in messages if m in owners]):
             outcomes = self._events.settle_all(records) if records else []
         for record, owner, outcome in zip(records, owners, outcomes, strict=True):
             problem = _problem(outcome)
-            if problem:
+            if isinstance(outcome, errors.KeyLeased):
+                leased.setdefault(owner.id, problem)
+            elif problem:
                 failed.setdefault(owner.id, problem)
             elif isinstance(outcome, EventOutcome) and record.event_time is not None:
                 lag = time.time() - record.event_time.timestamp()
                 metrics.EVENT_LAG_SECONDS.observe(max(0.0, lag))
-        settled += [m for m in dict.fromkeys(owners) if m.id not in failed]
+        unsettled = failed.keys() | leased.keys()
+        settled += [m for m in dict.fromkeys(owners) if m.id not in unsettled]
         self._delete(settled)
         for message in dict.fromkeys(owners):
             if message.id in failed:
                 self._retry_later(message, failed[message.id])
+            elif message.id in leased:
+                self._put_back_for_a_while(message, leased[message.id])
 
     def _delete(self, messages: list[Message]) -> None:
         if not messages:
@@ -203,6 +213,18 @@ class Worker:
             self._queue.hide(message, delay)
         except errors.ReplicatorError as exc:
             log.warning("could not delay message %s: %s", message.id, exc)
+
+    def _put_back_for_a_while(self, message: Message, problem: str) -> None:
+        """Hide a message whose key another replica is settling for `put_back` seconds: when
+        it comes back, the ledger's record answers it (a receive more counts towards the
+        queue's maxReceiveCount, as any redelivery does)."""
+        delay = math.ceil(self._put_back)
+        metrics.MESSAGES_PUT_BACK.inc()
+        log.info("message %s put back for %d s: %s", message.id, delay, problem)
+        try:
+            self._queue.hide(message, delay)
+        except errors.ReplicatorError as exc:
+            log.warning("could not put back message %s: %s", message.id, exc)
 
     def _release(self, messages: list[Message]) -> None:
         for message in messages:

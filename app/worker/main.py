@@ -28,7 +28,7 @@ def run() -> int:
             raise errors.StartupError(
                 "configuration error: SQS_QUEUE_URL: required by `replicator worker`"
             )
-        services = wiring.build(settings)
+        services = wiring.build(settings, wait_for_leases=False)
         queue = services.queue
         assert queue is not None
         if settings.startup_probe:
@@ -55,11 +55,13 @@ def run() -> int:
         visibility_timeout=attributes.visibility_timeout,
         backoff=settings.worker_retry_backoff,
         wait=settings.sqs_wait_seconds,
+        put_back=max(1.0, settings.ledger_lock_ttl / 10),
     )
 
-    def ready() -> None:
+    def ready() -> dict[str, str]:
         services.probe.run()
         queue.probe()
+        return {"ledger": services.ledger.state}  # reported; never makes it fail
 
     server = health.serve(settings.worker_port, ready) if settings.worker_port else None
     threading.Thread(target=services.sweep_stale_parts, name="sweep", daemon=True).start()

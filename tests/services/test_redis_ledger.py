@@ -25,6 +25,7 @@ from app.main import create_app
 from app.services.events import SETTLED, EventAction
 from app.services.identity import SOURCE_BUCKET, SOURCE_ETAG, SOURCE_KEY
 from app.services.ledger import Record
+from app.services.replicator import Action, ReplicationRequest
 from app.services.shared_ledger import RedisLedger
 from app.storage.base import Checksums, ObjectInfo
 from app.wiring import build
@@ -206,6 +207,44 @@ def test_an_event_already_settled_costs_no_request_to_either_cloud(
         assert buckets.destination_bytes("a.txt") == b"second"
     finally:
         services.close()
+
+
+def test_a_key_another_replica_holds_is_put_back_by_the_worker_and_waited_for_by_the_service(
+    buckets: Buckets, s3_proxy: FaultProxy, gcs_proxy: FaultProxy, redis_server: RedisServer
+) -> None:
+    """The worker's wiring does not wait for a lease: it answers KeyLeased without reading the
+    object (in the batch plan and one by one). The service's waits, then copies."""
+    data = buckets.put("a.txt", b"leased" * 1000)
+    url = redis_server.url(2)
+    settings = make_settings(s3_proxy.url, gcs_proxy.url, buckets.dest, ledger_url=url)
+    worker, service = build(settings, wait_for_leases=False), build(settings)
+    other = RedisLedger.from_url(url, lock_ttl=5.0, record_ttl=60)  # another replica
+    request = ReplicationRequest(buckets.source, "a.txt", buckets.dest, "a.txt")
+    results: list[Any] = []
+    try:
+        event = created_event(buckets, "a.txt", "01")
+        with other.hold(buckets.dest, "a.txt"):
+            [batched] = worker.events.settle_all([event])
+            with pytest.raises(errors.KeyLeased):
+                worker.events.settle(event)
+            assert s3_proxy.seen("GET", f"/{buckets.source}/a.txt") == []  # not read
+            waiting = threading.Thread(
+                target=lambda: results.append(service.replicator.replicate(request))
+            )
+            waiting.start()
+            time.sleep(0.5)
+            assert results == []  # still waiting for the lease
+        waiting.join(timeout=10)
+
+        assert isinstance(batched, errors.KeyLeased)
+        assert len(s3_proxy.seen("GET", f"/{buckets.source}/a.txt")) == 1  # the service's
+        [result] = results
+        assert result.action == Action.REPLICATED
+        assert buckets.destination_bytes("a.txt") == data
+    finally:
+        other.close()
+        worker.close()
+        service.close()
 
 
 def test_work_goes_on_while_redis_is_down_and_the_ledger_comes_back_by_itself(
