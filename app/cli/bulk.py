@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import dataclass
 from typing import IO, TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from app.errors import ReplicatorError
     from app.services.patterns import KeyFilter
     from app.services.sync import Location
     from app.wiring import Services
@@ -52,9 +54,26 @@ def count(value: str) -> int:
     return int(value)
 
 
-def start(args: argparse.Namespace) -> tuple[Location, Location, KeyFilter, Services]:
-    """The two locations, the key filter and the services built for them; UsageError with
-    one line for a bad location or setting."""
+@dataclass
+class Started:
+    """What a bulk command works with; `close` it at the end."""
+
+    source: Location
+    destination: Location
+    keys: KeyFilter
+    services: Services
+    output: IO[str] | None  # the file of --report or --combined, when asked for
+
+    def close(self) -> None:
+        if self.output is not None:
+            self.output.close()
+        self.services.close()
+
+
+def start(args: argparse.Namespace, output: str | None, option: str) -> Started:
+    """The two locations, the key filter, the services built for them and the file `output`
+    named by `option`, opened for writing; UsageError with one line for a bad location,
+    setting or file."""
     from app import config, errors, logging_config, wiring
     from app.services.patterns import KeyFilter
     from app.services.sync import Location
@@ -70,7 +89,13 @@ def start(args: argparse.Namespace) -> tuple[Location, Location, KeyFilter, Serv
     except errors.StartupError as exc:
         raise UsageError(str(exc)) from None
     logging_config.setup_logging(settings.log_format, "WARNING")
-    return src, dst, KeyFilter.from_globs(args.include, args.exclude), wiring.build(settings)
+    keys = KeyFilter.from_globs(args.include, args.exclude)
+    services = wiring.build(settings)
+    try:
+        return Started(src, dst, keys, services, open_output(output, option))
+    except UsageError:
+        services.close()
+        raise
 
 
 def open_output(path: str | None, option: str) -> IO[str] | None:
@@ -88,3 +113,14 @@ def fail(command: str, message: Any) -> int:
     """Print one line for a usage or configuration error; exit status 2."""
     print(f"replicator {command}: {message}", file=sys.stderr)
     return 2
+
+
+def listing_failed(command: str, exc: ReplicatorError) -> int:
+    """A missing bucket or refused credentials are configuration errors (2); anything else
+    that stopped a listing fails the run (1)."""
+    from app import errors
+
+    if isinstance(exc, errors.BucketNotFound | errors.AccessDenied):
+        return fail(command, exc.detail)
+    print(f"replicator {command}: listing failed: {exc.detail}", file=sys.stderr)
+    return 1

@@ -37,18 +37,15 @@ def run(args: argparse.Namespace) -> int:
     from app.services.sync import Mark, classify, compare
 
     try:
-        src, dst, keys, services = bulk.start(args)
+        bulk_run = bulk.start(args, args.combined, "--combined")
     except bulk.UsageError as exc:
         return bulk.fail("check", exc)
-    try:
-        combined = bulk.open_output(args.combined, "--combined")
-    except bulk.UsageError as exc:
-        services.close()
-        return bulk.fail("check", exc)
+    services, dst, combined = bulk_run.services, bulk_run.destination, bulk_run.output
     started = time.monotonic()
     counts = dict.fromkeys(Mark, 0)
     try:
-        for pair in compare(services.source, services.destination, src, dst, keys):
+        pairs = compare(services.source, services.destination, bulk_run.source, dst, bulk_run.keys)
+        for pair in pairs:
             mark, reason = classify(pair, dst)
             counts[mark] += 1
             line = f"{mark} {pair.key}"
@@ -58,15 +55,10 @@ def run(args: argparse.Namespace) -> int:
                 print(line)
             if mark == Mark.ERROR:
                 print(f"{line}: {reason}", file=sys.stderr)
-    except (errors.BucketNotFound, errors.AccessDenied) as exc:
-        return bulk.fail("check", exc.detail)
     except errors.ReplicatorError as exc:
-        print(f"replicator check: listing failed: {exc.detail}", file=sys.stderr)
-        return 1
+        return bulk.listing_failed("check", exc)
     finally:
-        if combined is not None:
-            combined.close()
-        services.close()
+        bulk_run.close()
     summary = {
         "identical": counts[Mark.IDENTICAL],
         "missing": counts[Mark.MISSING],

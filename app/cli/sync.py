@@ -59,14 +59,10 @@ def run(args: argparse.Namespace) -> int:
     from app.services.sync import Outcome, Sync, SyncOptions, Tally, TooManyDeletes
 
     try:
-        src, dst, keys, services = bulk.start(args)
+        bulk_run = bulk.start(args, args.report, "--report")
     except bulk.UsageError as exc:
         return bulk.fail("sync", exc)
-    try:
-        report_file = bulk.open_output(args.report, "--report")
-    except bulk.UsageError as exc:
-        services.close()
-        return bulk.fail("sync", exc)
+    services, report_file = bulk_run.services, bulk_run.output
     stop = threading.Event()
     try:
         lines = sys.stderr if args.json else sys.stdout
@@ -83,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
                     print(f"{outcome} {key}", file=lines)
 
         options = SyncOptions(
-            keys=keys,
+            keys=bulk_run.keys,
             overwrite=services.settings.overwrite,
             dry_run=args.dry_run,
             delete=args.delete,
@@ -95,15 +91,12 @@ def run(args: argparse.Namespace) -> int:
         threading.Thread(target=_progress, args=(tally, stop), daemon=True).start()
         status = 0
         try:
-            result = sync.run(src, dst, options, report, tally)
+            result = sync.run(bulk_run.source, bulk_run.destination, options, report, tally)
         except TooManyDeletes as exc:
             print(f"replicator sync: {exc.detail}", file=sys.stderr)
             return 1
-        except (errors.BucketNotFound, errors.AccessDenied) as exc:
-            return bulk.fail("sync", exc.detail)
         except errors.ReplicatorError as exc:
-            print(f"replicator sync: listing failed: {exc.detail}", file=sys.stderr)
-            return 1
+            return bulk.listing_failed("sync", exc)
         summary = {**result.summary(), "dry_run": args.dry_run}
         if result.failed:
             status = 1
@@ -116,9 +109,7 @@ def run(args: argparse.Namespace) -> int:
         return status
     finally:
         stop.set()
-        if report_file is not None:
-            report_file.close()
-        services.close()
+        bulk_run.close()
 
 
 def _progress(tally: Any, stop: threading.Event) -> None:
