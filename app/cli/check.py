@@ -44,7 +44,14 @@ def run(args: argparse.Namespace) -> int:
     started = time.monotonic()
     counts = dict.fromkeys(Mark, 0)
     try:
-        pairs = compare(services.source, services.destination, bulk_run.source, dst, bulk_run.keys)
+        pairs = compare(
+            services.source,
+            services.destination,
+            bulk_run.source,
+            dst,
+            bulk_run.keys,
+            services.retry,
+        )
         for pair in pairs:
             mark, reason = classify(pair, dst)
             counts[mark] += 1

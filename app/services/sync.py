@@ -25,7 +25,7 @@ from app.policy import Overwrite
 from app.retry import RetryPolicy
 from app.services.identity import holds, reason_to_skip
 from app.services.ledger import Ledger
-from app.services.listing import Pair, merge
+from app.services.listing import Pair, merge, resumed
 from app.services.patterns import KeyFilter
 from app.services.replicator import (
     Action,
@@ -74,11 +74,13 @@ def compare(
     src: Location,
     dst: Location,
     keys: KeyFilter,
+    retry: RetryPolicy,
 ) -> Iterator[Compared]:
-    """Each key below the prefixes, on either side, that `keys` matches, in key order."""
+    """Each key below the prefixes, on either side, that `keys` matches, in key order. A
+    failed listing page is retried by `retry`, resuming after the last key received."""
     listed = merge(
-        source.iter_objects(src.bucket, src.prefix),
-        destination.iter_objects(dst.bucket, dst.prefix),
+        resumed(source.iter_objects, src.bucket, src.prefix, retry),
+        resumed(destination.iter_objects, dst.bucket, dst.prefix, retry),
         lambda obj: obj.key[len(src.prefix) :],
         lambda obj: obj.key[len(dst.prefix) :],
     )
@@ -228,7 +230,7 @@ class Sync:
             running: list[Future[None]] = []
             try:
                 for pair in compare(
-                    replicator.source, replicator.destination, src, dst, options.keys
+                    replicator.source, replicator.destination, src, dst, options.keys, self._retry
                 ):
                     with tally.lock:
                         tally.listed += 1
