@@ -12,12 +12,15 @@ generation, only when every copy succeeded and no more than `max_delete` would g
 from __future__ import annotations
 
 import enum
+import json
 import logging
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import IO
 
 from app import errors, names
 from app.logging_config import in_context
@@ -189,10 +192,9 @@ class Sync:
         key is reported once, from whichever thread settled it. Raises app.errors exceptions
         when a listing fails (copies started finish; nothing more starts), TooManyDeletes."""
         tally = tally or Tally()
-        doomed: list[tuple[str, int | None]] = []  # extras, at most max_delete + 1 kept
         too_many = False
         slots = threading.BoundedSemaphore(options.concurrency * 2)
-        replicator = self._replicator
+        source, destination = self._replicator.source, self._replicator.destination
 
         def settled(key: str, outcome: Outcome, detail: str, size: int = 0) -> None:
             with tally.lock:
@@ -226,20 +228,21 @@ class Sync:
             finally:
                 slots.release()
 
-        with ThreadPoolExecutor(options.concurrency, thread_name_prefix="sync") as pool:
+        # Extras (to delete) spool to disk, at most max_delete + 1 of them.
+        pool = ThreadPoolExecutor(options.concurrency, thread_name_prefix="sync")
+        with _Spool() as doomed, pool:
             running: list[Future[None]] = []
             try:
-                for pair in compare(
-                    replicator.source, replicator.destination, src, dst, options.keys, self._retry
-                ):
+                pairs = compare(source, destination, src, dst, options.keys, self._retry)
+                for pair in pairs:
                     with tally.lock:
                         tally.listed += 1
                     if pair.left is None:
                         if options.delete and not too_many:
                             generation = pair.right.generation if pair.right else None
-                            doomed.append((pair.key, generation))
+                            doomed.add(pair.key, generation)
                             too_many = options.max_delete is not None and (
-                                len(doomed) > options.max_delete
+                                doomed.count > options.max_delete
                             )
                         continue
                     if reason := unwritable(dst, pair.key):
@@ -257,14 +260,14 @@ class Sync:
             finally:
                 for future in running:
                     future.result()
-        if options.delete:
-            self._delete(dst, doomed, too_many, options, tally, report)
+            if options.delete:  # every copy has finished
+                self._delete(dst, doomed, too_many, options, tally, report)
         return tally
 
     def _delete(
         self,
         dst: Location,
-        doomed: list[tuple[str, int | None]],
+        doomed: _Spool,
         too_many: bool,
         options: SyncOptions,
         tally: Tally,
@@ -327,6 +330,36 @@ class Sync:
         return ReplicationRequest(
             src.bucket, src.prefix + key, dst.bucket, dst.prefix + key, overwrite
         )
+
+
+class _Spool:
+    """Delete candidates (key, generation) in a temporary file, one JSON line each, so memory
+    does not grow with the number of destination objects the source lacks."""
+
+    def __init__(self) -> None:
+        self._file: IO[str] | None = None
+        self.count = 0
+
+    def add(self, key: str, generation: int | None) -> None:
+        if self._file is None:
+            self._file = tempfile.TemporaryFile("w+", encoding="utf-8")
+        self._file.write(json.dumps([key, generation]) + "\n")
+        self.count += 1
+
+    def __iter__(self) -> Iterator[tuple[str, int | None]]:
+        if self._file is None:
+            return
+        self._file.seek(0)
+        for line in self._file:
+            key, generation = json.loads(line)
+            yield key, generation
+
+    def __enter__(self) -> _Spool:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        if self._file is not None:
+            self._file.close()
 
 
 class TooManyDeletes(errors.ReplicatorError):
