@@ -1,5 +1,6 @@
 """`replicator`, the command line: `replicator serve` runs the HTTP service, `replicator
-worker` drains the queue of S3 events.
+worker` drains the queue of S3 events, `replicator sync` copies one S3 prefix into GCS in bulk
+and `replicator check` compares the two.
 
 Each command is a module of its own with `add_parser()` and `run()`. Building the parser
 imports nothing heavy: a command imports boto3, the Google libraries and the app only when it
@@ -12,10 +13,10 @@ import argparse
 from collections.abc import Sequence
 from typing import Any
 
-from app.cli import serve, worker
+from app.cli import check, serve, sync, worker
 
 DISTRIBUTION = "cross-cloud-replicator"
-COMMANDS = (serve, worker)
+COMMANDS = (serve, worker, sync, check)
 
 
 class _Version(argparse.Action):

@@ -11,6 +11,10 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
+from app.retry import RetryPolicy
+from app.storage.base import ObjectInfo
+
+Lister = Callable[[str, str, str | None], Iterator[ObjectInfo]]  # bucket, prefix, start_after
 L = TypeVar("L")
 R = TypeVar("R")
 
@@ -56,3 +60,24 @@ def _ordered(items: Iterable[L], key: Callable[[L], str]) -> Iterator[tuple[str,
             raise ValueError(f"listing out of order: {name!r} came after {previous!r}")
         previous = name
         yield name, item
+
+
+def resumed(
+    objects_under: Lister, bucket: str, prefix: str, retry: RetryPolicy
+) -> Iterator[ObjectInfo]:
+    """`objects_under(bucket, prefix)` with each failed page retried by `retry`: a listing
+    that failed ends, so the retry starts a new one after the last key received."""
+    last: str | None = None
+    listing = objects_under(bucket, prefix, None)
+
+    def step() -> ObjectInfo | None:
+        nonlocal listing
+        try:
+            return next(listing, None)
+        except Exception:
+            listing = objects_under(bucket, prefix, last)
+            raise
+
+    while (obj := retry.call(step)) is not None:
+        last = obj.key
+        yield obj

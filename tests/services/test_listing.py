@@ -6,7 +6,13 @@ from collections.abc import Iterator
 
 import pytest
 
-from app.services.listing import Pair, merge
+from app import errors
+from app.retry import RetryPolicy
+from app.services.listing import Pair, merge, resumed
+from app.storage import s3
+from app.storage.base import ObjectInfo
+from tests.conftest import Buckets
+from tests.faults import Fault, FaultProxy
 
 
 def pairs(left: list[str], right: list[str]) -> list[tuple[str, bool, bool]]:
@@ -65,3 +71,39 @@ def test_reads_each_side_lazily() -> None:
     assert next(merged).key == "000000"
     assert next(merged).key == "000001"
     assert len(pulled) <= 4
+
+
+def test_a_failed_page_is_retried_after_the_last_key_received(
+    s3_proxy: FaultProxy, buckets: Buckets
+) -> None:
+    """A real S3 listing, two keys a page, whose second page S3 answers with 503 once."""
+    keys = [f"k{n}" for n in range(5)]
+    for key in keys:
+        buckets.put(key, b"x")
+    source = s3.build_source(
+        endpoint_url=s3_proxy.url,
+        region="us-east-1",
+        access_key_id="test",
+        secret_access_key="test",
+        connect_timeout=2,
+        read_timeout=10,
+        max_pool_connections=2,
+        direct_gets=False,
+        list_page_size=2,
+    )
+    fault = s3_proxy.add(Fault("GET", "list-type=2", "status", status=503, nth=2))
+    listed = resumed(source.iter_objects, buckets.source, "", RetryPolicy(2, 0.01))
+    assert [obj.key for obj in listed] == keys
+    assert fault.fired == 1
+    resumed_from = s3_proxy.seen("GET", "list-type=2")[2].target
+    assert "start-after=k1" in resumed_from
+
+
+def test_a_listing_that_keeps_failing_raises() -> None:
+    def broken(bucket: str, prefix: str, start_after: str | None) -> Iterator[ObjectInfo]:
+        if start_after is None:
+            yield ObjectInfo(bucket, "a", 1)
+        raise errors.TransientError("down")
+
+    with pytest.raises(errors.TransientError):
+        list(resumed(broken, "bucket", "", RetryPolicy(1, 0)))

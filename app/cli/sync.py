@@ -1,0 +1,129 @@
+"""`replicator sync SOURCE DESTINATION`: make a GCS prefix match an S3 prefix.
+
+Exit status 0 when every key was settled, 1 when some failed (each named on stderr and in
+the report) or `--max-delete` was exceeded, 2 for a usage or configuration error (one line).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import threading
+from typing import Any
+
+from app.cli import bulk
+
+PROGRESS_EVERY = 5.0  # seconds between progress lines on stderr
+
+
+def add_parser(commands: argparse._SubParsersAction[Any]) -> None:
+    parser = commands.add_parser(
+        "sync",
+        help="copy what GCS lacks from S3, verified",
+        description=(
+            "List both sides once and copy every object the destination lacks or holds in "
+            "another version, with the service's verification, metadata and preconditions. "
+            "Exit status 0 when every key was settled, 1 when some failed, 2 for a usage or "
+            "configuration error."
+        ),
+    )
+    bulk.add_common(parser)
+    parser.add_argument(
+        "--dry-run", action="store_true", help="print what would be copied and deleted"
+    )
+    parser.add_argument(
+        "--delete",
+        action="store_true",
+        help="also remove destination objects under the prefix that the source lacks "
+        "(never after a failed copy)",
+    )
+    parser.add_argument(
+        "--max-delete",
+        type=bulk.count,
+        metavar="N",
+        help="with --delete: delete nothing, and fail, when more than N would go",
+    )
+    parser.add_argument(
+        "--concurrency",
+        type=bulk.positive,
+        metavar="N",
+        help="objects copied at once (default: BATCH_CONCURRENCY)",
+    )
+    parser.add_argument("--report", metavar="FILE", help="one JSON line per key: what happened")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from app import errors
+    from app.services.sync import Outcome, Sync, SyncOptions, Tally, TooManyDeletes
+
+    try:
+        bulk_run = bulk.start(args, args.report, "--report")
+    except bulk.UsageError as exc:
+        return bulk.fail("sync", exc)
+    services, report_file = bulk_run.services, bulk_run.output
+    stop = threading.Event()
+    try:
+        lines = sys.stderr if args.json else sys.stdout
+        write = threading.Lock()
+
+        def report(key: str, outcome: Outcome, detail: str) -> None:
+            with write:
+                if report_file is not None:
+                    entry = {"key": key, "action": str(outcome), "detail": detail}
+                    print(json.dumps(entry, ensure_ascii=False), file=report_file)
+                if outcome == Outcome.FAILED:
+                    print(f"failed: {key}: {detail}", file=sys.stderr)
+                elif outcome in (Outcome.WOULD_COPY, Outcome.WOULD_DELETE):
+                    print(f"{outcome} {key}", file=lines)
+
+        options = SyncOptions(
+            keys=bulk_run.keys,
+            overwrite=services.settings.overwrite,
+            dry_run=args.dry_run,
+            delete=args.delete,
+            max_delete=args.max_delete,
+            concurrency=args.concurrency or services.settings.batch_concurrency,
+        )
+        sync = Sync(services.replicator, services.retry, services.ledger)
+        tally = Tally()
+        threading.Thread(target=_progress, args=(tally, stop), daemon=True).start()
+        status = 0
+        try:
+            result = sync.run(bulk_run.source, bulk_run.destination, options, report, tally)
+        except TooManyDeletes as exc:
+            print(f"replicator sync: {exc.detail}", file=sys.stderr)
+            return 1
+        except errors.ReplicatorError as exc:
+            return bulk.listing_failed("sync", exc)
+        summary = {**result.summary(), "dry_run": args.dry_run}
+        if result.failed:
+            status = 1
+            if args.delete:
+                print("replicator sync: some copies failed: nothing was deleted", file=sys.stderr)
+        if args.json:
+            print(json.dumps(summary))
+        else:
+            print(_line(summary), file=sys.stderr)
+        return status
+    finally:
+        stop.set()
+        bulk_run.close()
+
+
+def _progress(tally: Any, stop: threading.Event) -> None:
+    """A plain line on stderr every few seconds until `stop`."""
+    while not stop.wait(PROGRESS_EVERY):
+        summary = tally.summary()
+        print(
+            f"... listed {tally.listed}, " + _line({**summary, "dry_run": False}), file=sys.stderr
+        )
+
+
+def _line(summary: dict[str, Any]) -> str:
+    return (
+        f"copied {summary['copied']}, skipped {summary['skipped']}, deleted "
+        f"{summary['deleted']}, failed {summary['failed']}, {summary['bytes']} bytes in "
+        f"{summary['duration_seconds']:.1f}s" + (" (dry run)" if summary["dry_run"] else "")
+    )

@@ -1,0 +1,366 @@
+"""Bulk sync and check: one source prefix against one destination prefix, both listed once.
+
+Both sides are listed page by page and merged in key order (app.services.listing), so memory
+does not grow with the number of objects. `check` classifies each key as rclone's `--combined`
+does. `sync` copies what the destination lacks or holds in another version through the
+replicator's flow (`Replicator.settle`: one GET per copy, pinned to the listed ETag, the same
+verification, metadata and generation preconditions), on a bounded pool fed from the merged
+stream; with `delete`, it then removes destination objects the source lacks, at the listed
+generation, only when every copy succeeded and no more than `max_delete` would go.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import logging
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import IO
+
+from app import errors, names
+from app.logging_config import in_context
+from app.policy import Overwrite
+from app.retry import RetryPolicy
+from app.services.identity import holds, reason_to_skip
+from app.services.ledger import Ledger
+from app.services.listing import Pair, merge, resumed
+from app.services.patterns import KeyFilter
+from app.services.replicator import (
+    Action,
+    ReplicationRequest,
+    ReplicationResult,
+    Replicator,
+    counted,
+)
+from app.storage.base import Body, Destination, ObjectInfo, Source
+
+log = logging.getLogger(__name__)
+Compared = Pair[ObjectInfo, ObjectInfo]
+
+
+@dataclass(frozen=True)
+class Location:
+    """`scheme://bucket[/prefix]`; a prefix names a folder, so it always ends in "/"."""
+
+    scheme: str
+    bucket: str
+    prefix: str = ""
+
+    @classmethod
+    def parse(cls, text: str, scheme: str) -> Location:
+        """ValueError, saying what is wrong, unless `text` is `scheme://bucket[/prefix]`."""
+        head = f"{scheme}://"
+        if not text.startswith(head):
+            raise ValueError(f"{text!r} is not a {head}bucket[/prefix] location")
+        bucket, _, prefix = text[len(head) :].partition("/")
+        check = names.check_s3_bucket if scheme == "s3" else names.check_gcs_bucket
+        try:
+            check(bucket)
+        except ValueError as exc:
+            raise ValueError(f"{text!r}: {exc}") from None
+        if prefix and not prefix.endswith("/"):
+            prefix += "/"
+        return cls(scheme, bucket, prefix)
+
+    def __str__(self) -> str:
+        return f"{self.scheme}://{self.bucket}/{self.prefix}"
+
+
+def compare(
+    source: Source,
+    destination: Destination,
+    src: Location,
+    dst: Location,
+    keys: KeyFilter,
+    retry: RetryPolicy,
+) -> Iterator[Compared]:
+    """Each key below the prefixes, on either side, that `keys` matches, in key order. A
+    failed listing page is retried by `retry`, resuming after the last key received."""
+    listed = merge(
+        resumed(source.iter_objects, src.bucket, src.prefix, retry),
+        resumed(destination.iter_objects, dst.bucket, dst.prefix, retry),
+        lambda obj: obj.key[len(src.prefix) :],
+        lambda obj: obj.key[len(dst.prefix) :],
+    )
+    return (pair for pair in listed if pair.key and keys.matches(pair.key))
+
+
+def unwritable(dst: Location, key: str) -> str:
+    """Why the destination cannot hold `key` below its prefix, or ""."""
+    try:
+        names.check_gcs_key(dst.prefix + key)
+    except ValueError as exc:
+        return str(exc)
+    return ""
+
+
+class Mark(enum.StrEnum):
+    """rclone check's `--combined` marks."""
+
+    IDENTICAL = "="
+    MISSING = "-"
+    EXTRA = "+"
+    DIFFERENT = "*"
+    ERROR = "!"
+
+
+def classify(pair: Compared, dst: Location) -> tuple[Mark, str]:
+    """The mark of one compared key, and why when it is not identical. Identical: the same
+    size, and the destination records this source version (bucket, key, ETag)."""
+    if pair.left is None:
+        return Mark.EXTRA, "only at the destination"
+    if reason := unwritable(dst, pair.key):
+        return Mark.ERROR, reason
+    if pair.right is None:
+        return Mark.MISSING, "missing at the destination"
+    if pair.left.size != pair.right.size:
+        return Mark.DIFFERENT, f"size {pair.left.size} at the source, {pair.right.size} here"
+    if not holds(pair.right, pair.left):
+        return Mark.DIFFERENT, "the destination does not record the source's current ETag"
+    return Mark.IDENTICAL, ""
+
+
+class Outcome(enum.StrEnum):
+    COPIED = "copied"
+    SKIPPED = "skipped"
+    DELETED = "deleted"
+    FAILED = "failed"
+    WOULD_COPY = "would copy"
+    WOULD_DELETE = "would delete"
+
+
+@dataclass
+class Tally:
+    """What a sync did so far, updated from the copy threads under `lock`. In a dry run,
+    `copied`, `bytes` and `deleted` count what would be."""
+
+    copied: int = 0
+    skipped: int = 0
+    deleted: int = 0
+    failed: int = 0
+    bytes: int = 0
+    listed: int = 0
+    started: float = field(default_factory=time.monotonic)
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def summary(self) -> dict[str, int | float]:
+        with self.lock:
+            return {
+                "copied": self.copied,
+                "skipped": self.skipped,
+                "deleted": self.deleted,
+                "failed": self.failed,
+                "bytes": self.bytes,
+                "duration_seconds": round(time.monotonic() - self.started, 3),
+            }
+
+
+Report = Callable[[str, Outcome, str], None]  # key below the prefix, what happened, detail
+
+
+@dataclass(frozen=True)
+class SyncOptions:
+    keys: KeyFilter = KeyFilter()
+    overwrite: Overwrite = Overwrite.DIFFERENT
+    dry_run: bool = False
+    delete: bool = False
+    max_delete: int | None = None
+    concurrency: int = 16
+
+
+class Sync:
+    def __init__(self, replicator: Replicator, retry: RetryPolicy, ledger: Ledger) -> None:
+        """`ledger` must be the replicator's: a delete and a copy of one key exclude each other."""
+        self._replicator = replicator
+        self._retry = retry
+        self._ledger = ledger
+
+    def run(
+        self,
+        src: Location,
+        dst: Location,
+        options: SyncOptions,
+        report: Report,
+        tally: Tally | None = None,
+    ) -> Tally:
+        """Make `dst` match `src`, counting in `tally` (another thread may watch it). Each
+        key is reported once, from whichever thread settled it. Raises app.errors exceptions
+        when a listing fails (copies started finish; nothing more starts), TooManyDeletes."""
+        tally = tally or Tally()
+        too_many = False
+        slots = threading.BoundedSemaphore(options.concurrency * 2)
+        source, destination = self._replicator.source, self._replicator.destination
+
+        def settled(key: str, outcome: Outcome, detail: str, size: int = 0) -> None:
+            with tally.lock:
+                if outcome in (Outcome.COPIED, Outcome.WOULD_COPY):
+                    tally.copied += 1
+                    tally.bytes += size
+                elif outcome == Outcome.SKIPPED:
+                    tally.skipped += 1
+                elif outcome == Outcome.FAILED:
+                    tally.failed += 1
+            report(key, outcome, detail)
+
+        def copy(pair: Compared) -> None:
+            try:
+                key, listed = pair.key, pair.left
+                assert listed is not None
+                request = self._request(src, dst, key, options.overwrite)
+                try:
+                    result = counted(self._copy, request, listed, pair.right)
+                except errors.ReplicatorError as exc:
+                    settled(key, Outcome.FAILED, f"{exc.kind}: {exc.detail}")
+                    return
+                except Exception as exc:  # named in the report, never lost with its thread
+                    log.exception("copying %s failed", key)
+                    settled(key, Outcome.FAILED, f"internal_error: {exc!r}")
+                    return
+                if result.action == Action.REPLICATED:
+                    settled(key, Outcome.COPIED, result.reason, result.destination.size)
+                else:
+                    settled(key, Outcome.SKIPPED, result.reason)
+            finally:
+                slots.release()
+
+        # Extras (to delete) spool to disk, at most max_delete + 1 of them.
+        pool = ThreadPoolExecutor(options.concurrency, thread_name_prefix="sync")
+        with _Spool() as doomed, pool:
+            running: list[Future[None]] = []
+            try:
+                pairs = compare(source, destination, src, dst, options.keys, self._retry)
+                for pair in pairs:
+                    with tally.lock:
+                        tally.listed += 1
+                    if pair.left is None:
+                        if options.delete and not too_many:
+                            generation = pair.right.generation if pair.right else None
+                            doomed.add(pair.key, generation)
+                            too_many = options.max_delete is not None and (
+                                doomed.count > options.max_delete
+                            )
+                        continue
+                    if reason := unwritable(dst, pair.key):
+                        settled(pair.key, Outcome.FAILED, f"invalid_request: {reason}")
+                        continue
+                    if reason := reason_to_skip(pair.right, pair.left, options.overwrite):
+                        settled(pair.key, Outcome.SKIPPED, reason)
+                        continue
+                    if options.dry_run:
+                        settled(pair.key, Outcome.WOULD_COPY, "", pair.left.size)
+                        continue
+                    slots.acquire()
+                    running = [f for f in running if not f.done()]
+                    running.append(pool.submit(in_context(copy), pair))
+            finally:
+                for future in running:
+                    future.result()
+            if options.delete:  # every copy has finished
+                self._delete(dst, doomed, too_many, options, tally, report)
+        return tally
+
+    def _delete(
+        self,
+        dst: Location,
+        doomed: _Spool,
+        too_many: bool,
+        options: SyncOptions,
+        tally: Tally,
+        report: Report,
+    ) -> None:
+        if too_many:
+            raise TooManyDeletes(
+                f"more than --max-delete {options.max_delete} destination objects are not at "
+                "the source: nothing was deleted"
+            )
+        if tally.failed:
+            return  # never delete after a failed copy: the listing may not be the whole truth
+        destination = self._replicator.destination
+        for key, generation in doomed:
+            if options.dry_run:
+                report(key, Outcome.WOULD_DELETE, "")
+                with tally.lock:
+                    tally.deleted += 1
+                continue
+            name = dst.prefix + key
+            try:
+                with self._ledger.hold(dst.bucket, name):
+                    self._retry.call(
+                        destination.delete, dst.bucket, name, if_generation_match=generation
+                    )
+            except errors.ObjectNotFound:
+                report(key, Outcome.SKIPPED, "already gone")
+                with tally.lock:
+                    tally.skipped += 1
+                continue
+            except errors.ReplicatorError as exc:
+                report(key, Outcome.FAILED, f"{exc.kind}: {exc.detail}")
+                with tally.lock:
+                    tally.failed += 1
+                continue
+            report(key, Outcome.DELETED, "not at the source")
+            with tally.lock:
+                tally.deleted += 1
+
+    def _copy(
+        self, request: ReplicationRequest, listed: ObjectInfo, current: ObjectInfo | None
+    ) -> ReplicationResult:
+        replicator = self._replicator
+
+        def fetch() -> tuple[ObjectInfo, Body]:
+            # One GET describes the object and opens it, pinned to the listed version.
+            return self._retry.call(
+                replicator.source.get, request.s3_bucket, request.s3_key, listed.etag
+            )
+
+        try:
+            return replicator.settle(request, listed, current, fetch)
+        except errors.PreconditionFailed:
+            return replicator.replicate_once(request)  # it changed since the listing
+
+    @staticmethod
+    def _request(
+        src: Location, dst: Location, key: str, overwrite: Overwrite
+    ) -> ReplicationRequest:
+        return ReplicationRequest(
+            src.bucket, src.prefix + key, dst.bucket, dst.prefix + key, overwrite
+        )
+
+
+class _Spool:
+    """Delete candidates (key, generation) in a temporary file, one JSON line each, so memory
+    does not grow with the number of destination objects the source lacks."""
+
+    def __init__(self) -> None:
+        self._file: IO[str] | None = None
+        self.count = 0
+
+    def add(self, key: str, generation: int | None) -> None:
+        if self._file is None:
+            self._file = tempfile.TemporaryFile("w+", encoding="utf-8")
+        self._file.write(json.dumps([key, generation]) + "\n")
+        self.count += 1
+
+    def __iter__(self) -> Iterator[tuple[str, int | None]]:
+        if self._file is None:
+            return
+        self._file.seek(0)
+        for line in self._file:
+            key, generation = json.loads(line)
+            yield key, generation
+
+    def __enter__(self) -> _Spool:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        if self._file is not None:
+            self._file.close()
+
+
+class TooManyDeletes(errors.ReplicatorError):
+    kind = "too_many_deletes"
