@@ -26,6 +26,7 @@ from benchmarks import (
     machine,
     memory,
     rclone,
+    replicas,
     report,
     skip_path,
     small_batch,
@@ -35,7 +36,7 @@ from benchmarks import (
 from benchmarks.measure import Comparison, MiB
 
 T = TypeVar("T")
-SCENARIOS = ("big", "small", "skip", "memory", "worker")
+SCENARIOS = ("big", "small", "skip", "memory", "worker", "replicas")
 
 
 @dataclass(frozen=True)
@@ -46,10 +47,12 @@ class Plan:
     skip_seconds: float  # per run and side
     memory_sizes: tuple[int, int]
     worker_count: int  # objects of small_size, through S3 events and SQS
+    replicas_count: int  # objects of replicas_size, each event delivered twice to 3 workers
+    replicas_size: int
 
 
-FULL = Plan(256 * MiB, 1000, 4 * 1024, 5.0, (96 * MiB, 320 * MiB), 1000)
-QUICK = Plan(96 * MiB, 200, 4 * 1024, 1.5, (72 * MiB, 144 * MiB), 200)  # to iterate, not to quote
+FULL = Plan(256 * MiB, 1000, 4 * 1024, 5.0, (96 * MiB, 320 * MiB), 1000, 100, MiB)
+QUICK = Plan(96 * MiB, 200, 4 * 1024, 1.5, (72 * MiB, 144 * MiB), 200, 30, MiB)  # to iterate
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -108,6 +111,12 @@ def main(argv: list[str] | None = None) -> int:
             )
             if found := _scenario(console, results, "worker", run):
                 results.comparisons["worker"] = found
+        if "replicas" in args.only:
+            run = functools.partial(
+                replicas.run, emulators, plan.replicas_count, plan.replicas_size, args.repeat
+            )
+            if found := _scenario(console, results, "replicas", run):
+                results.comparisons["replicas"] = found
     results.machine["load_average_after"] = [round(load, 2) for load in os.getloadavg()]
     report.print_report(console, results)
     path = report.write_json(results, stack.REPO / "bench-results", stamp)
