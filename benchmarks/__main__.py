@@ -112,11 +112,7 @@ def main(argv: list[str] | None = None) -> int:
             if found := _scenario(console, results, "worker", run):
                 results.comparisons["worker"] = found
         if "replicas" in args.only:
-            run = functools.partial(
-                replicas.run, emulators, plan.replicas_count, plan.replicas_size, args.repeat
-            )
-            if found := _scenario(console, results, "replicas", run):
-                results.comparisons["replicas"] = found
+            _replicas(console, results, emulators, plan, args.repeat)
     results.machine["load_average_after"] = [round(load, 2) for load in os.getloadavg()]
     report.print_report(console, results)
     path = report.write_json(results, stack.REPO / "bench-results", stamp)
@@ -148,6 +144,23 @@ def _with_service(
                     results.comparisons[name] = found
     except stack.ServiceError as exc:  # it did not start
         results.failures["service"] = str(exc)
+
+
+def _replicas(
+    console: Console, results: report.Results, emulators: stack.Stack, plan: Plan, repeat: int
+) -> None:
+    """Scenario 6: three workers with the Redis ledger and without, then the ledger's cost
+    on one worker's small-object rate; one valkey-server for both."""
+    with replicas.redis_running() as redis:
+        template = replicas.events_template(emulators)
+        runs = {
+            "replicas": (plan.replicas_count, plan.replicas_size, replicas.run),
+            "replicas-cost": (plan.worker_count, plan.small_size, replicas.ledger_cost),
+        }
+        for name, (count, size, scenario) in runs.items():
+            run = functools.partial(scenario, emulators, count, size, repeat, redis, template)
+            if found := _scenario(console, results, name, run):
+                results.comparisons[name] = found
 
 
 def _scenario(

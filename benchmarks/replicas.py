@@ -17,6 +17,8 @@ import contextlib
 import functools
 import random
 import time
+from collections.abc import Iterator
+from typing import Any
 
 from app.dev import emulators, plumbing
 from app.dev.valkey import RedisServer
@@ -33,9 +35,11 @@ READ_AT_MOST = 1.02  # bytes read from S3 per byte replicated, with the ledger: 
 CONTENDERS = {"service": "with the Redis ledger", "local": "without it (a ledger per process)"}
 
 
-def run(stack: Stack, count: int, size: int, repeat: int) -> Comparison:
-    stack.s3.create_bucket(Bucket=worker_drain.EVENTS_BUCKET)
-    template = worker_drain._notification_template(stack)
+def run(
+    stack: Stack, count: int, size: int, repeat: int, redis: RedisServer, template: dict[str, Any]
+) -> Comparison:
+    """Three workers draining two deliveries of each of `count` objects' events, with the
+    ledger in `redis` and without it."""
     keys = [f"{PREFIX}{i:05d}.bin" for i in range(count)]
     etags = small_batch.put(stack, worker_drain.EVENTS_BUCKET, keys, size)
     comparison = Comparison(
@@ -47,19 +51,59 @@ def run(stack: Stack, count: int, size: int, repeat: int) -> Comparison:
     for name in CONTENDERS:
         comparison.details["read_ratio"][name] = []
         comparison.details["s3_gets"][name] = []
+    for repetition in range(repeat):
+        for name in alternate(list(CONTENDERS), repetition):
+            send = functools.partial(
+                worker_drain._send_events, stack, template=template, etags=etags, size=size
+            )
+            ledger = {"LEDGER_URL": redis.url(repetition % 16)} if name == "service" else {}
+            run_name = f"{name}-r{repetition}"
+            _replicas_run(stack, comparison, name, run_name, keys, size, send, ledger)
+    return comparison
+
+
+def ledger_cost(
+    stack: Stack, count: int, size: int, repeat: int, redis: RedisServer, template: dict[str, Any]
+) -> Comparison:
+    """The ledger's cost on one worker's small-object rate: scenario 5's run (the `messages`
+    feed, one delivery each) with LEDGER_URL and without it."""
+    seeded = worker_drain._seed(stack, count, size)
+    comparison = Comparison(
+        f"one worker, {count:,} x {size // 1024} KiB objects, ledger cost",
+        "objects/s",
+        {name: Contender(f"one worker, {label}") for name, label in CONTENDERS.items()},
+        {"worker_concurrency": worker_drain.concurrency()},
+    )
+    for repetition in range(repeat):
+        for name in alternate(list(CONTENDERS), repetition):
+            run_name = f"cost-{name}-r{repetition}"
+            queue = plumbing.queue_with_dead_letters(stack.sqs, f"bench-{run_name}")
+            wave = functools.partial(
+                worker_drain._send_events, stack, queue, template, seeded, size
+            )
+            feeder = worker_drain.Feeder(list(seeded), wave)
+            ledger = {"LEDGER_URL": redis.url(repetition % 16)} if name == "service" else {}
+            contender = comparison.contenders[name]
+            worker_drain._worker_run(
+                stack, contender, feeder, queue, run_name, worker_drain.PREFIX, size, ledger
+            )
+    return comparison
+
+
+@contextlib.contextmanager
+def redis_running() -> Iterator[RedisServer]:
+    """A valkey-server for the ledger runs, stopped when the block ends."""
     redis = RedisServer(emulators.free_port()).start()
     try:
-        for repetition in range(repeat):
-            for name in alternate(list(CONTENDERS), repetition):
-                send = functools.partial(
-                    worker_drain._send_events, stack, template=template, etags=etags, size=size
-                )
-                ledger = {"LEDGER_URL": redis.url(repetition % 16)} if name == "service" else {}
-                run_name = f"{name}-r{repetition}"
-                _replicas_run(stack, comparison, name, run_name, keys, size, send, ledger)
+        yield redis
     finally:
         redis.stop()
-    return comparison
+
+
+def events_template(stack: Stack) -> dict[str, Any]:
+    """The S3 notification record both runs send, as worker_drain reads it off moto."""
+    stack.s3.create_bucket(Bucket=worker_drain.EVENTS_BUCKET)
+    return worker_drain._notification_template(stack)
 
 
 def _replicas_run(

@@ -97,6 +97,9 @@ def rows(results: Results) -> list[Row]:
         table += _worker_rows(results)
     if "replicas" in comparisons:
         table += _replicas_rows(comparisons["replicas"])
+    if "replicas-cost" in comparisons:
+        goals = {"local": (">= 0.9x", _ge(0.9))}
+        table += _comparison_rows(comparisons["replicas-cost"], goals)
     memory = results.memory
     if memory is not None:
         for run in memory.runs:
@@ -238,6 +241,8 @@ def _cpu_table(results: Results) -> Table:
                 continue
             wall = statistics.median(s.seconds for s in contender.samples)
             cpu = contender.median_cpu()
+            workers = [value for name, value in cpu.items() if name.startswith("worker-")]
+            cpu.setdefault("service", sum(workers))  # the replicas' workers, together
             cells = [_seconds(cpu.get(p, 0.0)) for p in processes]
             table.add_row(f"{comparison.title}: {contender.label}", f"{wall:.2f}", *cells)
     for run in results.memory.runs if results.memory else []:
