@@ -26,6 +26,7 @@ from benchmarks import (
     machine,
     memory,
     rclone,
+    replicas,
     report,
     skip_path,
     small_batch,
@@ -35,7 +36,7 @@ from benchmarks import (
 from benchmarks.measure import Comparison, MiB
 
 T = TypeVar("T")
-SCENARIOS = ("big", "small", "skip", "memory", "worker")
+SCENARIOS = ("big", "small", "skip", "memory", "worker", "replicas")
 
 
 @dataclass(frozen=True)
@@ -46,10 +47,12 @@ class Plan:
     skip_seconds: float  # per run and side
     memory_sizes: tuple[int, int]
     worker_count: int  # objects of small_size, through S3 events and SQS
+    replicas_count: int  # objects of replicas_size, each event delivered twice to 3 workers
+    replicas_size: int
 
 
-FULL = Plan(256 * MiB, 1000, 4 * 1024, 5.0, (96 * MiB, 320 * MiB), 1000)
-QUICK = Plan(96 * MiB, 200, 4 * 1024, 1.5, (72 * MiB, 144 * MiB), 200)  # to iterate, not to quote
+FULL = Plan(256 * MiB, 1000, 4 * 1024, 5.0, (96 * MiB, 320 * MiB), 1000, 100, MiB)
+QUICK = Plan(96 * MiB, 200, 4 * 1024, 1.5, (72 * MiB, 144 * MiB), 200, 30, MiB)  # to iterate
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -108,6 +111,8 @@ def main(argv: list[str] | None = None) -> int:
             )
             if found := _scenario(console, results, "worker", run):
                 results.comparisons["worker"] = found
+        if "replicas" in args.only:
+            _replicas(console, results, emulators, plan, args.repeat)
     results.machine["load_average_after"] = [round(load, 2) for load in os.getloadavg()]
     report.print_report(console, results)
     path = report.write_json(results, stack.REPO / "bench-results", stamp)
@@ -139,6 +144,23 @@ def _with_service(
                     results.comparisons[name] = found
     except stack.ServiceError as exc:  # it did not start
         results.failures["service"] = str(exc)
+
+
+def _replicas(
+    console: Console, results: report.Results, emulators: stack.Stack, plan: Plan, repeat: int
+) -> None:
+    """Scenario 6: three workers with the Redis ledger and without, then the ledger's cost
+    on one worker's small-object rate; one valkey-server for both."""
+    with replicas.redis_running() as redis:
+        template = replicas.events_template(emulators)
+        runs = {
+            "replicas": (plan.replicas_count, plan.replicas_size, replicas.run),
+            "replicas-cost": (plan.worker_count, plan.small_size, replicas.ledger_cost),
+        }
+        for name, (count, size, scenario) in runs.items():
+            run = functools.partial(scenario, emulators, count, size, repeat, redis, template)
+            if found := _scenario(console, results, name, run):
+                results.comparisons[name] = found
 
 
 def _scenario(

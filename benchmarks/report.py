@@ -95,6 +95,11 @@ def rows(results: Results) -> list[Row]:
         table += _comparison_rows(comparisons["skip"], {"head": (">= 0.8x", _ge(0.8))})
     if "worker" in comparisons:
         table += _worker_rows(results)
+    if "replicas" in comparisons:
+        table += _replicas_rows(comparisons["replicas"])
+    if "replicas-cost" in comparisons:
+        goals = {"local": (">= 0.9x", _ge(0.9))}
+        table += _comparison_rows(comparisons["replicas-cost"], goals)
     memory = results.memory
     if memory is not None:
         for run in memory.runs:
@@ -174,6 +179,26 @@ def _worker_rows(results: Results) -> list[Row]:
     return found
 
 
+def _replicas_rows(comparison: Comparison) -> list[Row]:
+    """Wall-time rates with and without the Redis ledger, then bytes read from S3 per byte
+    replicated for each (the median of the runs)."""
+    table = _comparison_rows(comparison, {})  # no goal on the rate: the ledger saves reads
+    ratios = comparison.details.get("read_ratio", {})
+    for name, contender in comparison.contenders.items():
+        runs = ratios.get(name) or []
+        value = statistics.median(runs) if runs else None
+        target = None
+        if name == "service":
+            target = _target(
+                "bytes read from S3 per byte replicated", "<= 1.02", value, lambda v: v <= 1.02
+            )
+        figure = "-" if value is None else f"{value:.3f}x"
+        table.append(
+            Row(f"S3 bytes read per byte replicated, {contender.label}", figure, target=target)
+        )
+    return table
+
+
 def _ge(threshold: float) -> Callable[[float], bool]:
     return lambda value: value >= threshold
 
@@ -216,6 +241,8 @@ def _cpu_table(results: Results) -> Table:
                 continue
             wall = statistics.median(s.seconds for s in contender.samples)
             cpu = contender.median_cpu()
+            workers = [value for name, value in cpu.items() if name.startswith("worker-")]
+            cpu.setdefault("service", sum(workers))  # the replicas' workers, together
             cells = [_seconds(cpu.get(p, 0.0)) for p in processes]
             table.add_row(f"{comparison.title}: {contender.label}", f"{wall:.2f}", *cells)
     for run in results.memory.runs if results.memory else []:

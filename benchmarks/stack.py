@@ -9,7 +9,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -160,10 +160,13 @@ def service_running(stack: Stack, name: str) -> Iterator[Service]:
 
 
 @contextlib.contextmanager
-def worker_running(stack: Stack, name: str, queue_url: str, bucket: str) -> Iterator[Service]:
+def worker_running(
+    stack: Stack, name: str, queue_url: str, bucket: str, extra: Mapping[str, str] | None = None
+) -> Iterator[Service]:
     """`replicator worker` (`python -m app.cli worker`) draining `queue_url` into `bucket`,
-    with `service_env`; `http` reaches its /health and /metrics on WORKER_PORT. SIGTERM when
-    the block ends: it stops after its long polls return (up to 20 s without messages)."""
+    with `service_env` and `extra` settings over it; `http` reaches its /health and /metrics
+    on WORKER_PORT. SIGTERM when the block ends: it stops after its long polls return (up to
+    20 s without messages)."""
     port = emulators.free_port()
     env = {
         **service_env(stack),
@@ -171,6 +174,7 @@ def worker_running(stack: Stack, name: str, queue_url: str, bucket: str) -> Iter
         "SQS_ENDPOINT_URL": stack.moto.url,
         "GCS_BUCKET_NAME": bucket,
         "WORKER_PORT": str(port),
+        **(extra or {}),
     }
     command = [sys.executable, "-m", "app.cli", "worker"]
     with _running(stack, name, command, env, port, "", stop_timeout=25.0) as worker:

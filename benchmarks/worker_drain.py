@@ -211,12 +211,14 @@ def _worker_run(
     name: str,
     prefix: str,
     size: int,
+    extra: dict[str, str] | None = None,
 ) -> None:
+    """One timed run of one worker (with `extra` settings) draining what `feeder` sends."""
     count = len(feeder.keys)
     bucket = f"bench-{name}"
     stack.gcs_client.create_bucket(bucket)
     try:
-        with worker_running(stack, name, queue.url, bucket) as worker:
+        with worker_running(stack, name, queue.url, bucket, extra) as worker:
 
             def counter(name: str) -> float:
                 if worker.process.poll() is not None:

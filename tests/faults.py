@@ -15,6 +15,7 @@ test can count attempts and measure the gaps between them.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import http
 import select
@@ -157,6 +158,7 @@ class FaultProxy:
         self.url = f"http://127.0.0.1:{self._listener.getsockname()[1]}"
         self.faults: list[Fault] = []
         self.requests: list[Seen] = []
+        self.body_bytes: collections.Counter[str] = collections.Counter()  # sent, by method
         self._lock = threading.Lock()
         self._closing = threading.Event()
         self._clients: set[socket.socket] = set()
@@ -264,14 +266,20 @@ class FaultProxy:
         body = b"" if method == "HEAD" else response.body
         head = response.head(body_length=None if method == "HEAD" else len(body))
         if fault and action in ("stall", "truncate"):
+            self._count(method, len(body[: fault.at]))
             client.sendall(head + body[: fault.at])
             if action == "stall":
                 self._hold(client, fault.stall_for)
             return False
         if fault and action == "flip" and fault.at is not None and fault.at < len(body):
             body = body[: fault.at] + bytes([body[fault.at] ^ 0xFF]) + body[fault.at + 1 :]
+        self._count(method, len(body))
         client.sendall(head + body)
         return True
+
+    def _count(self, method: str, sent: int) -> None:
+        with self._lock:
+            self.body_bytes[method] += sent
 
     def _session_status(self, request: Message) -> bytes:
         """What real GCS answers a status query: 308 with what it kept, or the finished object."""

@@ -15,6 +15,7 @@ import json
 import os
 import random
 import re
+import signal
 from pathlib import Path
 from urllib.parse import quote, quote_plus
 
@@ -24,7 +25,8 @@ from google.cloud import storage
 
 from tests.conftest import RedisServer, destination_bytes
 from tests.events import samples
-from tests.faults import FaultProxy
+from tests.faults import Fault, FaultProxy
+from tests.service_process import STOP_TIMEOUT
 from tests.worker import test_worker
 from tests.worker.test_worker import (
     Aws,
@@ -47,10 +49,10 @@ REPLICAS = 3
 READ_AT_MOST = 1.05  # bytes read from S3 per byte replicated, with the shared ledger
 
 
-def created_body(bucket: str, key: str, etag: str, n: int) -> str:
+def created_body(bucket: str, key: str, etag: str, n: int, size: int = SIZE) -> str:
     """The S3 notification for `key` (unversioned bucket), as S3 sends it to SQS."""
     record = samples.s3_record(
-        key=quote_plus(key), bucket=bucket, eTag=etag, size=SIZE, sequencer=f"{n + 1:016X}"
+        key=quote_plus(key), bucket=bucket, eTag=etag, size=size, sequencer=f"{n + 1:016X}"
     )
     del record["s3"]["object"]["versionId"]
     return json.dumps(samples.s3_notification(record))
@@ -136,3 +138,54 @@ def test_three_workers_read_and_write_each_object_once(
         assert uploads(gcs_proxy, dest) == OBJECTS  # every object written once
         lines = [line for log in logs for line in log.splitlines() if "put back for" in line]
         assert not [line for line in lines if "WARNING" in line]  # not a failure
+
+
+def test_a_worker_killed_holding_the_lease_leaves_the_copy_to_another_once_it_expires(
+    aws: Aws,
+    gcs: storage.Client,
+    s3_proxy: FaultProxy,
+    gcs_proxy: FaultProxy,
+    redis_server: RedisServer,
+    tmp_path: Path,
+) -> None:
+    """LEDGER_LOCK_TTL=2: the first worker takes the key's lease, its S3 GET stalls after
+    2 MiB of 3 (1 MiB upload chunks, so GCS holds part of it), and it is killed with SIGKILL.
+    The second worker, already running, cannot take the key until the lease has expired (no
+    one renews it) and the message is visible again; then it copies the whole object."""
+    queue = aws.queue(max_receives=10)  # visibility 2 s; a put back counts a receive
+    bucket, dest = aws.bucket("killed"), gcs_bucket(gcs)
+    key = "killed/leased object.bin"
+    data = os.urandom(3 * 1024 * 1024)
+    etag = aws.s3.put_object(Bucket=bucket, Key=key, Body=data)["ETag"].strip('"')
+    stall = s3_proxy.add(
+        Fault("GET", f"/{bucket}/{quote(key)}", "stall", at=2 * 1024 * 1024, times=1)
+    )
+    settings = worker_settings(
+        aws,
+        s3_proxy.url,
+        gcs_proxy.url,
+        dest,
+        queue,
+        LEDGER_URL=redis_server.url(4),
+        LEDGER_LOCK_TTL="2",
+        UPLOAD_CHUNK_SIZE=str(1024 * 1024),
+    )
+    with running_worker(tmp_path, settings) as first:
+        aws.send(queue, created_body(bucket, key, etag, 0, size=len(data)))
+        wait_for(lambda: stall.fired, "the first worker's GET stalls")
+        wait_for(lambda: gcs_proxy.seen("PUT", "/upload/"), "a chunk of it reaches GCS")
+        with running_worker(tmp_path, settings) as second:
+            first.process.send_signal(signal.SIGKILL)
+            first.process.wait(timeout=STOP_TIMEOUT)
+            # The lease, renewed each 2/3 s until the kill, still has over a second to run.
+            assert [b.name for b in gcs.list_blobs(dest)] == []
+            wait_for(lambda: blob_of(gcs, dest, key), "the second worker copies it", timeout=20)
+            wait_for(lambda: aws.is_drained(queue.url), "the queue is drained")
+            log = second.log.read_text()
+
+    assert destination_bytes(gcs, dest, key) == data
+    assert [b.name for b in gcs.list_blobs(dest)] == [key]  # nothing partial beside it
+    assert s3_gets(s3_proxy, bucket, key) == 2  # the stalled GET, then the whole copy
+    assert aws.dead_letters(queue) == []
+    assert "Traceback" not in log
+    print(f"\nthe second worker put the message back {log.count('put back for')} times")
