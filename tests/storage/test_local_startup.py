@@ -58,7 +58,8 @@ def below_a_file(tmp_path: Path) -> Path:
 
 def read_only(tmp_path: Path) -> Path:
     if os.geteuid() == 0:
-        pytest.skip("root writes through permission bits")
+        # Root writes through permission bits; nobody can make a folder in procfs.
+        return Path("/proc/self")
     path = tmp_path / "read-only"
     path.mkdir(mode=0o500)
     return path
