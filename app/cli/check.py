@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from typing import Any
 
 from app.cli import bulk
@@ -34,52 +33,38 @@ def add_parser(commands: argparse._SubParsersAction[Any]) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from app import errors
-    from app.services.sync import Mark, classify, compare
+    from app.services.check import Check, CheckOptions, Mark, differs
 
     try:
         bulk_run = bulk.start(args, args.combined, "--combined")
     except bulk.UsageError as exc:
         return bulk.fail("check", exc)
-    services, dst, combined = bulk_run.services, bulk_run.destination, bulk_run.output
-    started = time.monotonic()
-    counts = dict.fromkeys(Mark, 0)
+    services, combined = bulk_run.services, bulk_run.output
+
+    def report(key: str, mark: Mark, reason: str) -> None:
+        line = f"{mark} {key}"
+        if combined is not None:
+            print(line, file=combined)
+        if not args.json:
+            print(line)
+        if mark == Mark.ERROR:
+            print(f"{line}: {reason}", file=sys.stderr)
+
+    check = Check(services.source, services.destination, services.retry)
     try:
-        pairs = compare(
-            services.source,
-            services.destination,
-            bulk_run.source,
-            dst,
-            bulk_run.keys,
-            services.retry,
+        tally = check.run(
+            bulk_run.source, bulk_run.destination, CheckOptions(keys=bulk_run.keys), report
         )
-        for pair in pairs:
-            mark, reason = classify(pair, dst)
-            counts[mark] += 1
-            line = f"{mark} {pair.key}"
-            if combined is not None:
-                print(line, file=combined)
-            if not args.json:
-                print(line)
-            if mark == Mark.ERROR:
-                print(f"{line}: {reason}", file=sys.stderr)
     except errors.ReplicatorError as exc:
         return bulk.listing_failed("check", exc)
     finally:
         bulk_run.close()
+    snapshot = tally.snapshot()
     summary = {
-        "identical": counts[Mark.IDENTICAL],
-        "missing": counts[Mark.MISSING],
-        "extra": counts[Mark.EXTRA],
-        "different": counts[Mark.DIFFERENT],
-        "errors": counts[Mark.ERROR],
-        "duration_seconds": round(time.monotonic() - started, 3),
+        name: snapshot[name] for name in ("identical", "missing", "extra", "different", "errors")
     }
     if args.json:
-        print(json.dumps(summary))
+        print(json.dumps({**summary, "duration_seconds": round(snapshot.elapsed, 3)}))
     else:
-        print(
-            ", ".join(f"{n} {name}" for name, n in summary.items() if name != "duration_seconds"),
-            file=sys.stderr,
-        )
-    differs = sum(n for mark, n in counts.items() if mark != Mark.IDENTICAL)
-    return 1 if differs else 0
+        print(", ".join(f"{n} {name}" for name, n in summary.items()), file=sys.stderr)
+    return 1 if differs(snapshot) else 0

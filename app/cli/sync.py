@@ -56,7 +56,8 @@ def add_parser(commands: argparse._SubParsersAction[Any]) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from app import errors
-    from app.services.sync import Outcome, Sync, SyncOptions, Tally, TooManyDeletes
+    from app.services.sync import Outcome, Sync, SyncOptions, TooManyDeletes
+    from app.services.tally import Tally
 
     try:
         bulk_run = bulk.start(args, args.report, "--report")
@@ -97,8 +98,8 @@ def run(args: argparse.Namespace) -> int:
             return 1
         except errors.ReplicatorError as exc:
             return bulk.listing_failed("sync", exc)
-        summary = {**result.summary(), "dry_run": args.dry_run}
-        if result.failed:
+        summary = {**_summary(result.snapshot()), "dry_run": args.dry_run}
+        if summary["failed"]:
             status = 1
             if args.delete:
                 print("replicator sync: some copies failed: nothing was deleted", file=sys.stderr)
@@ -112,12 +113,21 @@ def run(args: argparse.Namespace) -> int:
         bulk_run.close()
 
 
+def _summary(snapshot: Any) -> dict[str, Any]:
+    counts = ("copied", "skipped", "deleted", "failed", "bytes")
+    return {
+        **{name: snapshot[name] for name in counts},
+        "duration_seconds": round(snapshot.elapsed, 3),
+    }
+
+
 def _progress(tally: Any, stop: threading.Event) -> None:
     """A plain line on stderr every few seconds until `stop`."""
     while not stop.wait(PROGRESS_EVERY):
-        summary = tally.summary()
+        snapshot = tally.snapshot()
         print(
-            f"... listed {tally.listed}, " + _line({**summary, "dry_run": False}), file=sys.stderr
+            f"... listed {snapshot['listed']}, " + _line({**_summary(snapshot), "dry_run": False}),
+            file=sys.stderr,
         )
 
 

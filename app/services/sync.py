@@ -1,12 +1,12 @@
-"""Bulk sync and check: one source prefix against one destination prefix, both listed once.
+"""Bulk sync: one source prefix against one destination prefix, both listed once.
 
 Both sides are listed page by page and merged in key order (app.services.listing), so memory
-does not grow with the number of objects. `check` classifies each key as rclone's `--combined`
-does. `sync` copies what the destination lacks or holds in another version through the
-replicator's flow (`Replicator.settle`: one GET per copy, pinned to the listed ETag, the same
-verification, metadata and generation preconditions), on a bounded pool fed from the merged
-stream; with `delete`, it then removes destination objects the source lacks, at the listed
-generation, only when every copy succeeded and no more than `max_delete` would go.
+does not grow with the number of objects. `Sync` copies what the destination lacks or holds
+in another version through the replicator's flow (`Replicator.settle`: one GET per copy,
+pinned to the listed ETag, the same verification, metadata and generation preconditions), on
+a bounded pool fed from the merged stream; with `delete`, it then removes destination objects
+the source lacks, at the listed generation, only when every copy succeeded and no more than
+`max_delete` would go.
 """
 
 from __future__ import annotations
@@ -16,17 +16,16 @@ import json
 import logging
 import tempfile
 import threading
-import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import IO
 
 from app import errors, names
 from app.logging_config import in_context
 from app.policy import Overwrite
 from app.retry import RetryPolicy
-from app.services.identity import holds, reason_to_skip
+from app.services.identity import reason_to_skip
 from app.services.ledger import Ledger
 from app.services.listing import Pair, merge, resumed
 from app.services.patterns import KeyFilter
@@ -37,6 +36,7 @@ from app.services.replicator import (
     Replicator,
     counted,
 )
+from app.services.tally import Tally
 from app.storage.base import Body, Destination, ObjectInfo, Source
 
 log = logging.getLogger(__name__)
@@ -99,32 +99,6 @@ def unwritable(dst: Location, key: str) -> str:
     return ""
 
 
-class Mark(enum.StrEnum):
-    """rclone check's `--combined` marks."""
-
-    IDENTICAL = "="
-    MISSING = "-"
-    EXTRA = "+"
-    DIFFERENT = "*"
-    ERROR = "!"
-
-
-def classify(pair: Compared, dst: Location) -> tuple[Mark, str]:
-    """The mark of one compared key, and why when it is not identical. Identical: the same
-    size, and the destination records this source version (bucket, key, ETag)."""
-    if pair.left is None:
-        return Mark.EXTRA, "only at the destination"
-    if reason := unwritable(dst, pair.key):
-        return Mark.ERROR, reason
-    if pair.right is None:
-        return Mark.MISSING, "missing at the destination"
-    if pair.left.size != pair.right.size:
-        return Mark.DIFFERENT, f"size {pair.left.size} at the source, {pair.right.size} here"
-    if not holds(pair.right, pair.left):
-        return Mark.DIFFERENT, "the destination does not record the source's current ETag"
-    return Mark.IDENTICAL, ""
-
-
 class Outcome(enum.StrEnum):
     COPIED = "copied"
     SKIPPED = "skipped"
@@ -132,32 +106,6 @@ class Outcome(enum.StrEnum):
     FAILED = "failed"
     WOULD_COPY = "would copy"
     WOULD_DELETE = "would delete"
-
-
-@dataclass
-class Tally:
-    """What a sync did so far, updated from the copy threads under `lock`. In a dry run,
-    `copied`, `bytes` and `deleted` count what would be."""
-
-    copied: int = 0
-    skipped: int = 0
-    deleted: int = 0
-    failed: int = 0
-    bytes: int = 0
-    listed: int = 0
-    started: float = field(default_factory=time.monotonic)
-    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
-
-    def summary(self) -> dict[str, int | float]:
-        with self.lock:
-            return {
-                "copied": self.copied,
-                "skipped": self.skipped,
-                "deleted": self.deleted,
-                "failed": self.failed,
-                "bytes": self.bytes,
-                "duration_seconds": round(time.monotonic() - self.started, 3),
-            }
 
 
 Report = Callable[[str, Outcome, str], None]  # key below the prefix, what happened, detail
@@ -187,24 +135,26 @@ class Sync:
         options: SyncOptions,
         report: Report,
         tally: Tally | None = None,
+        stop: threading.Event | None = None,
     ) -> Tally:
         """Make `dst` match `src`, counting in `tally` (another thread may watch it). Each
-        key is reported once, from whichever thread settled it. Raises app.errors exceptions
-        when a listing fails (copies started finish; nothing more starts), TooManyDeletes."""
+        key is reported once, from whichever thread settled it. When `stop` is set, no copy
+        starts any more, the copies in flight finish and nothing is deleted (`tally.stopped`).
+        Raises app.errors exceptions when a listing fails (copies started finish; nothing
+        more starts), TooManyDeletes."""
         tally = tally or Tally()
+        stop = stop or threading.Event()
         too_many = False
         slots = threading.BoundedSemaphore(options.concurrency * 2)
         source, destination = self._replicator.source, self._replicator.destination
 
         def settled(key: str, outcome: Outcome, detail: str, size: int = 0) -> None:
-            with tally.lock:
-                if outcome in (Outcome.COPIED, Outcome.WOULD_COPY):
-                    tally.copied += 1
-                    tally.bytes += size
-                elif outcome == Outcome.SKIPPED:
-                    tally.skipped += 1
-                elif outcome == Outcome.FAILED:
-                    tally.failed += 1
+            if outcome in (Outcome.COPIED, Outcome.WOULD_COPY):
+                tally.add(copied=1, bytes=size)
+            elif outcome == Outcome.SKIPPED:
+                tally.add(skipped=1)
+            elif outcome == Outcome.FAILED:
+                tally.add(failed=1)
             report(key, outcome, detail)
 
         def copy(pair: Compared) -> None:
@@ -235,8 +185,10 @@ class Sync:
             try:
                 pairs = compare(source, destination, src, dst, options.keys, self._retry)
                 for pair in pairs:
-                    with tally.lock:
-                        tally.listed += 1
+                    if stop.is_set():
+                        tally.mark(stopped=True)
+                        break
+                    tally.add(listed=1)
                     if pair.left is None:
                         if options.delete and not too_many:
                             generation = pair.right.generation if pair.right else None
@@ -251,17 +203,27 @@ class Sync:
                     if reason := reason_to_skip(pair.right, pair.left, options.overwrite):
                         settled(pair.key, Outcome.SKIPPED, reason)
                         continue
+                    tally.add(found=1, found_bytes=pair.left.size)
                     if options.dry_run:
                         settled(pair.key, Outcome.WOULD_COPY, "", pair.left.size)
                         continue
-                    slots.acquire()
-                    running = [f for f in running if not f.done()]
-                    running.append(pool.submit(in_context(copy), pair))
+                    while not slots.acquire(timeout=0.2):  # a stop does not wait for a slot
+                        if stop.is_set():
+                            break
+                    else:
+                        running = [f for f in running if not f.done()]
+                        running.append(pool.submit(in_context(copy), pair))
+                        continue
+                    tally.mark(stopped=True)
+                    break
+                else:
+                    tally.mark(listing_done=True)
             finally:
                 for future in running:
                     future.result()
-            if options.delete:  # every copy has finished
-                self._delete(dst, doomed, too_many, options, tally, report)
+            if options.delete and not tally.stopped:  # every copy has finished
+                self._delete(dst, doomed, too_many, options, tally, report, stop)
+        tally.finish()
         return tally
 
     def _delete(
@@ -272,20 +234,23 @@ class Sync:
         options: SyncOptions,
         tally: Tally,
         report: Report,
+        stop: threading.Event,
     ) -> None:
         if too_many:
             raise TooManyDeletes(
                 f"more than --max-delete {options.max_delete} destination objects are not at "
                 "the source: nothing was deleted"
             )
-        if tally.failed:
+        if tally.snapshot()["failed"]:
             return  # never delete after a failed copy: the listing may not be the whole truth
         destination = self._replicator.destination
         for key, generation in doomed:
+            if stop.is_set():
+                tally.mark(stopped=True)
+                return
             if options.dry_run:
                 report(key, Outcome.WOULD_DELETE, "")
-                with tally.lock:
-                    tally.deleted += 1
+                tally.add(deleted=1)
                 continue
             name = dst.prefix + key
             try:
@@ -295,17 +260,14 @@ class Sync:
                     )
             except errors.ObjectNotFound:
                 report(key, Outcome.SKIPPED, "already gone")
-                with tally.lock:
-                    tally.skipped += 1
+                tally.add(skipped=1)
                 continue
             except errors.ReplicatorError as exc:
                 report(key, Outcome.FAILED, f"{exc.kind}: {exc.detail}")
-                with tally.lock:
-                    tally.failed += 1
+                tally.add(failed=1)
                 continue
             report(key, Outcome.DELETED, "not at the source")
-            with tally.lock:
-                tally.deleted += 1
+            tally.add(deleted=1)
 
     def _copy(
         self, request: ReplicationRequest, listed: ObjectInfo, current: ObjectInfo | None
