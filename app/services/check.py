@@ -60,6 +60,8 @@ def classify(pair: Compared, dst: Location) -> tuple[Mark, str]:
 @dataclass(frozen=True)
 class CheckOptions:
     keys: KeyFilter = KeyFilter()
+    checksum: bool = False  # also compare every checksum both sides expose
+    download: bool = False  # also read both sides and compare their bytes' digests
 
 
 class Check:
