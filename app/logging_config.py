@@ -1,7 +1,8 @@
 """Logging: rich lines on a terminal (plain lines otherwise), JSON lines with LOG_FORMAT=json.
 
 Every record carries the id of the request it belongs to (`request_id`), set by the request
-middleware and carried into worker threads with the context.
+middleware and carried into worker threads with the context; a record of a job over HTTP also
+carries the job's id (`job_id`), set on the job's thread and carried the same way.
 """
 
 from __future__ import annotations
@@ -17,12 +18,13 @@ from rich.console import Console
 from rich.logging import RichHandler
 
 request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
+job_id: contextvars.ContextVar[str] = contextvars.ContextVar("job_id", default="")
 T = TypeVar("T")
 
 
 def in_context(fn: Callable[..., T]) -> Callable[..., T]:
-    """`fn` bound to the caller's context (its request id), for work handed to other threads;
-    each call runs in its own copy, so calls may run concurrently."""
+    """`fn` bound to the caller's context (its request and job ids), for work handed to other
+    threads; each call runs in its own copy, so calls may run concurrently."""
     context = contextvars.copy_context()
 
     def run(*args: Any, **kwargs: Any) -> T:
@@ -31,9 +33,14 @@ def in_context(fn: Callable[..., T]) -> Callable[..., T]:
     return run
 
 
-class _RequestIdFilter(logging.Filter):
+class _ContextFilter(logging.Filter):
+    """Puts the ids on the record: `request_id`, `job_id` ("" outside a job) and `ids`, both
+    as plain lines show them ("<request id>" or "<request id> job <job id>")."""
+
     def filter(self, record: logging.LogRecord) -> bool:
-        record.request_id = request_id.get()
+        record.request_id = rid = request_id.get()
+        record.job_id = job = job_id.get()
+        record.ids = f"{rid} job {job}" if job else rid
         return True
 
 
@@ -46,6 +53,8 @@ class JsonFormatter(logging.Formatter):
             "request_id": getattr(record, "request_id", "-"),
             "message": record.getMessage(),
         }
+        if job := getattr(record, "job_id", ""):
+            entry["job_id"] = job
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
         return json.dumps(entry, ensure_ascii=False)
@@ -59,14 +68,12 @@ def setup_logging(log_format: str = "rich", level: str = "INFO") -> None:
         handler.setFormatter(JsonFormatter())
     elif sys.stderr.isatty():
         handler = RichHandler(console=Console(stderr=True), show_path=False, markup=False)
-        handler.setFormatter(logging.Formatter("[%(request_id)s] %(message)s", datefmt="[%X]"))
+        handler.setFormatter(logging.Formatter("[%(ids)s] %(message)s", datefmt="[%X]"))
     else:
         # A log file or a container: plain lines, which cost a fraction of rich's rendering.
         handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(
-            logging.Formatter("%(asctime)s %(levelname)-7s [%(request_id)s] %(message)s")
-        )
-    handler.addFilter(_RequestIdFilter())
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s [%(ids)s] %(message)s"))
+    handler.addFilter(_ContextFilter())
     root = logging.getLogger()
     for old in [h for h in root.handlers if h.get_name() == "replicator"]:
         root.removeHandler(old)
