@@ -51,3 +51,15 @@ LEDGER_FALLBACKS = Counter(
 LEDGER_SETTLED = Counter(
     "replicator_ledger_settled", "Events settled from the ledger alone, with no cloud request"
 )
+
+JOBS_RUNNING = Gauge("replicator_jobs_running", "Sync and check jobs over HTTP running now")
+JOBS_FINISHED = Counter(
+    "replicator_jobs_finished", "Jobs over HTTP that ended, by kind and status", ["kind", "status"]
+)
+JOB_OBJECTS = Counter(
+    "replicator_job_objects",
+    "Keys settled by jobs over HTTP, by job kind and outcome (sync: copied, skipped, deleted, "
+    "failed, would_copy, would_delete; check: identical, missing, extra, different, error)",
+    ["kind", "outcome"],
+)
+JOB_BYTES = Counter("replicator_job_bytes", "Bytes copied by sync jobs over HTTP")

@@ -18,14 +18,17 @@ from app.events.sns import SnsVerifier
 from app.queues import sqs
 from app.retry import RetryPolicy
 from app.services.batch import Batch
+from app.services.check import Check
 from app.services.composite import Composer, CompositeCopy, CompositePlan, sweep_stale_parts
 from app.services.copier import Copier
 from app.services.events import EventSettler
 from app.services.intake import EventIntake
+from app.services.jobs import Jobs
 from app.services.ledger import Ledger, LocalLedger
 from app.services.objects import DestinationObjects
 from app.services.replicator import Replicator
 from app.services.shared_ledger import RedisLedger
+from app.services.sync import Sync
 from app.storage import gcs, local, s3
 from app.storage.base import Destination, Source
 
@@ -62,6 +65,7 @@ class Services:
     sns: SnsVerifier | None  # None with SNS_VERIFY_SIGNATURES=false
     intake: EventIntake  # POST /v1/events
     ledger: Ledger  # LocalLedger, or RedisLedger with LEDGER_URL
+    jobs: Jobs  # sync and check jobs over HTTP (/v1/jobs)
     request_threads: int
     pools: list[ThreadPoolExecutor] = field(default_factory=list)
 
@@ -71,7 +75,8 @@ class Services:
             sweep_stale_parts(self.destination, self.retry, self.settings.gcs_bucket_name)
 
     def close(self) -> None:
-        """Stop the thread pools; work in flight finishes, queued work is dropped."""
+        """Stop the jobs and the thread pools; work in flight finishes, queued work is dropped."""
+        self.jobs.close()
         for pool in self.pools:
             pool.shutdown(wait=True, cancel_futures=True)
         if isinstance(self.ledger, RedisLedger):
@@ -89,9 +94,10 @@ def build(settings: Settings, *, wait_for_leases: bool = True) -> Services:
     )
     batch_threads = max(settings.batch_concurrency, settings.worker_concurrency)
     part_threads = composite.workers * batch_threads
+    job_threads = settings.max_running_jobs * settings.batch_concurrency  # each job's copies
     # One connection per thread that may talk to a cloud at once, so no call waits for, or
     # churns, a connection.
-    connections = REQUEST_THREADS + batch_threads + LOOKUP_THREADS + part_threads
+    connections = REQUEST_THREADS + batch_threads + LOOKUP_THREADS + part_threads + job_threads
     source, destination = _clients(settings, retry, connections)
     lookups = ThreadPoolExecutor(LOOKUP_THREADS, thread_name_prefix="lookup")
     batch_workers = ThreadPoolExecutor(batch_threads, thread_name_prefix="batch")
@@ -133,6 +139,11 @@ def build(settings: Settings, *, wait_for_leases: bool = True) -> Services:
         sns=verifier,
         intake=EventIntake(verifier, events, queue, retry),
         ledger=ledger,
+        jobs=Jobs(
+            Sync(replicator, retry, ledger),
+            Check(source, destination, retry),
+            max_running=settings.max_running_jobs,
+        ),
         request_threads=REQUEST_THREADS,
         pools=[batch_workers, lookups, parts],
     )
