@@ -14,6 +14,7 @@ from fastapi import Depends, Request
 from app.config import Settings
 from app.services.batch import Batch
 from app.services.intake import EventIntake
+from app.services.jobs import Jobs
 from app.services.ledger import Ledger
 from app.services.objects import DestinationObjects
 from app.services.replicator import Replicator
@@ -46,6 +47,10 @@ async def get_intake(request: Request) -> EventIntake:
     return _services(request).intake
 
 
+async def get_jobs(request: Request) -> Jobs:
+    return _services(request).jobs
+
+
 async def get_probe(request: Request) -> Probe:
     return _services(request).probe
 
@@ -59,5 +64,6 @@ ReplicatorDep = Annotated[Replicator, Depends(get_replicator)]
 BatchDep = Annotated[Batch, Depends(get_batch)]
 ObjectsDep = Annotated[DestinationObjects, Depends(get_objects)]
 IntakeDep = Annotated[EventIntake, Depends(get_intake)]
+JobsDep = Annotated[Jobs, Depends(get_jobs)]
 ProbeDep = Annotated[Probe, Depends(get_probe)]
 LedgerDep = Annotated[Ledger, Depends(get_ledger)]

@@ -84,13 +84,15 @@ def test_swagger_ui_renders_the_operations_offline(service: ServiceProcess, tmp_
 
     assert 'class="swagger-ui"' in dom
     operations = re.findall(r'class="opblock opblock-(\w+)', dom)
-    assert operations.count("post") == 3, operations
+    assert operations.count("post") == 4, operations
     assert {"get", "delete"} <= set(operations)
     for path in (
         "/v1/replicate",
         "/v1/replicate/batch",
         "/v1/events",
         "/v1/object/{bucket}/{key}",
+        "/v1/jobs",
+        "/v1/jobs/{id}/report",
         "/health",
     ):
         assert f'data-path="{path}"' in dom, path
