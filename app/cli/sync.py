@@ -1,7 +1,8 @@
 """`replicator sync SOURCE DESTINATION`: make a GCS prefix match an S3 prefix.
 
 Exit status 0 when every key was settled, 1 when some failed (each named on stderr and in
-the report) or `--max-delete` was exceeded, 2 for a usage or configuration error (one line).
+the report) or `--max-delete` was exceeded, 2 for a usage or configuration error (one line),
+130 when Ctrl-C stopped it (app.cli.interrupt).
 """
 
 from __future__ import annotations
@@ -12,9 +13,7 @@ import sys
 import threading
 from typing import Any
 
-from app.cli import bulk
-
-PROGRESS_EVERY = 5.0  # seconds between progress lines on stderr
+from app.cli import bulk, interrupt, progress
 
 
 def add_parser(commands: argparse._SubParsersAction[Any]) -> None:
@@ -24,8 +23,10 @@ def add_parser(commands: argparse._SubParsersAction[Any]) -> None:
         description=(
             "List both sides once and copy every object the destination lacks or holds in "
             "another version, with the service's verification, metadata and preconditions. "
+            "Ctrl-C stops cleanly: copies in flight finish, nothing new starts, nothing is "
+            "deleted; a second Ctrl-C quits at once (an unfinished upload is never published). "
             "Exit status 0 when every key was settled, 1 when some failed, 2 for a usage or "
-            "configuration error."
+            "configuration error, 130 when interrupted."
         ),
     )
     bulk.add_common(parser)
@@ -65,52 +66,52 @@ def run(args: argparse.Namespace) -> int:
         return bulk.fail("sync", exc)
     services, report_file = bulk_run.services, bulk_run.output
     stop = threading.Event()
+    write = threading.Lock()
+
+    def report(key: str, outcome: Outcome, detail: str) -> None:
+        with write:
+            if report_file is not None:
+                entry = {"key": key, "action": str(outcome), "detail": detail}
+                print(json.dumps(entry, ensure_ascii=False), file=report_file)
+            if outcome == Outcome.FAILED:
+                print(f"failed: {key}: {detail}", file=sys.stderr)
+            elif outcome in (Outcome.WOULD_COPY, Outcome.WOULD_DELETE):
+                # Looked up now: a live display redirects them while it runs.
+                print(f"{outcome} {key}", file=sys.stderr if args.json else sys.stdout)
+
+    options = SyncOptions(
+        keys=bulk_run.keys,
+        overwrite=services.settings.overwrite,
+        dry_run=args.dry_run,
+        delete=args.delete,
+        max_delete=args.max_delete,
+        concurrency=args.concurrency or services.settings.batch_concurrency,
+    )
+    sync = Sync(services.replicator, services.retry, services.ledger)
+    tally = Tally()
     try:
-        lines = sys.stderr if args.json else sys.stdout
-        write = threading.Lock()
-
-        def report(key: str, outcome: Outcome, detail: str) -> None:
-            with write:
-                if report_file is not None:
-                    entry = {"key": key, "action": str(outcome), "detail": detail}
-                    print(json.dumps(entry, ensure_ascii=False), file=report_file)
-                if outcome == Outcome.FAILED:
-                    print(f"failed: {key}: {detail}", file=sys.stderr)
-                elif outcome in (Outcome.WOULD_COPY, Outcome.WOULD_DELETE):
-                    print(f"{outcome} {key}", file=lines)
-
-        options = SyncOptions(
-            keys=bulk_run.keys,
-            overwrite=services.settings.overwrite,
-            dry_run=args.dry_run,
-            delete=args.delete,
-            max_delete=args.max_delete,
-            concurrency=args.concurrency or services.settings.batch_concurrency,
-        )
-        sync = Sync(services.replicator, services.retry, services.ledger)
-        tally = Tally()
-        threading.Thread(target=_progress, args=(tally, stop), daemon=True).start()
-        status = 0
-        try:
-            result = sync.run(bulk_run.source, bulk_run.destination, options, report, tally)
-        except TooManyDeletes as exc:
-            print(f"replicator sync: {exc.detail}", file=sys.stderr)
-            return 1
-        except errors.ReplicatorError as exc:
-            return bulk.listing_failed("sync", exc)
-        summary = {**_summary(result.snapshot()), "dry_run": args.dry_run}
-        if summary["failed"]:
-            status = 1
-            if args.delete:
-                print("replicator sync: some copies failed: nothing was deleted", file=sys.stderr)
-        if args.json:
-            print(json.dumps(summary))
-        else:
-            print(_line(summary), file=sys.stderr)
-        return status
+        with (
+            interrupt.stop_on_ctrl_c("sync", stop),
+            progress.Progress(tally, progress.sync_figures, stop),
+        ):
+            sync.run(bulk_run.source, bulk_run.destination, options, report, tally, stop)
+    except TooManyDeletes as exc:
+        print(f"replicator sync: {exc.detail}", file=sys.stderr)
+        return 1
+    except errors.ReplicatorError as exc:
+        return bulk.listing_failed("sync", exc)
     finally:
-        stop.set()
         bulk_run.close()
+    summary = {**_summary(tally.snapshot()), "dry_run": args.dry_run, "interrupted": stop.is_set()}
+    if summary["failed"] and args.delete and not stop.is_set():
+        print("replicator sync: some copies failed: nothing was deleted", file=sys.stderr)
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        print(_line(summary), file=sys.stderr)
+    if stop.is_set():
+        return interrupt.INTERRUPTED
+    return 1 if summary["failed"] else 0
 
 
 def _summary(snapshot: Any) -> dict[str, Any]:
@@ -121,19 +122,12 @@ def _summary(snapshot: Any) -> dict[str, Any]:
     }
 
 
-def _progress(tally: Any, stop: threading.Event) -> None:
-    """A plain line on stderr every few seconds until `stop`."""
-    while not stop.wait(PROGRESS_EVERY):
-        snapshot = tally.snapshot()
-        print(
-            f"... listed {snapshot['listed']}, " + _line({**_summary(snapshot), "dry_run": False}),
-            file=sys.stderr,
-        )
-
-
 def _line(summary: dict[str, Any]) -> str:
-    return (
+    line = (
         f"copied {summary['copied']}, skipped {summary['skipped']}, deleted "
         f"{summary['deleted']}, failed {summary['failed']}, {summary['bytes']} bytes in "
         f"{summary['duration_seconds']:.1f}s" + (" (dry run)" if summary["dry_run"] else "")
     )
+    if summary["interrupted"]:
+        return f"interrupted: {line}: nothing more was started, nothing deleted"
+    return line
