@@ -11,9 +11,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import threading
 from typing import Any
 
-from app.cli import bulk
+from app.cli import bulk, interrupt, progress
 
 
 def add_parser(commands: argparse._SubParsersAction[Any]) -> None:
@@ -34,6 +35,7 @@ def add_parser(commands: argparse._SubParsersAction[Any]) -> None:
 def run(args: argparse.Namespace) -> int:
     from app import errors
     from app.services.check import Check, CheckOptions, Mark, differs
+    from app.services.tally import Tally
 
     try:
         bulk_run = bulk.start(args, args.combined, "--combined")
@@ -51,10 +53,14 @@ def run(args: argparse.Namespace) -> int:
             print(f"{line}: {reason}", file=sys.stderr)
 
     check = Check(services.source, services.destination, services.retry)
+    tally, stop = Tally(), threading.Event()
     try:
-        tally = check.run(
-            bulk_run.source, bulk_run.destination, CheckOptions(keys=bulk_run.keys), report
-        )
+        with (
+            interrupt.stop_on_ctrl_c("check", stop),
+            progress.Progress(tally, progress.check_figures, stop),
+        ):
+            options = CheckOptions(keys=bulk_run.keys)
+            check.run(bulk_run.source, bulk_run.destination, options, report, tally, stop)
     except errors.ReplicatorError as exc:
         return bulk.listing_failed("check", exc)
     finally:
@@ -64,7 +70,11 @@ def run(args: argparse.Namespace) -> int:
         name: snapshot[name] for name in ("identical", "missing", "extra", "different", "errors")
     }
     if args.json:
-        print(json.dumps({**summary, "duration_seconds": round(snapshot.elapsed, 3)}))
+        duration = round(snapshot.elapsed, 3)
+        print(json.dumps({**summary, "duration_seconds": duration, "interrupted": stop.is_set()}))
     else:
-        print(", ".join(f"{n} {name}" for name, n in summary.items()), file=sys.stderr)
+        line = ", ".join(f"{n} {name}" for name, n in summary.items())
+        print(f"interrupted: {line}" if stop.is_set() else line, file=sys.stderr)
+    if stop.is_set():
+        return interrupt.INTERRUPTED
     return 1 if differs(snapshot) else 0

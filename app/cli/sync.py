@@ -1,20 +1,21 @@
 """`replicator sync SOURCE DESTINATION`: make a GCS prefix match an S3 prefix.
 
 Exit status 0 when every key was settled, 1 when some failed (each named on stderr and in
-the report) or `--max-delete` was exceeded, 2 for a usage or configuration error (one line).
+the report) or `--max-delete` was exceeded, 2 for a usage or configuration error (one line),
+130 when Ctrl-C stopped it (app.cli.interrupt).
 """
 
 from __future__ import annotations
 
 import argparse
+import enum
 import json
 import sys
 import threading
-from typing import Any
+from collections.abc import Callable
+from typing import IO, Any
 
-from app.cli import bulk
-
-PROGRESS_EVERY = 5.0  # seconds between progress lines on stderr
+from app.cli import bulk, interrupt, progress
 
 
 def add_parser(commands: argparse._SubParsersAction[Any]) -> None:
@@ -24,8 +25,10 @@ def add_parser(commands: argparse._SubParsersAction[Any]) -> None:
         description=(
             "List both sides once and copy every object the destination lacks or holds in "
             "another version, with the service's verification, metadata and preconditions. "
+            "Ctrl-C stops cleanly: copies in flight finish, nothing new starts, nothing is "
+            "deleted; a second Ctrl-C quits at once (an unfinished upload is never published). "
             "Exit status 0 when every key was settled, 1 when some failed, 2 for a usage or "
-            "configuration error."
+            "configuration error, 130 when interrupted."
         ),
     )
     bulk.add_common(parser)
@@ -51,66 +54,141 @@ def add_parser(commands: argparse._SubParsersAction[Any]) -> None:
         help="objects copied at once (default: BATCH_CONCURRENCY)",
     )
     parser.add_argument("--report", metavar="FILE", help="one JSON line per key: what happened")
+    parser.add_argument(
+        "--enqueue",
+        action="store_true",
+        help="copy nothing here: put one S3 event (ObjectCreated:Put) per key to copy on "
+        "SQS_QUEUE_URL, for `replicator worker` to copy; with --dry-run, queue nothing",
+    )
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from app import errors
-    from app.services.sync import Outcome, Sync, SyncOptions, TooManyDeletes
-    from app.services.tally import Tally
-
     try:
         bulk_run = bulk.start(args, args.report, "--report")
     except bulk.UsageError as exc:
         return bulk.fail("sync", exc)
-    services, report_file = bulk_run.services, bulk_run.output
-    stop = threading.Event()
     try:
-        lines = sys.stderr if args.json else sys.stdout
-        write = threading.Lock()
-
-        def report(key: str, outcome: Outcome, detail: str) -> None:
-            with write:
-                if report_file is not None:
-                    entry = {"key": key, "action": str(outcome), "detail": detail}
-                    print(json.dumps(entry, ensure_ascii=False), file=report_file)
-                if outcome == Outcome.FAILED:
-                    print(f"failed: {key}: {detail}", file=sys.stderr)
-                elif outcome in (Outcome.WOULD_COPY, Outcome.WOULD_DELETE):
-                    print(f"{outcome} {key}", file=lines)
-
-        options = SyncOptions(
-            keys=bulk_run.keys,
-            overwrite=services.settings.overwrite,
-            dry_run=args.dry_run,
-            delete=args.delete,
-            max_delete=args.max_delete,
-            concurrency=args.concurrency or services.settings.batch_concurrency,
-        )
-        sync = Sync(services.replicator, services.retry, services.ledger)
-        tally = Tally()
-        threading.Thread(target=_progress, args=(tally, stop), daemon=True).start()
-        status = 0
-        try:
-            result = sync.run(bulk_run.source, bulk_run.destination, options, report, tally)
-        except TooManyDeletes as exc:
-            print(f"replicator sync: {exc.detail}", file=sys.stderr)
-            return 1
-        except errors.ReplicatorError as exc:
-            return bulk.listing_failed("sync", exc)
-        summary = {**_summary(result.snapshot()), "dry_run": args.dry_run}
-        if summary["failed"]:
-            status = 1
-            if args.delete:
-                print("replicator sync: some copies failed: nothing was deleted", file=sys.stderr)
-        if args.json:
-            print(json.dumps(summary))
-        else:
-            print(_line(summary), file=sys.stderr)
-        return status
+        report = _reporter(args, bulk_run.output)
+        return _enqueue(args, bulk_run, report) if args.enqueue else _copy(args, bulk_run, report)
     finally:
-        stop.set()
         bulk_run.close()
+
+
+def _reporter(args: argparse.Namespace, report_file: IO[str] | None) -> Callable[..., None]:
+    """What to do with each key's outcome (a sync's or an enqueue's): a JSON line in the
+    --report file; failures on stderr; what a dry run would do on stdout (stderr with --json)."""
+    write = threading.Lock()
+
+    def report(key: str, outcome: enum.StrEnum, detail: str) -> None:
+        with write:
+            if report_file is not None:
+                entry = {"key": key, "action": str(outcome), "detail": detail}
+                print(json.dumps(entry, ensure_ascii=False), file=report_file)
+            if outcome == "failed":
+                print(f"failed: {key}: {detail}", file=sys.stderr)
+            elif outcome.startswith("would "):
+                # Looked up now: a live display redirects them while it runs.
+                print(f"{outcome} {key}", file=sys.stderr if args.json else sys.stdout)
+
+    return report
+
+
+def _copy(args: argparse.Namespace, bulk_run: bulk.Started, report: Callable[..., None]) -> int:
+    from app import errors
+    from app.services.sync import Sync, SyncOptions, TooManyDeletes
+    from app.services.tally import Tally
+
+    services = bulk_run.services
+    options = SyncOptions(
+        keys=bulk_run.keys,
+        overwrite=services.settings.overwrite,
+        dry_run=args.dry_run,
+        delete=args.delete,
+        max_delete=args.max_delete,
+        concurrency=args.concurrency or services.settings.batch_concurrency,
+    )
+    sync = Sync(services.replicator, services.retry, services.ledger)
+    tally, stop = Tally(), threading.Event()
+    try:
+        with (
+            interrupt.stop_on_ctrl_c("sync", stop),
+            progress.Progress(tally, progress.sync_figures, stop),
+        ):
+            sync.run(bulk_run.source, bulk_run.destination, options, report, tally, stop)
+    except TooManyDeletes as exc:
+        print(f"replicator sync: {exc.detail}", file=sys.stderr)
+        return 1
+    except errors.ReplicatorError as exc:
+        return bulk.listing_failed("sync", exc)
+    summary = {**_summary(tally.snapshot()), "dry_run": args.dry_run, "interrupted": stop.is_set()}
+    if summary["failed"] and args.delete and not stop.is_set():
+        print("replicator sync: some copies failed: nothing was deleted", file=sys.stderr)
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        print(_line(summary), file=sys.stderr)
+    if stop.is_set():
+        return interrupt.INTERRUPTED
+    return 1 if summary["failed"] else 0
+
+
+def _enqueue(args: argparse.Namespace, bulk_run: bulk.Started, report: Callable[..., None]) -> int:
+    from app import errors
+    from app.services.enqueue import Enqueue, EnqueueOptions
+    from app.services.tally import Tally
+
+    services, src, dst = bulk_run.services, bulk_run.source, bulk_run.destination
+    settings = services.settings
+    if services.queue is None:
+        return bulk.fail("sync", "--enqueue needs SQS_QUEUE_URL, the queue the workers drain")
+    if args.delete:
+        return bulk.fail("sync", "--enqueue queues copies only: it cannot --delete")
+    if not settings.replication_rules and src.prefix != dst.prefix:
+        return bulk.fail(
+            "sync",
+            f"--enqueue: without REPLICATION_RULES the workers keep each key's name, so the "
+            f"destination prefix must be the source's ({src.prefix!r}, not {dst.prefix!r})",
+        )
+    options = EnqueueOptions(
+        keys=bulk_run.keys,
+        overwrite=settings.overwrite,
+        dry_run=args.dry_run,
+        rules=tuple(settings.replication_rules),
+    )
+    enqueue = Enqueue(
+        services.source, services.destination, services.queue, services.retry, settings.aws_region
+    )
+    tally, stop = Tally(), threading.Event()
+    try:
+        with (
+            interrupt.stop_on_ctrl_c("sync", stop),
+            progress.Progress(tally, progress.enqueue_figures, stop),
+        ):
+            queued = enqueue.run(src, dst, options, report, tally, stop)
+    except errors.ReplicatorError as exc:
+        return bulk.listing_failed("sync", exc)
+    snapshot = tally.snapshot()
+    summary = {
+        "queued": snapshot["found"] if args.dry_run else queued,
+        "skipped": snapshot["skipped"],
+        "failed": snapshot["failed"],
+        "duration_seconds": round(snapshot.elapsed, 3),
+        "dry_run": args.dry_run,
+        "interrupted": stop.is_set(),
+    }
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        line = (
+            f"queued {summary['queued']}, skipped {summary['skipped']}, failed "
+            f"{summary['failed']} in {summary['duration_seconds']:.1f}s"
+            + (" (dry run: nothing queued)" if args.dry_run else "")
+        )
+        print(f"interrupted: {line}" if stop.is_set() else line, file=sys.stderr)
+    if stop.is_set():
+        return interrupt.INTERRUPTED
+    return 1 if summary["failed"] else 0
 
 
 def _summary(snapshot: Any) -> dict[str, Any]:
@@ -121,19 +199,12 @@ def _summary(snapshot: Any) -> dict[str, Any]:
     }
 
 
-def _progress(tally: Any, stop: threading.Event) -> None:
-    """A plain line on stderr every few seconds until `stop`."""
-    while not stop.wait(PROGRESS_EVERY):
-        snapshot = tally.snapshot()
-        print(
-            f"... listed {snapshot['listed']}, " + _line({**_summary(snapshot), "dry_run": False}),
-            file=sys.stderr,
-        )
-
-
 def _line(summary: dict[str, Any]) -> str:
-    return (
+    line = (
         f"copied {summary['copied']}, skipped {summary['skipped']}, deleted "
         f"{summary['deleted']}, failed {summary['failed']}, {summary['bytes']} bytes in "
         f"{summary['duration_seconds']:.1f}s" + (" (dry run)" if summary["dry_run"] else "")
     )
+    if summary["interrupted"]:
+        return f"interrupted: {line}: nothing more was started, nothing deleted"
+    return line

@@ -151,6 +151,21 @@ class SqsQueue:
             answer = self._client.send_message(QueueUrl=self.url, MessageBody=body)
         return str(answer["MessageId"])
 
+    def send_batch(self, bodies: Sequence[str]) -> dict[int, str]:
+        """Put `bodies` on the queue, 10 a request (SendMessageBatch); returns those SQS
+        refused, by their index in `bodies`: why."""
+        refused: dict[int, str] = {}
+        for start in range(0, len(bodies), MAX_MESSAGES):
+            entries = [
+                {"Id": str(n), "MessageBody": body}
+                for n, body in enumerate(bodies[start : start + MAX_MESSAGES], start)
+            ]
+            with self._translated():
+                answer = self._client.send_message_batch(QueueUrl=self.url, Entries=entries)
+            for entry in answer.get("Failed", []):
+                refused[int(entry["Id"])] = f"{entry.get('Code')}: {entry.get('Message', '')}"
+        return refused
+
 
 def _message(item: dict[str, Any]) -> Message:
     attributes = item.get("Attributes", {})

@@ -48,7 +48,7 @@ def summary(result: subprocess.CompletedProcess[str]) -> dict[str, Any]:
 def sync_summary(**counts: int | bool) -> dict[str, int | bool]:
     """The summary of a sync that did `counts` and nothing else."""
     empty = {"copied": 0, "skipped": 0, "deleted": 0, "failed": 0, "bytes": 0}
-    return {**empty, "dry_run": False, **counts}
+    return {**empty, "dry_run": False, "interrupted": False, **counts}
 
 
 def dest_keys(buckets: Buckets) -> set[str]:
@@ -281,6 +281,7 @@ def test_check_marks_each_kind_of_key(run: Any, buckets: Buckets, tmp_path: Path
         "extra": 1,
         "different": 2,
         "errors": 1,
+        "interrupted": False,
     }
 
 

@@ -1,0 +1,179 @@
+"""Backfill through the queue: one S3 event on SQS for every key a sync would copy.
+
+`Enqueue` lists both sides as `Sync` does and decides the same way what the destination
+lacks or holds in another version; instead of copying, it puts an S3 event notification for
+each such key on the queue the workers drain (`ObjectCreated:Put`, eventVersion 2.1, the key
+form-encoded as S3 encodes it), ten to a SendMessageBatch. The workers then copy them as they
+copy S3's own events, so the work outlives the process that listed it. Nothing is deleted.
+
+A batch whose request fails is retried whole by the retry policy, so a message may go twice;
+the worker settles a repeated event as a skip.
+"""
+
+from __future__ import annotations
+
+import datetime
+import enum
+import json
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+from urllib.parse import quote_plus
+
+from app import errors, rules
+from app.policy import Overwrite
+from app.queues.sqs import MAX_MESSAGES
+from app.retry import RetryPolicy
+from app.services.identity import reason_to_skip
+from app.services.patterns import KeyFilter
+from app.services.sync import Compared, Location, compare, unwritable
+from app.services.tally import Tally
+from app.storage.base import Destination, ObjectInfo, Source
+
+EVENT_NAME = "ObjectCreated:Put"
+EVENT_VERSION = "2.1"
+CONFIGURATION_ID = "replicator-sync-enqueue"  # says in each event who sent it
+
+
+class Queue(Protocol):
+    def send_batch(self, bodies: Sequence[str]) -> dict[int, str]: ...
+
+
+def s3_event(obj: ObjectInfo, region: str, at: datetime.datetime) -> dict[str, Any]:
+    """The S3 event notification S3 would send for a put of `obj` (listed at S3) at `at`."""
+    described: dict[str, Any] = {"key": quote_plus(obj.key), "size": obj.size}
+    if obj.etag is not None:
+        described["eTag"] = obj.etag
+    if obj.version_id is not None:
+        described["versionId"] = obj.version_id
+    record = {
+        "eventVersion": EVENT_VERSION,
+        "eventSource": "aws:s3",
+        "awsRegion": region,
+        "eventTime": at.astimezone(datetime.UTC).isoformat(timespec="milliseconds"),
+        "eventName": EVENT_NAME,
+        "s3": {
+            "s3SchemaVersion": "1.0",
+            "configurationId": CONFIGURATION_ID,
+            "bucket": {"name": obj.bucket, "arn": f"arn:aws:s3:::{obj.bucket}"},
+            "object": described,
+        },
+    }
+    return {"Records": [record]}
+
+
+class Outcome(enum.StrEnum):
+    QUEUED = "queued"
+    SKIPPED = "skipped"
+    FAILED = "failed"
+    WOULD_QUEUE = "would queue"
+
+
+Report = Callable[[str, Outcome, str], None]  # key below the prefix, what happened, detail
+
+
+@dataclass(frozen=True)
+class EnqueueOptions:
+    keys: KeyFilter = KeyFilter()
+    overwrite: Overwrite = Overwrite.DIFFERENT
+    dry_run: bool = False
+    # The workers' REPLICATION_RULES: a key they would write elsewhere than the destination
+    # is not queued. With none they keep each key's name, in their own GCS_BUCKET_NAME.
+    rules: tuple[rules.Rule, ...] = ()
+
+
+class Enqueue:
+    def __init__(
+        self,
+        source: Source,
+        destination: Destination,
+        queue: Queue,
+        retry: RetryPolicy,
+        region: str,
+    ) -> None:
+        self._source = source
+        self._destination = destination
+        self._queue = queue
+        self._retry = retry
+        self._region = region
+
+    def run(
+        self,
+        src: Location,
+        dst: Location,
+        options: EnqueueOptions,
+        report: Report,
+        tally: Tally,
+        stop: threading.Event | None = None,
+    ) -> int:
+        """Queue an event for every key below `src` that `dst` lacks or holds in another
+        version; returns how many were queued. Counts listed, found (to queue), skipped and
+        failed keys in `tally`. When `stop` is set, nothing more is listed; what was gathered
+        is still sent. Raises app.errors exceptions when a listing fails (after sending what
+        it had gathered)."""
+        stop = stop or threading.Event()
+        gathered: list[tuple[str, str]] = []  # (key below the prefix, message body)
+        queued = 0
+
+        def send() -> None:
+            nonlocal queued
+            bodies = [body for _, body in gathered]
+            try:
+                refused = self._retry.call(self._queue.send_batch, bodies)
+            except errors.ReplicatorError as exc:
+                refused = dict.fromkeys(range(len(bodies)), f"{exc.kind}: {exc.detail}")
+            for n, (key, _) in enumerate(gathered):
+                if n in refused:
+                    tally.add(failed=1)
+                    report(key, Outcome.FAILED, f"SQS refused it: {refused[n]}")
+                else:
+                    queued += 1
+                    report(key, Outcome.QUEUED, "")
+            gathered.clear()
+
+        pairs = compare(self._source, self._destination, src, dst, options.keys, self._retry)
+        try:
+            for pair in pairs:
+                if stop.is_set():
+                    tally.mark(stopped=True)
+                    break
+                tally.add(listed=1)
+                if pair.left is None:
+                    continue
+                if reason := unwritable(dst, pair.key) or misrouted(pair, src, dst, options):
+                    tally.add(failed=1)
+                    report(pair.key, Outcome.FAILED, f"invalid_request: {reason}")
+                    continue
+                if reason := reason_to_skip(pair.right, pair.left, options.overwrite):
+                    tally.add(skipped=1)
+                    report(pair.key, Outcome.SKIPPED, reason)
+                    continue
+                tally.add(found=1, found_bytes=pair.left.size)
+                if options.dry_run:
+                    report(pair.key, Outcome.WOULD_QUEUE, "")
+                    continue
+                now = datetime.datetime.now(datetime.UTC)
+                gathered.append((pair.key, json.dumps(s3_event(pair.left, self._region, now))))
+                if len(gathered) == MAX_MESSAGES:
+                    send()
+            else:
+                tally.mark(listing_done=True)
+        finally:
+            if gathered:
+                send()
+            tally.finish()
+        return queued
+
+
+def misrouted(pair: Compared, src: Location, dst: Location, options: EnqueueOptions) -> str:
+    """Why the workers would not write `pair`'s key where `dst` says, by `options.rules`, or
+    "" (always "" without rules: the caller checks that the prefixes match)."""
+    if not options.rules:
+        return ""
+    target = rules.route(options.rules, src.bucket, src.prefix + pair.key)
+    if target is None:
+        return "no REPLICATION_RULES rule routes it"
+    if target != (dst.bucket, dst.prefix + pair.key):
+        return f"REPLICATION_RULES routes it to gs://{target[0]}/{target[1]}"
+    return ""
