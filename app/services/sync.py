@@ -161,6 +161,9 @@ class Sync:
             try:
                 key, listed = pair.key, pair.left
                 assert listed is not None
+                if stop.is_set():  # queued before the stop: not started, not reported
+                    tally.add(found=-1, found_bytes=-listed.size)
+                    return
                 request = self._request(src, dst, key, options.overwrite)
                 try:
                     result = counted(self._copy, request, listed, pair.right)
@@ -173,7 +176,8 @@ class Sync:
                     return
                 if result.action == Action.REPLICATED:
                     settled(key, Outcome.COPIED, result.reason, result.destination.size)
-                else:
+                else:  # it changed, or another replica copied it: no longer work to do
+                    tally.add(found=-1, found_bytes=-listed.size)
                     settled(key, Outcome.SKIPPED, result.reason)
             finally:
                 slots.release()
