@@ -2,8 +2,9 @@
 
 One line per key, as rclone's `--combined`: `= key` identical, `- key` missing at the
 destination, `+ key` only at the destination, `* key` different, `! key` could not be compared
-(with the reason). Exit status 0 only when nothing differs, 1 otherwise, 2 for a usage or
-configuration error.
+(the reason of `*` and `!` on stderr). `--checksum` and `--download` look closer at the keys
+identical by the listings (app.services.check). Exit status 0 only when nothing differs, 1
+otherwise, 2 for a usage or configuration error.
 """
 
 from __future__ import annotations
@@ -28,6 +29,23 @@ def add_parser(commands: argparse._SubParsersAction[Any]) -> None:
         ),
     )
     bulk.add_common(parser)
+    parser.add_argument(
+        "--checksum",
+        action="store_true",
+        help="also compare the checksums both sides expose: the MD5 in the listings, or "
+        "S3's full-object CRC32C from one HEAD per multipart object",
+    )
+    parser.add_argument(
+        "--download",
+        action="store_true",
+        help="also read both sides whole and compare the SHA-256 of their bytes",
+    )
+    parser.add_argument(
+        "--concurrency",
+        type=bulk.positive,
+        metavar="N",
+        help="keys looked at closer at once (default: BATCH_CONCURRENCY)",
+    )
     parser.add_argument("--combined", metavar="FILE", help="write the lines to FILE")
     parser.set_defaults(run=run)
 
@@ -49,26 +67,32 @@ def run(args: argparse.Namespace) -> int:
             print(line, file=combined)
         if not args.json:
             print(line)
-        if mark == Mark.ERROR:
+        if mark in (Mark.DIFFERENT, Mark.ERROR):
             print(f"{line}: {reason}", file=sys.stderr)
 
     check = Check(services.source, services.destination, services.retry)
+    options = CheckOptions(
+        keys=bulk_run.keys,
+        checksum=args.checksum,
+        download=args.download,
+        concurrency=args.concurrency or services.settings.batch_concurrency,
+    )
     tally, stop = Tally(), threading.Event()
     try:
         with (
             interrupt.stop_on_ctrl_c("check", stop),
             progress.Progress(tally, progress.check_figures, stop),
         ):
-            options = CheckOptions(keys=bulk_run.keys)
             check.run(bulk_run.source, bulk_run.destination, options, report, tally, stop)
     except errors.ReplicatorError as exc:
         return bulk.listing_failed("check", exc)
     finally:
         bulk_run.close()
     snapshot = tally.snapshot()
-    summary = {
-        name: snapshot[name] for name in ("identical", "missing", "extra", "different", "errors")
-    }
+    counts = ["identical", "missing", "extra", "different", "errors"]
+    if args.checksum:
+        counts.append("unverified")  # identical by size and record: no checksum to compare
+    summary = {name: snapshot[name] for name in counts}
     if args.json:
         duration = round(snapshot.elapsed, 3)
         print(json.dumps({**summary, "duration_seconds": duration, "interrupted": stop.is_set()}))

@@ -2,22 +2,33 @@
 
 Each key is classified as rclone's `check --combined` does, from the two listings alone: the
 same size, and the destination's record of its source (bucket, key, ETag) naming the source's
-current version.
+current version. Keys identical so far may then be looked at closer, each on a bounded pool:
+`checksum` compares what checksums both sides expose (app.services.fingerprints; from the
+listings, or one S3 HEAD when they have none in common), `download` reads both objects and
+compares the digests of their bytes. Reports stay in key order whatever finishes first.
 """
 
 from __future__ import annotations
 
+import collections
 import enum
+import logging
 import threading
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
+from app import errors
+from app.logging_config import in_context
 from app.retry import RetryPolicy
+from app.services import fingerprints
 from app.services.identity import holds
 from app.services.patterns import KeyFilter
 from app.services.sync import Compared, Location, compare, unwritable
 from app.services.tally import Snapshot, Tally
-from app.storage.base import Destination, Source
+from app.storage.base import Destination, ObjectInfo, Source
+
+log = logging.getLogger(__name__)
 
 
 class Mark(enum.StrEnum):
@@ -38,7 +49,9 @@ COUNT_OF = {
     Mark.ERROR: "errors",
 }
 
-Report = Callable[[str, Mark, str], None]  # key below the prefix, its mark, why
+# The key below the prefix, its mark, and why: for `=`, NOT_COMPARABLE when --checksum found
+# nothing to compare, else "".
+Report = Callable[[str, Mark, str], None]
 
 
 def classify(pair: Compared, dst: Location) -> tuple[Mark, str]:
@@ -62,6 +75,20 @@ class CheckOptions:
     keys: KeyFilter = KeyFilter()
     checksum: bool = False  # also compare every checksum both sides expose
     download: bool = False  # also read both sides and compare their bytes' digests
+    concurrency: int = 16  # keys looked at closer at once
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """One key's mark, why when it is not plainly identical, and whether it is identical by
+    size and record only because no checksum both sides expose could be compared."""
+
+    mark: Mark
+    reason: str = ""
+    unverified: bool = False
+
+
+NOT_COMPARABLE = "no checksum both sides expose: same size and source record only"
 
 
 class Check:
@@ -79,23 +106,135 @@ class Check:
         tally: Tally | None = None,
         stop: threading.Event | None = None,
     ) -> Tally:
-        """Report every key below the prefixes once, in key order, counting in `tally`; stop
-        early when `stop` is set (`tally.stopped`). Raises app.errors exceptions when a
-        listing fails."""
+        """Report every key below the prefixes once, in key order, from this thread, counting
+        in `tally`; stop early when `stop` is set (`tally.stopped`: keys being looked at
+        finish and are reported, those waiting are not). Raises app.errors exceptions when a
+        listing fails, after reporting the keys listed before."""
         tally = tally or Tally()
         stop = stop or threading.Event()
-        pairs = compare(self._source, self._destination, src, dst, options.keys, self._retry)
-        for pair in pairs:
-            if stop.is_set():
-                tally.mark(stopped=True)
-                break
-            mark, reason = classify(pair, dst)
-            tally.add(listed=1, **{COUNT_OF[mark]: 1})
-            report(pair.key, mark, reason)
-        else:
-            tally.mark(listing_done=True)
+        waiting = _InOrder(report, tally)
+        with ThreadPoolExecutor(options.concurrency, thread_name_prefix="check") as pool:
+            try:
+                pairs = compare(
+                    self._source, self._destination, src, dst, options.keys, self._retry
+                )
+                for pair in pairs:
+                    if stop.is_set():
+                        tally.mark(stopped=True)
+                        break
+                    tally.add(listed=1)
+                    waiting.add(pair.key, self._verdict(pair, dst, options, pool, tally))
+                    waiting.report_settled(keep=options.concurrency * 2)
+                else:
+                    tally.mark(listing_done=True)
+            finally:
+                if stop.is_set():
+                    waiting.cancel()
+                waiting.report_settled(keep=0)
         tally.finish()
         return tally
+
+    def _verdict(
+        self,
+        pair: Compared,
+        dst: Location,
+        options: CheckOptions,
+        pool: ThreadPoolExecutor,
+        tally: Tally,
+    ) -> Future[Verdict]:
+        """The key's verdict from the listings or, when it is identical so far and `options`
+        asks for more, from a closer look on `pool`."""
+        verdict = Verdict(*classify(pair, dst))
+        if verdict.mark != Mark.IDENTICAL or not (options.checksum or options.download):
+            settled: Future[Verdict] = Future()
+            settled.set_result(verdict)
+            return settled
+        assert pair.left is not None
+        assert pair.right is not None
+        tally.add(found=1, found_bytes=pair.left.size)
+        return pool.submit(in_context(self._look_closer), pair.left, pair.right, options)
+
+    def _look_closer(self, listed: ObjectInfo, copy: ObjectInfo, options: CheckOptions) -> Verdict:
+        """The checks `options` asks for, beyond the listings, of one key identical so far."""
+        try:
+            verdict = Verdict(Mark.IDENTICAL)
+            if options.checksum:
+                verdict = self._compare_checksums(listed, copy)
+            if options.download and verdict.mark == Mark.IDENTICAL:
+                verdict = self._compare_bytes(listed, copy)
+            return verdict
+        except errors.ReplicatorError as exc:
+            return Verdict(Mark.ERROR, f"{exc.kind}: {exc.detail}")
+        except Exception as exc:  # named in the report, never lost with its thread
+            log.exception("checking %s failed", listed.key)
+            return Verdict(Mark.ERROR, f"internal_error: {exc!r}")
+
+    def _compare_checksums(self, listed: ObjectInfo, copy: ObjectInfo) -> Verdict:
+        """From the listings when they hold a checksum in common (a single-part ETag is an
+        MD5); otherwise one HEAD of the source, for its additional checksums."""
+        agreement = fingerprints.compare_checksums(listed, copy)
+        if not agreement.compared and copy.checksums.crc32c:
+            current = self._retry.call(self._source.head, listed.bucket, listed.key)
+            if not holds(copy, current):
+                return Verdict(
+                    Mark.DIFFERENT, "the destination does not record the source's current version"
+                )
+            agreement = fingerprints.compare_checksums(current, copy)
+        if agreement.difference:
+            return Verdict(Mark.DIFFERENT, agreement.difference)
+        if not agreement.compared:
+            return Verdict(Mark.IDENTICAL, NOT_COMPARABLE, unverified=True)
+        return Verdict(Mark.IDENTICAL)
+
+    def _compare_bytes(self, listed: ObjectInfo, copy: ObjectInfo) -> Verdict:
+        """Both objects read whole (the source pinned to the listed ETag, the destination to
+        the listed generation), each read retried whole by the policy."""
+        digest = fingerprints.read_digest
+        ours = self._retry.call(
+            digest,
+            lambda: self._source.open(listed),
+            listed.size,
+            f"s3://{listed.bucket}/{listed.key}",
+        )
+        theirs = self._retry.call(
+            digest,
+            lambda: self._destination.open(copy),
+            copy.size,
+            f"gs://{copy.bucket}/{copy.key}",
+        )
+        if ours != theirs:
+            return Verdict(
+                Mark.DIFFERENT, f"bytes differ: SHA-256 source {ours}, destination {theirs}"
+            )
+        return Verdict(Mark.IDENTICAL)
+
+
+class _InOrder:
+    """Verdicts reported in the order their keys were listed, whichever settles first."""
+
+    def __init__(self, report: Report, tally: Tally) -> None:
+        self._report = report
+        self._tally = tally
+        self._keys: collections.deque[tuple[str, Future[Verdict]]] = collections.deque()
+
+    def add(self, key: str, verdict: Future[Verdict]) -> None:
+        self._keys.append((key, verdict))
+
+    def report_settled(self, keep: int) -> None:
+        """Report the keys at the head whose verdicts are settled, then more, waiting for
+        them, until at most `keep` are left waiting."""
+        while self._keys and (len(self._keys) > keep or self._keys[0][1].done()):
+            key, future = self._keys.popleft()
+            if future.cancelled():
+                continue
+            verdict = future.result()
+            self._tally.add(**{COUNT_OF[verdict.mark]: 1}, unverified=int(verdict.unverified))
+            self._report(key, verdict.mark, verdict.reason)
+
+    def cancel(self) -> None:
+        """Drop the keys whose closer look has not started; they are not reported."""
+        for _, future in self._keys:
+            future.cancel()
 
 
 def differs(snapshot: Snapshot) -> bool:

@@ -24,6 +24,7 @@ COUNTS = (
     "extra",
     "different",
     "errors",  # keys a check could not compare
+    "unverified",  # of the identical keys, those a check --checksum found no checksum to compare
 )
 
 
@@ -46,6 +47,7 @@ class Tally:
     extra: int = 0
     different: int = 0
     errors: int = 0
+    unverified: int = 0
     listing_done: bool = False
     stopped: bool = False
     started: float = field(default_factory=time.monotonic)

@@ -151,6 +151,13 @@ class Destination(Protocol):
         """
         ...
 
+    def open(self, obj: ObjectInfo) -> Body:
+        """The bytes of generation `obj.generation` of the object, as stored (a gzip object is
+        not decompressed), to read in order. ObjectNotFound when that generation is gone
+        (replaced or deleted), BucketNotFound; a broken read raises TransientError. Nothing
+        is retried here: a caller retries the whole read."""
+        ...
+
     def delete(self, bucket: str, key: str, if_generation_match: int | None = None) -> None:
         """Raise ObjectNotFound when there is nothing to delete."""
 

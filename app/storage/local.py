@@ -52,7 +52,7 @@ import urllib.parse
 from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from app import errors
 from app.storage.base import Checksums, ContentHeaders, ObjectInfo, VerifiedStream
@@ -242,6 +242,20 @@ class LocalDestination:
                 with contextlib.suppress(OSError):
                     os.unlink(name)
 
+    def open(self, obj: ObjectInfo) -> LocalBody:
+        """The data file of generation `obj.generation` (the current one when None), opened
+        under the lock: a later replacement renames another file into place, so what is read
+        stays this generation's bytes. ObjectNotFound when that generation is gone."""
+        paths = self._locate(obj.bucket, obj.key)
+        what = f"{obj.bucket}/{obj.key}"
+        with self._lock, _translated(what):
+            current = self._head(obj.bucket, obj.key, paths)
+            if current is None or obj.generation not in (None, current.generation):
+                raise errors.ObjectNotFound(
+                    f"generation {obj.generation} of {what} is gone (replaced or deleted)"
+                )
+            return LocalBody(paths.data.open("rb"), what)
+
     def delete(self, bucket: str, key: str, if_generation_match: int | None = None) -> None:
         """Raise ObjectNotFound when there is nothing to delete."""
         paths = self._locate(bucket, key)
@@ -311,6 +325,21 @@ class LocalDestination:
         if not stat.S_ISREG(data.st_mode):
             raise errors.ReplicatorError(f"{paths.data} is not a regular file")
         return _object_info(bucket, key, record, data.st_size)
+
+
+class LocalBody:
+    """An open data file; filesystem errors are raised in app.errors terms."""
+
+    def __init__(self, file: BinaryIO, what: str) -> None:
+        self._file = file
+        self._what = what
+
+    def read(self, size: int, /) -> bytes:
+        with _translated(self._what):
+            return self._file.read(size)
+
+    def close(self) -> None:
+        self._file.close()
 
 
 @dataclass(frozen=True, order=True)

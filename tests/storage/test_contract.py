@@ -24,7 +24,7 @@ from app.dev import emulators
 from app.retry import RetryPolicy
 from app.services.batch import survey
 from app.storage import gcs, local
-from app.storage.base import Checksums, ContentHeaders, Destination, ObjectInfo
+from app.storage.base import Body, Checksums, ContentHeaders, Destination, ObjectInfo
 from app.storage.gcs import transport
 from tests.conftest import destination_bytes, digests
 
@@ -171,6 +171,26 @@ def test_sizes_around_the_chunk_boundary(target: Target, size: int) -> None:
     expected = digests(data)
     assert (info.checksums.md5, info.checksums.crc32c) == (expected["md5"], expected["crc32c"])
     assert target.stored("blob.bin") == data
+
+
+def test_open_reads_the_generation_listed_as_stored(target: Target) -> None:
+    stored = gzip.compress(os.urandom(3 * CHUNK))  # not decompressed on the way back
+    target.write("a.gz", stored, headers=ContentHeaders(content_encoding="gzip"))
+    [first] = target.destination.iter_objects(target.bucket)
+    assert read_all(target.destination.open(first)) == stored
+
+    second = target.write("a.gz", b"replaced", generation=first.generation or 0)
+
+    assert read_all(target.destination.open(second)) == b"replaced"
+    with pytest.raises(errors.ObjectNotFound):
+        target.destination.open(first)
+
+
+def read_all(body: Body) -> bytes:
+    try:
+        return b"".join(iter(lambda: body.read(100_000), b""))
+    finally:
+        body.close()
 
 
 def test_only_if_absent_refuses_an_existing_object(target: Target) -> None:

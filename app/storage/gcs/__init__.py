@@ -4,7 +4,9 @@
     errors.py       `translate`: every answer or network failure into app.errors
     resources.py    object and bucket resources to and from the storage vocabulary
     upload.py       simple (multipart) uploads, resumable sessions, compose
-    destination.py  GCSDestination: probe, head, iter_objects, list, delete, write, compose
+    download.py     an object's bytes, one generation, read in pieces
+    destination.py  GCSDestination: probe, head, iter_objects, list, open, delete, write,
+                    compose
 
 `build_destination` is the one way in; app.main calls it at start-up.
 """

@@ -2,15 +2,15 @@
 
 Every call is one or a few JSON-API requests on app.storage.gcs.transport, and every answer
 other than the expected one goes through app.storage.gcs.errors.translate. Uploads (one
-request, or a resumable session) and compose are in app.storage.gcs.upload. An upload that
-fails is cancelled, so nothing partial is ever published; the final bytes only leave once the
-source has verified.
+request, or a resumable session) and compose are in app.storage.gcs.upload, reading an
+object's bytes back in app.storage.gcs.download. An upload that fails is cancelled, so
+nothing partial is ever published; the final bytes only leave once the source has verified.
 
 Who retries (app.retry): the services retry the whole calls `head`, `iter_objects`, `list`,
-`delete`, `write_part` and `composable`, so these make one attempt each. This adapter retries,
-with the policy it is handed, only the steps of protocols it owns: a simple upload's one
-request and a resumable upload's session start and chunks (`write`), and each round of
-`compose` with the deletes of its intermediate objects.
+`open` (with the reading of its bytes), `delete`, `write_part` and `composable`, so these
+make one attempt each. This adapter retries, with the policy it is handed, only the steps of
+protocols it owns: a simple upload's one request and a resumable upload's session start and
+chunks (`write`), and each round of `compose` with the deletes of its intermediate objects.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from app.storage.base import (
     VerifiedStream,
     read_exactly,
 )
-from app.storage.gcs import upload
+from app.storage.gcs import download, upload
 from app.storage.gcs.errors import translate
 from app.storage.gcs.resources import (
     allows_parts,
@@ -107,6 +107,10 @@ class GCSDestination:
             for info in page:
                 if start_after is None or info.key > start_after:
                     yield info
+
+    def open(self, obj: ObjectInfo) -> download.MediaBody:
+        """One media GET of generation `obj.generation` (app.storage.gcs.download)."""
+        return download.open_media(self._http, obj, self._timeout)
 
     def delete(self, bucket: str, key: str, if_generation_match: int | None = None) -> None:
         """One DELETE; ObjectNotFound when there is nothing to delete."""

@@ -88,6 +88,32 @@ class Http:
         if json is not None:
             body = jsonlib.dumps(json).encode()
             headers = {**(headers or {}), "Content-Type": "application/json; charset=UTF-8"}
+        answer = self._send(method, url, timeout, params, body, headers, preload=True)
+        return Response(answer.status, answer.headers, answer.data)
+
+    def stream(
+        self,
+        url: str,
+        *,
+        timeout: Timeout,
+        params: Mapping[str, str] | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> urllib3.BaseHTTPResponse:
+        """A GET as `request` sends it, whose body is left unread: read it in pieces
+        (`read(n, decode_content=False)`), then `close` and `release_conn`."""
+        return self._send("GET", url, timeout, params, None, headers, preload=False)
+
+    def _send(
+        self,
+        method: str,
+        url: str,
+        timeout: Timeout,
+        params: Mapping[str, str] | None,
+        body: bytes | memoryview | Sequence[bytes | memoryview] | None,
+        headers: Mapping[str, str] | None,
+        *,
+        preload: bool,
+    ) -> urllib3.BaseHTTPResponse:
         if params:
             url = f"{url}?{urlencode(params)}"
         for attempt in (1, 2):
@@ -100,11 +126,14 @@ class Http:
                 headers=sent,
                 timeout=urllib3.Timeout(connect=timeout[0], read=timeout[1]),
                 retries=False,
+                preload_content=preload,
+                decode_content=preload,  # a streamed body is read as it was sent
             )
             if answer.status != 401 or attempt == 2 or not self._refreshable:
                 break
+            answer.drain_conn()  # a short error document; its connection goes back to the pool
             self._credentials.refresh(self._refresh)
-        return Response(answer.status, answer.headers, answer.data)
+        return answer
 
 
 def connect(emulator_host: str | None, *, max_pool_connections: int) -> Http:
