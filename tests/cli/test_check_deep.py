@@ -76,6 +76,7 @@ def test_a_copy_replaced_behind_its_back_is_caught_by_checksum_and_by_download(
         "different": 1,
         "errors": 0,
         "unverified": 0,
+        "interrupted": False,
     }
 
 
