@@ -24,12 +24,20 @@ import uvicorn
 from app.dev import emulators, plumbing
 
 SOURCE_BUCKET = "source-bucket"
+# Objects written before the notifications were wired: what `replicator sync` is for.
+ARCHIVE_BUCKET = "archive-2024"
+ARCHIVE = {
+    "reports/q1.csv": b"q,1,2024\n",
+    "reports/q2.csv": b"q,2,2024\n",
+    "reports/q3.csv": b"q,3,2024\n",
+    "reports/tmp/scratch.csv": b"scratch\n",
+}
 QUEUE = f"{SOURCE_BUCKET}-events"
 POLL_SECONDS = 0.2  # how often the watcher looks at the emulators
 
 
 def seed(s3_url: str, gcs_url: str, destination_bucket: str) -> plumbing.Queue:
-    """The demo buckets and hello.txt, then a queue (with a dead-letter queue) that the source
+    """The demo buckets, hello.txt and an archive to backfill, then a queue (with a dead-letter queue) that the source
     bucket's object events feed from now on; returns the queue."""
     options: dict[str, Any] = {
         "endpoint_url": s3_url,
@@ -46,6 +54,9 @@ def seed(s3_url: str, gcs_url: str, destination_bucket: str) -> plumbing.Queue:
         ContentType="text/plain",
         Metadata={"origin": "make-dev"},
     )
+    s3.create_bucket(Bucket=ARCHIVE_BUCKET)
+    for key, body in ARCHIVE.items():
+        s3.put_object(Bucket=ARCHIVE_BUCKET, Key=key, Body=body, ContentType="text/csv")
     created = urllib3.request(
         "POST",
         f"{gcs_url}/storage/v1/b?project=local-emulator",
