@@ -37,8 +37,9 @@ POLL_SECONDS = 0.2  # how often the watcher looks at the emulators
 
 
 def seed(s3_url: str, gcs_url: str, destination_bucket: str) -> plumbing.Queue:
-    """The demo buckets, hello.txt and an archive to backfill, then a queue (with a dead-letter queue) that the source
-    bucket's object events feed from now on; returns the queue."""
+    """The demo buckets, hello.txt and an archive to backfill, then a queue (with a
+    dead-letter queue) that the source bucket's object events feed from now on; returns the
+    queue."""
     options: dict[str, Any] = {
         "endpoint_url": s3_url,
         "region_name": "us-east-1",
