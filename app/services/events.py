@@ -31,8 +31,9 @@ redelivering the event may help; other app.errors failures come back as an outco
 
 from __future__ import annotations
 
+import contextlib
 import enum
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 from app import errors, metrics, rules
@@ -116,10 +117,18 @@ class EventSettler:
         if not requests:
             reason = f"no replication rule for s3://{record.bucket}/{record.key}"
             return _outcome(record, record.key, EventAction.IGNORED, reason)
-        if look_up:
-            [known] = self._look_up([record], [requests])
+        if not look_up:
+            return self._converge_or_fail(record, requests)
+        with self._looked_up([record], [requests]) as [known]:
             if self._settled_by_ledger(record, requests, known):
                 return _outcome(record, requests[0].s3_key, EventAction.SKIPPED, SETTLED)
+            return self._converge_or_fail(record, requests)
+
+    def _converge_or_fail(
+        self, record: EventRecord, requests: list[ReplicationRequest]
+    ) -> EventOutcome:
+        """`_converge`, looked at again while the destination keeps changing; what failed
+        for good as an outcome."""
         try:
             for _ in range(LOOKS):
                 try:
@@ -150,10 +159,19 @@ class EventSettler:
         source gone, say), are settled one by one by `settle`. The ledger is asked about
         every record in one look. A key another replica holds comes back as
         `errors.KeyLeased` when the ledger was built not to wait for leases."""
+        routes = [self._route(record) if record.action == "copy" else [] for record in records]
+        with self._looked_up(records, routes) as known:
+            return self._settle_known(records, routes, known)
+
+    def _settle_known(
+        self,
+        records: Sequence[EventRecord],
+        routes: list[list[ReplicationRequest]],
+        known: list[Record | None],
+    ) -> list[EventOutcome | errors.TransientError]:
+        """`settle_all`, once the ledger was asked about each record (`known`)."""
         outcomes: dict[int, EventOutcome | errors.TransientError] = {}
         groups: dict[tuple[str, str], list[tuple[int, ReplicationRequest]]] = {}
-        routes = [self._route(record) if record.action == "copy" else [] for record in records]
-        known = self._look_up(records, routes)
         for n, (record, routed) in enumerate(zip(records, routes, strict=True)):
             if self._settled_by_ledger(record, routed, known[n]):
                 outcomes[n] = _outcome(record, routed[0].s3_key, EventAction.SKIPPED, SETTLED)
@@ -261,19 +279,21 @@ class EventSettler:
                 return GONE  # removed meanwhile, or by our own attempt whose answer was lost
         return None
 
-    def _look_up(
+    @contextlib.contextmanager
+    def _looked_up(
         self, records: Sequence[EventRecord], routes: Sequence[list[ReplicationRequest]]
-    ) -> list[Record | None]:
+    ) -> Iterator[list[Record | None]]:
         """What the ledger records for the destination key of each event it could answer
-        (see `_answerable`; None for the others), in one look."""
+        (see `_answerable`; None for the others), in one look; the keys it knows nothing of
+        may stay leased to this process until the block ends (see `Ledger.look_up`)."""
         asked = {
             n: request
             for n, (record, requests) in enumerate(zip(records, routes, strict=True))
             if (request := _answerable(record, requests)) is not None
         }
-        found = self._ledger.settled_many([(r.gcs_bucket, r.gcs_key) for r in asked.values()])
-        known = dict(zip(asked, found, strict=True))
-        return [known.get(n) for n in range(len(records))]
+        with self._ledger.look_up([(r.gcs_bucket, r.gcs_key) for r in asked.values()]) as found:
+            known = dict(zip(asked, found, strict=True))
+            yield [known.get(n) for n in range(len(records))]
 
     def _settled_by_ledger(
         self, record: EventRecord, requests: list[ReplicationRequest], known: Record | None

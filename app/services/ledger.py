@@ -102,8 +102,12 @@ class Ledger(Protocol):
         """What was last settled at gs://bucket/key, or None when the ledger does not know."""
         ...
 
-    def settled_many(self, keys: Sequence[tuple[str, str]]) -> list[Record | None]:
-        """`settled` of each (bucket, key), in order, in one look."""
+    def look_up(
+        self, keys: Sequence[tuple[str, str]]
+    ) -> AbstractContextManager[list[Record | None]]:
+        """`settled` of each (bucket, key), in order, in one look. A shared ledger also leases
+        for the block the keys it knows nothing of (new objects, copied next): a hold of one
+        of them in the block need not take its lease."""
         ...
 
     def record(self, bucket: str, key: str, record: Record) -> None:
@@ -146,8 +150,10 @@ class LocalLedger:
     def settled(self, bucket: str, key: str) -> Record | None:
         return None
 
-    def settled_many(self, keys: Sequence[tuple[str, str]]) -> list[Record | None]:
-        return [None] * len(keys)
+    def look_up(
+        self, keys: Sequence[tuple[str, str]]
+    ) -> AbstractContextManager[list[Record | None]]:
+        return contextlib.nullcontext([None] * len(keys))
 
     def record(self, bucket: str, key: str, record: Record) -> None:
         pass

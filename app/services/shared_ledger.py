@@ -11,9 +11,12 @@ settled there.
 - Record: a hash per key (the object written, or a tombstone; the source key; the latest S3
   sequencer; a stamp that changes with every write), kept `record_ttl` seconds. A script
   refuses a record whose sequencer is older than the one kept, so records never go back.
-  The records of many keys are read in one pipeline (`settled_many`).
-- Round trips for a key copied by a holder: its lease taken (with the record read), then
-  let go with the record written: two, plus its share of one lookup of a whole batch.
+- Look-up of many keys (`look_up`, a receive's events): one pipeline reads their records,
+  and leases for the block the keys with none (new objects: their copy is what comes
+  next). A hold of such a key in this process claims that lease instead of taking one; the
+  leases not claimed are let go when the block ends. A key copied then costs one round trip
+  (its lease let go with the record written) plus its share of the look-up; a key with a
+  record, two (its lease taken with the record read, then let go).
 - Redis failing or unreachable: every operation does what `LocalLedger` would (exclusion in
   this process only, no records), logged once per outage and counted; at most one attempt
   every `retry_every` seconds finds out whether it answers again.
@@ -38,6 +41,7 @@ from typing import Any, TypeVar, cast
 
 import redis
 from redis.backoff import NoBackoff
+from redis.exceptions import NoScriptError
 from redis.retry import Retry
 
 from app import errors, metrics
@@ -58,6 +62,15 @@ _TAKE = """
 local taken = 0
 if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then taken = 1 end
 return {taken, redis.call('HGETALL', KEYS[2])}
+"""
+# KEYS[1] the record, KEYS[2] the lease; ARGV as _TAKE. The record's hash (flat), and the
+# lease taken only when there is none; returns {1 if taken else 0, the hash}.
+_LOOK_UP = """
+local fields = redis.call('HGETALL', KEYS[1])
+if #fields == 0 and redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then
+  return {1, fields}
+end
+return {0, fields}
 """
 # KEYS[1] the lease; ARGV[1] the holder's token; ARGV[2] the new TTL in milliseconds.
 _RENEW = """
@@ -200,11 +213,14 @@ class RedisLedger:
         self._link = _Link(retry_every)
         self._local = LocalLedger()
         self._take_script = client.register_script(_TAKE)
+        self._look_up_script = client.register_script(_LOOK_UP)
         self._renew = client.register_script(_RENEW)
         self._release = client.register_script(_RELEASE)
         self._record = client.register_script(_RECORD)
         self._held: dict[str, str] = {}  # lease -> token, for the leases this process holds
+        self._unclaimed: dict[str, str] = {}  # the same, for those leased by `look_up` only
         self._guard = threading.Lock()
+        self._looking_up = threading.Lock()  # a hold that finds a key leased waits for it
         self._closing = threading.Event()
         self._renewer = threading.Thread(target=self._renew_leases, name="lease", daemon=True)
         self._renewer.start()
@@ -248,11 +264,18 @@ class RedisLedger:
         puts its message back rather than tie up a thread). `wait=None`: as the ledger was
         built. `handed_over` is what the holder we waited for recorded, if anything; what
         the hold records is written as the lease is let go, in the same step."""
-        lease = f"{self._prefix}:lease:{bucket}/{key}"
+        lease = self._lease_key(bucket, key)
         record_key = self._record_key(bucket, key)
         with self._local.hold(bucket, key) as local:
             token = secrets.token_hex(16)
-            taken, found = self._take(lease, record_key, token)
+            claimed = self._claim(lease)
+            if claimed is None:
+                taken, found = self._take(lease, record_key, token)
+                if taken is False:  # perhaps by a look-up of this process, not yet claimable
+                    with self._looking_up:
+                        claimed = self._claim(lease)
+            if claimed is not None:
+                token, taken, found = claimed, True, {}  # nothing was recorded when leased
             handed_over = local.handed_over
             waited = local.waited
             if taken is False:
@@ -277,6 +300,11 @@ class RedisLedger:
                     self._write(record_key, held.pending, lease if taken else None, token)
                 elif taken:
                     self._link.call(lambda: self._release(keys=[lease], args=[token]), None)
+
+    def _claim(self, lease: str) -> str | None:
+        """The token of this process's unclaimed lease (see `look_up`), now the caller's."""
+        with self._guard:
+            return self._unclaimed.pop(lease, None)
 
     def _take(self, lease: str, record_key: str, token: str) -> tuple[bool | None, _Fields]:
         """Whether the lease was taken (None: Redis did not answer), and the key's record."""
@@ -333,19 +361,88 @@ class RedisLedger:
         fields = self._link.call(read, _Fields())
         return _decode(fields) if fields else None
 
-    def settled_many(self, keys: Sequence[tuple[str, str]]) -> list[Record | None]:
-        """`settled` of each key, read in one pipeline (one round trip)."""
+    @contextlib.contextmanager
+    def look_up(self, keys: Sequence[tuple[str, str]]) -> Iterator[list[Record | None]]:
+        """`settled` of each key, in one pipeline that also leases, until the block ends, the
+        keys nothing is recorded for and this process does not hold (see the module's text)."""
         if not keys:
-            return []
+            yield []
+            return
+        leased: dict[str, str] = {}
+        try:
+            with self._looking_up:
+                found = self._link.call(
+                    lambda: self._read_and_lease(keys, leased),
+                    [_Fields()] * len(keys),
+                    count=len(keys),
+                )
+                with self._guard:
+                    self._unclaimed.update(leased)
+                    self._held.update(leased)
+            yield [_decode(fields) if fields else None for fields in found]
+        finally:
+            self._let_go_unclaimed(leased)
 
-        def read() -> list[_Fields]:
+    def _read_and_lease(
+        self, keys: Sequence[tuple[str, str]], leased: dict[str, str]
+    ) -> list[_Fields]:
+        """The records of `keys`, noting in `leased` the leases taken (lease -> token)."""
+        with self._guard:
+            held = set(self._held)
+        commands: list[tuple[Any, ...]] = []
+        tokens: list[tuple[str, str] | None] = []
+        for bucket, key in keys:
+            record_key, lease = self._record_key(bucket, key), self._lease_key(bucket, key)
+            if lease in held:  # a hold of this process has it: asking would lease nothing
+                commands.append(("HGETALL", record_key))
+                tokens.append(None)
+            else:
+                held.add(lease)  # once per key
+                token = secrets.token_hex(16)
+                sha = self._look_up_script.sha
+                commands.append(("EVALSHA", sha, 2, record_key, lease, token, self._lock_ttl_ms))
+                tokens.append((lease, token))
+        found = []
+        for answer, taken in zip(self._pipelined(commands, _LOOK_UP), tokens, strict=True):
+            if taken is None:
+                found.append(cast(_Fields, answer))
+                continue
+            [was_taken, flat] = answer
+            if was_taken:
+                leased[taken[0]] = taken[1]
+            found.append(dict(zip(flat[::2], flat[1::2], strict=True)))
+        return found
+
+    def _let_go_unclaimed(self, leased: dict[str, str]) -> None:
+        """Let go of the leases `look_up` took that no hold claimed, in one pipeline."""
+        with self._guard:
+            unclaimed = [lease for lease in leased if self._unclaimed.get(lease) == leased[lease]]
+            for lease in unclaimed:
+                del self._unclaimed[lease]
+                if self._held.get(lease) == leased[lease]:
+                    del self._held[lease]
+        if unclaimed:
+            sha = self._release.sha
+            commands = [("EVALSHA", sha, 1, lease, leased[lease]) for lease in unclaimed]
+            self._link.call(lambda: self._pipelined(commands, _RELEASE), [], count=0)
+
+    def _pipelined(self, commands: list[tuple[Any, ...]], script: str) -> list[Any]:
+        """The answers to `commands`, sent in one pipeline; `script`, which they run by its
+        SHA, is loaded first when Redis does not know it (a restarted Redis), then asked
+        again. Raises the first error an answer is."""
+        for attempt in range(2):
             pipeline = self._client.pipeline(transaction=False)
-            for bucket, key in keys:
-                pipeline.hgetall(self._record_key(bucket, key))
-            return cast(list[_Fields], pipeline.execute())
-
-        found = self._link.call(read, [_Fields()] * len(keys), count=len(keys))
-        return [_decode(fields) if fields else None for fields in found]
+            for command in commands:
+                pipeline.execute_command(*command)
+            answers = pipeline.execute(raise_on_error=False)
+            if attempt == 0 and any(isinstance(a, NoScriptError) for a in answers):
+                self._client.script_load(script)
+                continue
+            break
+        for answer in answers:
+            if isinstance(answer, Exception):
+                raise answer
+        return answers
 
     def record(self, bucket: str, key: str, record: Record) -> None:
         self._write(self._record_key(bucket, key), record)
@@ -365,6 +462,9 @@ class RedisLedger:
         ]
         keys = [record_key, lease] if lease else [record_key]
         self._link.call(lambda: self._record(keys=keys, args=args), 0)
+
+    def _lease_key(self, bucket: str, key: str) -> str:
+        return f"{self._prefix}:lease:{bucket}/{key}"
 
     def _record_key(self, bucket: str, key: str) -> str:
         return f"{self._prefix}:record:{bucket}/{key}"
