@@ -31,18 +31,18 @@ redelivering the event may help; other app.errors failures come back as an outco
 
 from __future__ import annotations
 
+import contextlib
 import enum
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 from app import errors, metrics, rules
 from app.events.parse import EventRecord
-from app.events.sequencer import is_newer
 from app.policy import DeletePolicy, Overwrite
 from app.retry import RetryPolicy
 from app.services.batch import Batch
 from app.services.identity import SOURCE_BUCKET, SOURCE_KEY
-from app.services.ledger import Ledger, Record
+from app.services.ledger import Announced, Ledger, Record
 from app.services.replicator import (
     Action,
     ReplicationRequest,
@@ -107,14 +107,28 @@ class EventSettler:
 
     def settle(self, record: EventRecord) -> EventOutcome:
         """Make the destination match the source for the event's key, whatever the event."""
+        return self._settle(record, look_up=True)
+
+    def _settle(self, record: EventRecord, *, look_up: bool) -> EventOutcome:
+        """`settle`; `look_up` False: the ledger was asked about this event already."""
         if record.action == "ignore":
             return _outcome(record, record.key, EventAction.IGNORED, record.reason)
         requests = self._route(record)
         if not requests:
             reason = f"no replication rule for s3://{record.bucket}/{record.key}"
             return _outcome(record, record.key, EventAction.IGNORED, reason)
-        if self._settled_by_ledger(record, requests):
-            return _outcome(record, requests[0].s3_key, EventAction.SKIPPED, SETTLED)
+        if not look_up:
+            return self._converge_or_fail(record, requests)
+        with self._looked_up([record], [requests]) as [known]:
+            if self._settled_by_ledger(record, requests, known):
+                return _outcome(record, requests[0].s3_key, EventAction.SKIPPED, SETTLED)
+            return self._converge_or_fail(record, requests)
+
+    def _converge_or_fail(
+        self, record: EventRecord, requests: list[ReplicationRequest]
+    ) -> EventOutcome:
+        """`_converge`, looked at again while the destination keeps changing; what failed
+        for good as an outcome."""
         try:
             for _ in range(LOOKS):
                 try:
@@ -142,13 +156,24 @@ class EventSettler:
         into one destination bucket go through the batch plan together (one listing of the
         destination, one GET per object, as POST /v1/replicate/batch: a queue's worth of new
         objects costs no HEADs); the rest, and every copy the plan could not settle (its
-        source gone, say), are settled one by one by `settle`. A key another replica holds
-        comes back as `errors.KeyLeased` when the ledger was built not to wait for leases."""
+        source gone, say), are settled one by one by `settle`. The ledger is asked about
+        every record in one look. A key another replica holds comes back as
+        `errors.KeyLeased` when the ledger was built not to wait for leases."""
+        routes = [self._route(record) if record.action == "copy" else [] for record in records]
+        with self._looked_up(records, routes) as known:
+            return self._settle_known(records, routes, known)
+
+    def _settle_known(
+        self,
+        records: Sequence[EventRecord],
+        routes: list[list[ReplicationRequest]],
+        known: list[Record | None],
+    ) -> list[EventOutcome | errors.TransientError]:
+        """`settle_all`, once the ledger was asked about each record (`known`)."""
         outcomes: dict[int, EventOutcome | errors.TransientError] = {}
         groups: dict[tuple[str, str], list[tuple[int, ReplicationRequest]]] = {}
-        for n, record in enumerate(records):
-            routed = self._route(record) if record.action == "copy" else []
-            if self._settled_by_ledger(record, routed):
+        for n, (record, routed) in enumerate(zip(records, routes, strict=True)):
+            if self._settled_by_ledger(record, routed, known[n]):
                 outcomes[n] = _outcome(record, routed[0].s3_key, EventAction.SKIPPED, SETTLED)
             elif len(routed) == 1:
                 group = groups.setdefault((routed[0].s3_bucket, routed[0].gcs_bucket), [])
@@ -165,7 +190,7 @@ class EventSettler:
 
         def one(n: int) -> EventOutcome | errors.TransientError:
             try:
-                return self.settle(records[n])
+                return self._settle(records[n], look_up=False)
             except errors.TransientError as exc:
                 return exc
 
@@ -254,21 +279,31 @@ class EventSettler:
                 return GONE  # removed meanwhile, or by our own attempt whose answer was lost
         return None
 
-    def _settled_by_ledger(self, record: EventRecord, requests: list[ReplicationRequest]) -> bool:
-        """Whether the ledger says this copy event's version was settled already: its one
-        destination key records the same source key, and the same ETag (and version, when
-        the event has one) or a sequencer at or after the event's. Never under
-        OVERWRITE=always, which copies whatever the destination holds."""
-        if record.action != "copy" or record.etag is None or len(requests) != 1:
+    @contextlib.contextmanager
+    def _looked_up(
+        self, records: Sequence[EventRecord], routes: Sequence[list[ReplicationRequest]]
+    ) -> Iterator[list[Record | None]]:
+        """What the ledger records for the destination key of each event it could answer
+        (see `_answerable`; None for the others), in one look; the keys it knows nothing of
+        may stay leased to this process until the block ends (see `Ledger.look_up`)."""
+        asked = {
+            n: request
+            for n, (record, requests) in enumerate(zip(records, routes, strict=True))
+            if (request := _answerable(record, requests)) is not None
+        }
+        with self._ledger.look_up([(r.gcs_bucket, r.gcs_key) for r in asked.values()]) as found:
+            known = dict(zip(asked, found, strict=True))
+            yield [known.get(n) for n in range(len(records))]
+
+    def _settled_by_ledger(
+        self, record: EventRecord, requests: list[ReplicationRequest], known: Record | None
+    ) -> bool:
+        """Whether `known`, the record of this event's destination key, shows the version
+        the event announces settled already (see `Record.settles`)."""
+        request = _answerable(record, requests)
+        if request is None or request.event is None or known is None:
             return False
-        [request] = requests
-        if request.overwrite == Overwrite.ALWAYS:
-            return False
-        known = self._ledger.settled(request.gcs_bucket, request.gcs_key)
-        if known is None or (known.s3_bucket, known.s3_key) != (request.s3_bucket, request.s3_key):
-            return False
-        same_version = known.etag == record.etag and record.version_id in (None, known.version_id)
-        settled = same_version or _not_after(record.sequencer, known.sequencer)
+        settled = known.settles(request.s3_bucket, request.s3_key, request.event)
         if settled:
             metrics.LEDGER_SETTLED.inc()
         return settled
@@ -276,13 +311,17 @@ class EventSettler:
     def _record_copy(
         self, request: ReplicationRequest, result: ReplicationResult, record: EventRecord
     ) -> None:
-        """Note in the ledger what the destination holds now, and the event it settled."""
+        """Note in the ledger what the destination holds now, and the event it settled,
+        unless the replicator did already while it held the key."""
+        if result.recorded:
+            return
         written = Record.of_copy(result.destination, record.sequencer)
         self._ledger.record(request.gcs_bucket, request.gcs_key, written)
 
     def _route(self, record: EventRecord) -> list[ReplicationRequest]:
         """One request per name the object may have at the source that a rule routes."""
         requests = []
+        announced = Announced(record.etag, record.version_id, record.sequencer)
         for key in record.key_candidates:
             if self._rules:
                 target = rules.route(self._rules, record.bucket, key)
@@ -291,7 +330,9 @@ class EventSettler:
             if target is not None:
                 gcs_bucket, gcs_key = target
                 requests.append(
-                    ReplicationRequest(record.bucket, key, gcs_bucket, gcs_key, self._overwrite)
+                    ReplicationRequest(
+                        record.bucket, key, gcs_bucket, gcs_key, self._overwrite, announced
+                    )
                 )
         return requests
 
@@ -306,14 +347,17 @@ class EventSettler:
             return None
 
 
-def _not_after(sequencer: str | None, recorded: str | None) -> bool:
-    """Whether the event with `sequencer` happened at or before the one `recorded` (same key)."""
-    if not sequencer or not recorded:
-        return False
-    try:
-        return not is_newer(sequencer, recorded)
-    except ValueError:  # not a sequencer: the clouds decide
-        return False
+def _answerable(
+    record: EventRecord, requests: list[ReplicationRequest]
+) -> ReplicationRequest | None:
+    """The request whose ledger record may answer this event: a copy event with an ETag,
+    routed to one destination key, and not under OVERWRITE=always (which copies whatever
+    the destination holds)."""
+    if record.action != "copy" or record.etag is None or len(requests) != 1:
+        return None
+    if requests[0].overwrite == Overwrite.ALWAYS:
+        return None
+    return requests[0]
 
 
 def _copied_from(current: ObjectInfo, request: ReplicationRequest) -> bool:

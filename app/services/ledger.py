@@ -13,15 +13,26 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
+from app.events.sequencer import is_newer
 from app.services.identity import SOURCE_BUCKET, SOURCE_ETAG, SOURCE_KEY, SOURCE_VERSION
 from app.storage.base import ObjectInfo
 
 State = Literal["local", "up", "down"]  # in-process only; shared and answering; shared, not
+
+
+@dataclass(frozen=True)
+class Announced:
+    """What an S3 event says of the version it announces. Never trusted to describe the
+    object; only to recognise a version a `Record` shows settled already."""
+
+    etag: str | None = None
+    version_id: str | None = None
+    sequencer: str | None = None
 
 
 @dataclass(frozen=True)
@@ -53,16 +64,32 @@ class Record:
     def version_id(self) -> str | None:
         return (self.written.metadata.get(SOURCE_VERSION) or None) if self.written else None
 
+    def settles(self, s3_bucket: str, s3_key: str, event: Announced) -> bool:
+        """Whether this record shows the version `event` announces for s3://bucket/key settled:
+        the same source key, and the same ETag (and version, when the event has one) or a
+        sequencer at or after the event's. An event without an ETag (a delete) never is."""
+        if event.etag is None or (self.s3_bucket, self.s3_key) != (s3_bucket, s3_key):
+            return False
+        same_version = self.etag == event.etag and event.version_id in (None, self.version_id)
+        return same_version or _not_after(event.sequencer, self.sequencer)
+
 
 class Hold(Protocol):
     """A held key. `waited`: another holder had the key first. `handed_over`: what that
-    holder recorded as written, if anything (None: look at the destination)."""
+    holder recorded as written, if anything (None: look at the destination). `recorded`:
+    what a shared ledger recorded for the key when it was taken (None: nothing, or a ledger
+    without records)."""
 
     waited: bool
     handed_over: ObjectInfo | None
 
-    def record(self, written: ObjectInfo) -> None:
-        """What the destination holds now, for whoever holds the key next."""
+    @property
+    def recorded(self) -> Record | None: ...
+
+    def record(self, written: ObjectInfo, sequencer: str | None = None) -> None:
+        """What the destination holds now, for whoever holds the key next, with the S3
+        sequencer of the event settled, if one was (a shared ledger writes it as the key is
+        let go, in the same step)."""
 
 
 class Ledger(Protocol):
@@ -73,6 +100,14 @@ class Ledger(Protocol):
 
     def settled(self, bucket: str, key: str) -> Record | None:
         """What was last settled at gs://bucket/key, or None when the ledger does not know."""
+        ...
+
+    def look_up(
+        self, keys: Sequence[tuple[str, str]]
+    ) -> AbstractContextManager[list[Record | None]]:
+        """`settled` of each (bucket, key), in order, in one look. A shared ledger also leases
+        for the block the keys it knows nothing of (new objects, copied next): a hold of one
+        of them in the block need not take its lease."""
         ...
 
     def record(self, bucket: str, key: str, record: Record) -> None:
@@ -95,8 +130,9 @@ class _LocalHold:
     entry: _Entry
     waited: bool
     handed_over: ObjectInfo | None = None
+    recorded: Record | None = None  # the in-process ledger keeps no records
 
-    def record(self, written: ObjectInfo) -> None:
+    def record(self, written: ObjectInfo, sequencer: str | None = None) -> None:
         self.entry.written = written
 
 
@@ -113,6 +149,11 @@ class LocalLedger:
 
     def settled(self, bucket: str, key: str) -> Record | None:
         return None
+
+    def look_up(
+        self, keys: Sequence[tuple[str, str]]
+    ) -> AbstractContextManager[list[Record | None]]:
+        return contextlib.nullcontext([None] * len(keys))
 
     def record(self, bucket: str, key: str, record: Record) -> None:
         pass
@@ -138,3 +179,13 @@ class LocalLedger:
                 entry.users -= 1
                 if entry.users == 0:
                     del self._entries[name]
+
+
+def _not_after(sequencer: str | None, recorded: str | None) -> bool:
+    """Whether the event with `sequencer` happened at or before the one `recorded` (same key)."""
+    if not sequencer or not recorded:
+        return False
+    try:
+        return not is_newer(sequencer, recorded)
+    except ValueError:  # not a sequencer: the clouds decide
+        return False

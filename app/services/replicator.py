@@ -19,7 +19,7 @@ from app.retry import RetryPolicy
 from app.services.coalesce import Coalescer
 from app.services.copier import Copier
 from app.services.identity import holds, reason_to_skip
-from app.services.ledger import Ledger
+from app.services.ledger import Announced, Hold, Ledger
 from app.storage.base import Body, Destination, ObjectInfo, Source
 
 
@@ -35,14 +35,21 @@ class ReplicationRequest:
     gcs_bucket: str
     gcs_key: str
     overwrite: Overwrite = Overwrite.DIFFERENT
+    # The S3 event that asked for this copy, if one did: its sequencer is recorded with the
+    # copy, and a version the ledger shows settled as the key is taken is not read again.
+    event: Announced | None = None
 
 
 @dataclass(frozen=True)
 class ReplicationResult:
+    """`recorded`: the ledger was told what the destination holds now (with the request's
+    event), while the key was held."""
+
     action: Action
     source: ObjectInfo
     destination: ObjectInfo
     reason: str
+    recorded: bool = False
 
 
 Fetch = Callable[[], tuple[ObjectInfo, Body]]
@@ -100,12 +107,16 @@ class Replicator:
         # (another process, or a holder that finished before we asked) is caught by the
         # generation precondition of the write.
         with self._ledger.hold(request.gcs_bucket, request.gcs_key) as held:
+            if settled := _settled_meanwhile(request, source, held):
+                return settled
+            sequencer = request.event.sequencer if request.event else None
             if held.waited:  # the holder we waited for may have just written it: look again
                 current = held.handed_over or self.head_destination(request)
                 if current is not None:
                     known = source or self._head_source(request)
                     if reason := reason_to_skip(current, known, request.overwrite):
-                        return ReplicationResult(Action.SKIPPED, known, current, reason)
+                        held.record(current, sequencer)
+                        return ReplicationResult(Action.SKIPPED, known, current, reason, True)
             generation = (current.generation or 0) if current else 0
             body = None
             if fetch is not None:
@@ -119,13 +130,13 @@ class Replicator:
                 # Another writer got there first. If it wrote this very source, we are done.
                 current = self.head_destination(request)
                 if current is not None and holds(current, source):
-                    held.record(current)
+                    held.record(current, sequencer)
                     return ReplicationResult(
-                        Action.SKIPPED, source, current, "written concurrently"
+                        Action.SKIPPED, source, current, "written concurrently", True
                     )
                 raise
-            held.record(written)
-        return ReplicationResult(Action.REPLICATED, source, written, "copied")
+            held.record(written, sequencer)
+        return ReplicationResult(Action.REPLICATED, source, written, "copied", True)
 
     def head_destination(self, request: ReplicationRequest) -> ObjectInfo | None:
         def head() -> ObjectInfo | None:
@@ -138,6 +149,30 @@ class Replicator:
             return self._retry.call(self.source.head, request.s3_bucket, request.s3_key)
 
         return self._source_heads.call((request.s3_bucket, request.s3_key), head)
+
+
+def _settled_meanwhile(
+    request: ReplicationRequest, source: ObjectInfo | None, held: Hold
+) -> ReplicationResult | None:
+    """A skip, when the ledger showed the request's event settled as the key was taken: its
+    last holder finished between our looks and our lease, so neither cloud is asked again."""
+    recorded = held.recorded
+    if request.event is None or request.overwrite == Overwrite.ALWAYS or recorded is None:
+        return None
+    if recorded.written is None or not recorded.settles(
+        request.s3_bucket, request.s3_key, request.event
+    ):
+        return None
+    described = source or ObjectInfo(
+        request.s3_bucket,
+        request.s3_key,
+        recorded.written.size,
+        etag=recorded.etag,
+        version_id=recorded.version_id,
+    )
+    return ReplicationResult(
+        Action.SKIPPED, described, recorded.written, "settled meanwhile (ledger)", True
+    )
 
 
 def counted(fn: Callable[..., ReplicationResult], *args: object) -> ReplicationResult:

@@ -22,9 +22,10 @@ from app.config import Settings
 from app.dev import emulators
 from app.events.parse import EventRecord, parse
 from app.main import create_app
+from app.policy import Overwrite
 from app.services.events import SETTLED, EventAction
 from app.services.identity import SOURCE_BUCKET, SOURCE_ETAG, SOURCE_KEY
-from app.services.ledger import Record
+from app.services.ledger import Announced, Record
 from app.services.replicator import Action, ReplicationRequest
 from app.services.shared_ledger import RedisLedger
 from app.storage.base import Checksums, ObjectInfo
@@ -169,6 +170,27 @@ def test_records_round_trip_never_go_back_and_expire(ledgers: Any) -> None:
     assert ledger.settled("dst", "k") is None
 
 
+def test_a_look_up_leases_the_keys_it_knows_nothing_of_until_its_block_ends(
+    ledgers: Any,
+) -> None:
+    mine, other = ledgers(wait=False), ledgers(wait=False)
+    other.record("dst", "old", Record.of_copy(copied("old")))
+    with mine.look_up([("dst", "new"), ("dst", "old"), ("dst", "unused")]) as found:
+        assert found == [None, Record.of_copy(copied("old")), None]
+        for key in ("new", "unused"):
+            with pytest.raises(errors.KeyLeased), other.hold("dst", key):
+                pass
+        with other.hold("dst", "old") as held:  # a key with a record is not leased
+            assert held.recorded == Record.of_copy(copied("old"))
+        with mine.hold("dst", "new") as held:  # this process's lease, claimed: no wait
+            assert (held.waited, held.recorded) == (False, None)
+            held.record(copied("new"), "0B")
+        with other.hold("dst", "new") as held:  # let go with the hold, record written
+            assert held.recorded == Record.of_copy(copied("new"), "0B")
+    with other.hold("dst", "unused"):  # never claimed: let go with the block
+        pass
+
+
 def created_event(buckets: Buckets, key: str, sequencer: str) -> EventRecord:
     etag = buckets.s3.head_object(Bucket=buckets.source, Key=key)["ETag"].strip('"')
     fields = {"eTag": etag, "sequencer": sequencer}
@@ -207,6 +229,39 @@ def test_an_event_already_settled_costs_no_request_to_either_cloud(
         assert buckets.destination_bytes("a.txt") == b"second"
     finally:
         services.close()
+
+
+def test_a_replica_leasing_a_key_its_last_holder_just_settled_asks_neither_cloud(
+    buckets: Buckets, s3_proxy: FaultProxy, gcs_proxy: FaultProxy, redis_server: RedisServer
+) -> None:
+    """Between a worker's looks (the ledger knew nothing, the destination's listing had no
+    such object) and its lease, another replica copied the object and let the lease go. The
+    record read as the lease is taken answers: no GET of the object, no second upload."""
+    buckets.put("a.txt", b"first")
+    url = redis_server.url(3)
+    settings = make_settings(s3_proxy.url, gcs_proxy.url, buckets.dest, ledger_url=url)
+    first, second = (build(settings, wait_for_leases=False) for _ in range(2))
+    event = created_event(buckets, "a.txt", "0A")
+    announced = Announced(event.etag, event.version_id, event.sequencer)
+    request = ReplicationRequest(
+        buckets.source, "a.txt", buckets.dest, "a.txt", Overwrite.DIFFERENT, announced
+    )
+
+    def fetch() -> tuple[ObjectInfo, Any]:  # as the batch plan opens an object it listed
+        return second.replicator.source.get(buckets.source, "a.txt", event.etag)
+
+    try:
+        assert first.events.settle(event).action == EventAction.REPLICATED
+        before = len(s3_proxy.requests), len(gcs_proxy.requests)
+
+        result = second.replicator.settle(request, None, None, fetch)
+
+        assert (result.action, result.reason) == (Action.SKIPPED, "settled meanwhile (ledger)")
+        assert (len(s3_proxy.requests), len(gcs_proxy.requests)) == before
+        assert buckets.destination_bytes("a.txt") == b"first"
+    finally:
+        first.close()
+        second.close()
 
 
 def test_a_key_another_replica_holds_is_put_back_by_the_worker_and_waited_for_by_the_service(
@@ -319,4 +374,43 @@ def test_the_ledger_url_and_its_password_stay_out_of_logs_and_health(
             assert password not in caplog.text
             assert password not in repr(configured)
     finally:
+        server.stop()
+
+
+def round_trips(raw: redis.Redis) -> int:
+    """Requests the server has read from its clients so far: one per round trip (a pipeline
+    or a script is one)."""
+    return int(raw.info("stats")["total_reads_processed"])
+
+
+def test_a_new_object_s_event_costs_about_one_round_trip_to_redis(
+    buckets: Buckets, moto_server: emulators.Emulator, gcs_server: emulators.Emulator
+) -> None:
+    """The ledger's cost on the worker's path, for what it mostly sees (receives of new
+    objects): one look-up of the records of a whole receive, which also leases the keys
+    with none, then per key the lease let go with the record written in the same step."""
+    server = RedisServer(emulators.free_port()).start()  # its own: nobody else's requests
+    settings = make_settings(moto_server.url, gcs_server.url, buckets.dest, ledger_url=server.url())
+    worker = build(settings, wait_for_leases=False)
+    raw = redis.Redis.from_url(server.url())
+    count = 10  # a receive's worth
+    spent = []
+    try:
+        # A receive that opens connections (the pool grows with the threads that overlap)
+        # costs more: the first, which also loads the scripts, and maybe one more.
+        for receive in range(6):
+            keys = [f"new-{receive}-{n}.txt" for n in range(count)]
+            for key in keys:
+                buckets.put(key, key.encode())
+            events = [created_event(buckets, key, f"{n + 1:02X}") for n, key in enumerate(keys)]
+            before = round_trips(raw)
+            outcomes = worker.events.settle_all(events)
+            spent.append(round_trips(raw) - before - 1)  # less the INFO asking
+            assert [getattr(o, "action", o) for o in outcomes] == [EventAction.REPLICATED] * count
+            assert all(buckets.destination_bytes(key) == key.encode() for key in keys)
+        print(f"round trips to Redis per receive of {count} new objects: {spent}")
+        assert min(spent[1:]) == 1 + count
+    finally:
+        raw.close()
+        worker.close()
         server.stop()
