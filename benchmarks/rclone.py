@@ -39,15 +39,23 @@ class Rclone:
     binary: str
     config: Path
 
+    def command(self, verb: str, source: str, destination: str, *flags: str) -> list[str]:
+        """`rclone VERB [flags] s3:SOURCE gcs:DESTINATION` with this config."""
+        command = [self.binary, "--config", str(self.config), verb, *flags]
+        return [*command, f"s3:{source}", f"gcs:{destination}"]
+
     def copy(self, source: str, destination: str, *flags: str) -> None:
         """`rclone copy [flags] s3:SOURCE gcs:DESTINATION`; RcloneFailed on a non-zero exit."""
-        command = [self.binary, "--config", str(self.config), "copy", *flags]
-        command += [f"s3:{source}", f"gcs:{destination}"]
-        env = {k: v for k, v in os.environ.items() if k != "AWS_CA_BUNDLE"}
-        done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+        command = self.command("copy", source, destination, *flags)
+        done = subprocess.run(command, env=env(), capture_output=True, text=True, check=False)
         if done.returncode != 0:
             last = done.stderr.strip().splitlines()[-1:] or ["(no output)"]
             raise RcloneFailed(f"rclone exited with {done.returncode}: {last[0]}")
+
+
+def env() -> dict[str, str]:
+    """rclone's environment: this process's, without AWS_CA_BUNDLE."""
+    return {k: v for k, v in os.environ.items() if k != "AWS_CA_BUNDLE"}
 
 
 def find(workdir: Path, s3_url: str, gcs_url: str) -> Rclone | None:

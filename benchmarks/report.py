@@ -1,4 +1,4 @@
-"""The figures side by side with the targets of issue 4, as a table and as JSON."""
+"""The figures side by side with the targets of issues 4 and 12, as a table and as JSON."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from benchmarks.bulk_sync import Processes
 from benchmarks.measure import Comparison, Contender
 from benchmarks.memory import Memory
 
@@ -23,6 +24,7 @@ class Results:
     options: dict[str, Any]
     comparisons: dict[str, Comparison] = field(default_factory=dict)  # big ... worker
     memory: Memory | None = None
+    sync: Processes | None = None  # the command line's peak RSS and start-up (scenario 7)
     failures: dict[str, str] = field(default_factory=dict)  # scenario -> what stopped it
 
 
@@ -100,6 +102,8 @@ def rows(results: Results) -> list[Row]:
     if "replicas-cost" in comparisons:
         goals = {"local": (">= 0.9x", _ge(0.9))}
         table += _comparison_rows(comparisons["replicas-cost"], goals)
+    if "sync" in comparisons:
+        table += _sync_rows(results)
     memory = results.memory
     if memory is not None:
         for run in memory.runs:
@@ -199,6 +203,70 @@ def _replicas_rows(comparison: Comparison) -> list[Row]:
     return table
 
 
+def _sync_rows(results: Results) -> list[Row]:
+    """The command line against rclone: rates, then each process's peak RSS at both sizes
+    (the growth is the figure to watch), then start-up in seconds."""
+    comparisons = results.comparisons
+    goals = {
+        "sync": (">= 1.3x", _ge(1.3)),
+        "sync-again": (">= 3x", _ge(3.0)),
+        "sync-check": (">= 1.0x", _ge(1.0)),
+        "sync-check-large": None,
+    }
+    table: list[Row] = []
+    for name, goal in goals.items():
+        if name in comparisons:
+            table += _comparison_rows(comparisons[name], {"rclone": goal} if goal else {})
+    if "sync-again-large" in comparisons:
+        again = comparisons["sync-again-large"]
+        table.append(Row(f"{again.title}, {again.unit}", _figure(again.contenders["service"])))
+    processes = results.sync
+    if processes is None:
+        return table
+    sizes = (processes.count, processes.large)
+    for run, by_contender in processes.peak_rss_mib.items():
+        ours, theirs = (_peaks(by_contender.get(name, {}), sizes) for name in ("service", "rclone"))
+        small, large = ours
+        growth = None if small is None or large is None else large - small
+        table.append(
+            Row(
+                f"peak RSS, replicator {run}, {sizes[0]:,} -> {sizes[1]:,} objects",
+                " -> ".join(_mib(peak) for peak in ours),
+                f"rclone {run.split(',')[0]}" if any(theirs) else "",
+                " -> ".join(_mib(peak) for peak in theirs) if any(theirs) else "",
+                target=_target(f"peak RSS growth, {run}", "< 5 MiB growth", growth, _lt(5)),
+            )
+        )
+    startup = {name: statistics.median(runs) for name, runs in processes.startup_seconds.items()}
+    for name, seconds in startup.items():
+        if not name.startswith("replicator"):
+            continue
+        their_name = name.replace("replicator", "rclone")
+        theirs = startup.get(their_name)
+        table.append(
+            Row(
+                f"start-up: {name}, s (ratio: theirs / ours)",
+                f"{seconds:.2f}",
+                their_name if theirs else "",
+                f"{theirs:.2f}" if theirs else "",
+                theirs / seconds if theirs else None,
+            )
+        )
+    return table
+
+
+def _peaks(runs: dict[int, list[float]], sizes: tuple[int, int]) -> list[float | None]:
+    return [statistics.median(runs[n]) if runs.get(n) else None for n in sizes]
+
+
+def _mib(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f} MiB"
+
+
+def _lt(threshold: float) -> Callable[[float], bool]:
+    return lambda value: value < threshold
+
+
 def _ge(threshold: float) -> Callable[[float], bool]:
     return lambda value: value >= threshold
 
@@ -262,6 +330,8 @@ def _print_problems(console: Console, results: Results) -> None:
             problems += [f"{comparison.title}, {contender.label}: {e}" for e in contender.errors]
     if results.memory:
         problems += [f"peak RSS: {error}" for error in results.memory.errors]
+    if results.sync:
+        problems += [f"sync, start-up: {error}" for error in results.sync.errors]
     for problem in problems:
         console.print(f"[red]failed run[/red] {problem}", highlight=False)
 
