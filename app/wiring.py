@@ -7,6 +7,7 @@ does, when asked.
 
 from __future__ import annotations
 
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -27,7 +28,6 @@ from app.services.jobs import Jobs
 from app.services.ledger import Ledger, LocalLedger
 from app.services.objects import DestinationObjects
 from app.services.replicator import Replicator
-from app.services.shared_ledger import RedisLedger
 from app.services.sync import Sync
 from app.storage import gcs, local, s3
 from app.storage.base import Destination, Source
@@ -36,18 +36,33 @@ REQUEST_THREADS = 40  # threads that serve the synchronous routes (anyio's limit
 LOOKUP_THREADS = 64  # destination lookups beside the source's, and multipart part layouts
 
 
-@dataclass(frozen=True)
 class Probe:
-    """Clients with short timeouts and no retries, for the start-up probe and /ready."""
+    """Clients with short timeouts and no retries, for the start-up probe and /ready. They are
+    built on the first run, so commands that never probe (sync, check) do not pay for them
+    (about 0.1 s of a command's start-up)."""
 
-    source: Source
-    destination: Destination
-    bucket: str
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._lock = threading.Lock()
+        self._clients: tuple[Source, Destination] | None = None
 
     def run(self) -> None:
         """Reach S3 and GCS now; StartupError on the first failure."""
-        self.source.probe()
-        self.destination.probe(self.bucket)
+        source, destination = self._built()
+        source.probe()
+        destination.probe(self._settings.gcs_bucket_name)
+
+    def _built(self) -> tuple[Source, Destination]:
+        with self._lock:
+            if self._clients is None:
+                quick = self._settings.model_copy(
+                    update={
+                        "connect_timeout": self._settings.probe_timeout,
+                        "read_timeout": self._settings.probe_timeout,
+                    }
+                )
+                self._clients = _clients(quick, RetryPolicy(max_retries=0), connections=2)
+            return self._clients
 
 
 @dataclass
@@ -79,8 +94,7 @@ class Services:
         self.jobs.close()
         for pool in self.pools:
             pool.shutdown(wait=True, cancel_futures=True)
-        if isinstance(self.ledger, RedisLedger):
-            self.ledger.close()
+        self.ledger.close()
 
 
 def build(settings: Settings, *, wait_for_leases: bool = True) -> Services:
@@ -134,7 +148,7 @@ def build(settings: Settings, *, wait_for_leases: bool = True) -> Services:
         batch=Batch(replicator, retry, batch_workers, settings.batch_concurrency),
         events=events,
         objects=DestinationObjects(destination, retry),
-        probe=build_probe(settings),
+        probe=Probe(settings),  # clients of its own: a probe never waits behind copies
         queue=queue,
         sns=verifier,
         intake=EventIntake(verifier, events, queue, retry),
@@ -156,6 +170,8 @@ def build_ledger(settings: Settings, wait_for_leases: bool = True) -> Ledger:
     if settings.ledger_url is None:
         metrics.LEDGER_UP.set(1)
         return LocalLedger()
+    from app.services.shared_ledger import RedisLedger  # redis-py: only when asked for
+
     return RedisLedger.from_url(
         settings.ledger_url.get_secret_value(),
         lock_ttl=settings.ledger_lock_ttl,
@@ -183,15 +199,6 @@ def build_sns_verifier(settings: Settings) -> SnsVerifier | None:
     if not settings.sns_verify_signatures:
         return None
     return SnsVerifier(settings.sns_endpoint_pattern, settings.sns_topic_arn_set())
-
-
-def build_probe(settings: Settings) -> Probe:
-    """Clients of their own with the probe's timeouts: a probe never waits behind copies."""
-    quick = settings.model_copy(
-        update={"connect_timeout": settings.probe_timeout, "read_timeout": settings.probe_timeout}
-    )
-    source, destination = _clients(quick, RetryPolicy(max_retries=0), connections=2)
-    return Probe(source, destination, settings.gcs_bucket_name)
 
 
 def _clients(

@@ -117,6 +117,10 @@ class Ledger(Protocol):
     @property
     def state(self) -> State: ...
 
+    def close(self) -> None:
+        """Let go of connections; the ledger is not used again."""
+        ...
+
 
 @dataclass
 class _Entry:
@@ -156,6 +160,9 @@ class LocalLedger:
         return contextlib.nullcontext([None] * len(keys))
 
     def record(self, bucket: str, key: str, record: Record) -> None:
+        pass
+
+    def close(self) -> None:
         pass
 
     @contextlib.contextmanager

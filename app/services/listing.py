@@ -7,16 +7,20 @@ iterators that fetch page by page, so memory does not grow with the number of ob
 
 from __future__ import annotations
 
+import queue
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
+from app.logging_config import in_context
 from app.retry import RetryPolicy
 from app.storage.base import ObjectInfo
 
 Lister = Callable[[str, str, str | None], Iterator[ObjectInfo]]  # bucket, prefix, start_after
 L = TypeVar("L")
 R = TypeVar("R")
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -81,3 +85,44 @@ def resumed(
     while (obj := retry.call(step)) is not None:
         last = obj.key
         yield obj
+
+
+_END = object()
+
+
+def ahead(items: Iterator[T], limit: int) -> Iterator[T]:
+    """`items`, drawn on a thread of their own up to `limit` ahead of the reader, so the two
+    sides of a comparison fetch their pages at once rather than in turn (`replicator check` of
+    2,000 objects against the emulators: 1.55 s in turn, 1.35 s at once, medians of five
+    alternating runs). An exception in `items` reaches the reader in its place; a reader that stops
+    early stops the thread."""
+    handed: queue.Queue[object] = queue.Queue(maxsize=limit)
+    closed = threading.Event()
+
+    def give(item: object) -> bool:
+        while not closed.is_set():
+            try:
+                handed.put(item, timeout=0.2)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def draw() -> None:
+        try:
+            for item in items:
+                if not give(item):
+                    return
+        except BaseException as exc:  # handed to the reader, raised there
+            give(exc)
+            return
+        give(_END)
+
+    threading.Thread(target=in_context(draw), name="listing", daemon=True).start()
+    try:
+        while (item := handed.get()) is not _END:
+            if isinstance(item, BaseException):
+                raise item
+            yield item  # type: ignore[misc]
+    finally:
+        closed.set()

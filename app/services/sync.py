@@ -27,7 +27,7 @@ from app.policy import Overwrite
 from app.retry import RetryPolicy
 from app.services.identity import reason_to_skip
 from app.services.ledger import Ledger
-from app.services.listing import Pair, merge, resumed
+from app.services.listing import Pair, ahead, merge, resumed
 from app.services.patterns import KeyFilter
 from app.services.replicator import (
     Action,
@@ -41,6 +41,7 @@ from app.storage.base import Body, Destination, ObjectInfo, Source
 
 log = logging.getLogger(__name__)
 Compared = Pair[ObjectInfo, ObjectInfo]
+LISTED_AHEAD = 1000  # objects each side's listing may run ahead of the comparison: a page
 
 
 @dataclass(frozen=True)
@@ -82,8 +83,8 @@ def compare(
     """Each key below the prefixes, on either side, that `keys` matches, in key order. A
     failed listing page is retried by `retry`, resuming after the last key received."""
     listed = merge(
-        resumed(source.iter_objects, src.bucket, src.prefix, retry),
-        resumed(destination.iter_objects, dst.bucket, dst.prefix, retry),
+        ahead(resumed(source.iter_objects, src.bucket, src.prefix, retry), LISTED_AHEAD),
+        ahead(resumed(destination.iter_objects, dst.bucket, dst.prefix, retry), LISTED_AHEAD),
         lambda obj: obj.key[len(src.prefix) :],
         lambda obj: obj.key[len(dst.prefix) :],
     )

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Iterator
 
 import pytest
 
 from app import errors
 from app.retry import RetryPolicy
-from app.services.listing import Pair, merge, resumed
+from app.services.listing import Pair, ahead, merge, resumed
 from app.storage import s3
 from app.storage.base import ObjectInfo
 from tests.conftest import Buckets
@@ -107,3 +109,50 @@ def test_a_listing_that_keeps_failing_raises() -> None:
 
     with pytest.raises(errors.TransientError):
         list(resumed(broken, "bucket", "", RetryPolicy(1, 0)))
+
+
+def test_ahead_hands_every_item_in_order_and_draws_at_most_its_limit_ahead() -> None:
+    drawn: list[int] = []
+
+    def items() -> Iterator[int]:
+        for n in range(10):
+            drawn.append(n)
+            yield n
+
+    reader = ahead(items(), limit=3)
+    assert next(reader) == 0
+    deadline = time.monotonic() + 5
+    while len(drawn) < 5 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.1)
+    # One handed over, three waiting, one drawn and waiting for room: no more.
+    assert len(drawn) == 5
+    assert [0, *reader] == list(range(10))
+
+
+def test_ahead_raises_the_listing_s_error_in_the_reader() -> None:
+    def items() -> Iterator[str]:
+        yield "a"
+        raise errors.BucketNotFound("S3 went away")
+
+    reader = ahead(items(), limit=10)
+    assert next(reader) == "a"
+    with pytest.raises(errors.BucketNotFound, match="S3 went away"):
+        next(reader)
+
+
+def test_a_reader_that_stops_early_stops_the_drawing_thread() -> None:
+    def endless() -> Iterator[int]:
+        n = 0
+        while True:
+            yield n
+            n += 1
+
+    before = threading.active_count()
+    reader = ahead(endless(), limit=2)
+    assert next(reader) == 0
+    reader.close()
+    deadline = time.monotonic() + 5
+    while threading.active_count() > before and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert threading.active_count() == before
