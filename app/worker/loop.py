@@ -56,6 +56,7 @@ class Worker:
         backoff: float,
         wait: int,
         put_back: float = 1.0,
+        put_back_max: float | None = None,
     ) -> None:
         self._queue = queue
         self._events = events
@@ -67,6 +68,7 @@ class Worker:
         self._visibility = max(1, visibility_timeout)
         self._backoff = backoff
         self._put_back = put_back
+        self._put_back_max = max(put_back, put_back_max or put_back)
         self._stopping = threading.Event()
         self.refused: errors.AccessDenied | None = None  # the queue refused ReceiveMessage
         self._in_flight: dict[str, tuple[Message, float]] = {}  # id -> (message, hidden until)
@@ -215,10 +217,13 @@ class Worker:
             log.warning("could not delay message %s: %s", message.id, exc)
 
     def _put_back_for_a_while(self, message: Message, problem: str) -> None:
-        """Hide a message whose key another replica is settling for `put_back` seconds: when
-        it comes back, the ledger's record answers it (a receive more counts towards the
-        queue's maxReceiveCount, as any redelivery does)."""
-        delay = math.ceil(self._put_back)
+        """Hide a message whose key another replica is settling: when it comes back, the
+        ledger's record answers it. Each put-back counts as a receive towards the queue's
+        maxReceiveCount, as any redelivery does, so the delay doubles with each receive (from
+        `put_back`, up to `put_back_max`, the lease's TTL): with the defaults (3 s, 30 s) five
+        receives wait out 75 s of another replica's copy rather than 15 s."""
+        grown = self._put_back * 2 ** (message.receive_count - 1)
+        delay = math.ceil(min(grown, self._put_back_max))
         metrics.MESSAGES_PUT_BACK.inc()
         log.info("message %s put back for %d s: %s", message.id, delay, problem)
         try:

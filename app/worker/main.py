@@ -56,6 +56,7 @@ def run() -> int:
         backoff=settings.worker_retry_backoff,
         wait=settings.sqs_wait_seconds,
         put_back=max(1.0, settings.ledger_lock_ttl / 10),
+        put_back_max=settings.ledger_lock_ttl,  # a dead holder's lease has expired by then
     )
 
     def ready() -> dict[str, str]:

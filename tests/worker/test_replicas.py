@@ -21,6 +21,7 @@ from urllib.parse import quote, quote_plus
 
 import httpx
 import pytest
+import redis
 from google.cloud import storage
 
 from tests.conftest import RedisServer, destination_bytes
@@ -189,3 +190,40 @@ def test_a_worker_killed_holding_the_lease_leaves_the_copy_to_another_once_it_ex
     assert aws.dead_letters(queue) == []
     assert "Traceback" not in log
     print(f"\nthe second worker put the message back {log.count('put back for')} times")
+
+
+def test_a_delivery_put_back_waits_twice_as_long_at_each_receive_while_the_key_is_held(
+    aws: Aws,
+    gcs: storage.Client,
+    s3_proxy: FaultProxy,
+    gcs_proxy: FaultProxy,
+    redis_server: RedisServer,
+    tmp_path: Path,
+) -> None:
+    """Another replica holds the key's lease (set here in Redis, as its holder would). Each
+    put-back is a receive towards maxReceiveCount, so the worker waits 1, 2, 4 s
+    (LEDGER_LOCK_TTL=10: a tenth of it, doubled at each receive) without reading the object;
+    once the lease is gone it copies it."""
+    queue = aws.queue(max_receives=10)
+    bucket, dest = aws.bucket("held"), gcs_bucket(gcs)
+    key = "held/object.bin"
+    data = os.urandom(SIZE)
+    etag = aws.s3.put_object(Bucket=bucket, Key=key, Body=data)["ETag"].strip('"')
+    holder = redis.Redis.from_url(redis_server.url(5))
+    lease = f"replicator:lease:{dest}/{key}"
+    holder.set(lease, "another replica's token", px=120_000)
+    settings = worker_settings(
+        aws, s3_proxy.url, gcs_proxy.url, dest, queue, LEDGER_URL=redis_server.url(5),
+        LEDGER_LOCK_TTL="10",
+    )  # fmt: skip
+    with running_worker(tmp_path, settings) as worker:
+        aws.send(queue, created_body(bucket, key, etag, 0, size=len(data)))
+        wait_for(lambda: worker.log.read_text().count("put back for") >= 3, "three put-backs", 30)
+        assert s3_gets(s3_proxy, bucket, key) == 0  # never read while another holds it
+        holder.delete(lease)
+        wait_for(lambda: blob_of(gcs, dest, key), "the copy once the lease is gone", 30)
+        delays = [int(s) for s in re.findall(r"put back for (\d+) s", worker.log.read_text())]
+
+    assert delays[:3] == [1, 2, 4]
+    assert destination_bytes(gcs, dest, key) == data
+    assert s3_gets(s3_proxy, bucket, key) == 1
