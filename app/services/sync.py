@@ -212,15 +212,11 @@ class Sync:
                     if options.dry_run:
                         settled(pair.key, Outcome.WOULD_COPY, "", pair.left.size)
                         continue
-                    while not slots.acquire(timeout=0.2):  # a stop does not wait for a slot
-                        if stop.is_set():
-                            break
-                    else:
-                        running = [f for f in running if not f.done()]
-                        running.append(pool.submit(in_context(copy), pair))
-                        continue
-                    tally.mark(stopped=True)
-                    break
+                    if not _slot(slots, stop):
+                        tally.mark(stopped=True)
+                        break
+                    running = [f for f in running if not f.done()]
+                    running.append(pool.submit(in_context(copy), pair))
                 else:
                     tally.mark(listing_done=True)
             finally:
@@ -297,6 +293,15 @@ class Sync:
         return ReplicationRequest(
             src.bucket, src.prefix + key, dst.bucket, dst.prefix + key, overwrite
         )
+
+
+def _slot(slots: threading.BoundedSemaphore, stop: threading.Event) -> bool:
+    """Take one of `slots`, or give up (False) once `stop` is set: a stop does not wait for
+    a copy to finish and free one."""
+    while not slots.acquire(timeout=0.2):
+        if stop.is_set():
+            return False
+    return True
 
 
 class _Spool:

@@ -85,19 +85,3 @@ class Snapshot:
 
     def __getitem__(self, name: str) -> int:
         return self.counts[name]
-
-    @property
-    def done(self) -> int:
-        """Keys settled, whatever the outcome."""
-        c = self.counts
-        return (
-            c["copied"]
-            + c["skipped"]
-            + c["deleted"]
-            + c["failed"]
-            + c["identical"]
-            + c["missing"]
-            + c["extra"]
-            + c["different"]
-            + c["errors"]
-        )
