@@ -24,7 +24,7 @@ from pydantic_settings import (
 
 from app import rules
 from app.errors import StartupError
-from app.events import sns
+from app.events import SNS_ENDPOINT_PATTERN
 from app.names import check_gcs_bucket
 from app.policy import DeletePolicy, Overwrite
 
@@ -64,7 +64,7 @@ class Settings(BaseSettings):
     # SNS deliveries to POST /v1/events: where signing certificates may come from (a regular
     # expression for scheme://host[:port]), which topics are taken (comma-separated; unset:
     # any whose signature verifies), and whether signatures are checked (false: emulators only).
-    sns_endpoint_pattern: str = sns.DEFAULT_ENDPOINT_PATTERN
+    sns_endpoint_pattern: str = SNS_ENDPOINT_PATTERN
     sns_topic_arns: str | None = None
     sns_verify_signatures: bool = True
     log_format: Literal["rich", "json"] = "rich"

@@ -10,8 +10,10 @@ runs, so `replicator --help` and a misspelt command answer at once.
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 from app.cli import check, serve, sync, worker
 
@@ -49,4 +51,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; its exit status: 0 done, 2 a usage error or a bad setting."""
     args = build_parser().parse_args(argv)
     status: int = args.run(args)
+    if getattr(args, "skip_teardown", False):
+        exit_now(status)
     return status
+
+
+def exit_now(status: int) -> NoReturn:
+    """End a finished `sync` or `check` without the interpreter's teardown, which frees every
+    object of boto3, pydantic and the Google libraries one by one: 0.10 s of a `check` of
+    2,000 objects that takes 1.08 s in all (medians of 7 alternating runs), for nothing a
+    person waiting at the prompt wants. The command has closed its files and thread pools by
+    now; the log and the standard streams are flushed here."""
+    import logging
+
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a reader that went away (`| head`), or closed
+            pass
+    os._exit(status)

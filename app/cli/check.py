@@ -47,7 +47,7 @@ def add_parser(commands: argparse._SubParsersAction[Any]) -> None:
         help="keys looked at closer at once (default: BATCH_CONCURRENCY)",
     )
     parser.add_argument("--combined", metavar="FILE", help="write the lines to FILE")
-    parser.set_defaults(run=run)
+    parser.set_defaults(run=run, skip_teardown=True)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -60,7 +60,7 @@ def add_parser(commands: argparse._SubParsersAction[Any]) -> None:
         help="copy nothing here: put one S3 event (ObjectCreated:Put) per key to copy on "
         "SQS_QUEUE_URL, for `replicator worker` to copy; with --dry-run, queue nothing",
     )
-    parser.set_defaults(run=run)
+    parser.set_defaults(run=run, skip_teardown=True)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -37,8 +37,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from app import errors
-
-DEFAULT_ENDPOINT_PATTERN = r"^https://sns\.[a-z0-9-]+\.amazonaws\.com(\.cn)?$"
+from app.events import SNS_ENDPOINT_PATTERN
 
 _CONFIRMATION_FIELDS = (
     "Message",
@@ -69,7 +68,7 @@ class SnsVerifier:
 
     def __init__(
         self,
-        endpoint_pattern: str = DEFAULT_ENDPOINT_PATTERN,
+        endpoint_pattern: str = SNS_ENDPOINT_PATTERN,
         topic_arns: frozenset[str] = frozenset(),
         timeout: float = 5.0,
         pool: urllib3.PoolManager | None = None,

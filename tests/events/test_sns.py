@@ -15,7 +15,8 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from app import errors
-from app.events.sns import DEFAULT_ENDPOINT_PATTERN, SnsVerifier
+from app.events import SNS_ENDPOINT_PATTERN
+from app.events.sns import SnsVerifier
 from tests.events.sns_server import SnsEndpoint, running_endpoint
 
 TOPIC = "arn:aws:sns:us-east-1:123456789012:replicator-events"
@@ -403,7 +404,7 @@ def test_confirm_subscription_reports_refusals(
     ],
 )
 def test_default_pattern(origin: str, admitted: bool) -> None:
-    assert bool(re.fullmatch(DEFAULT_ENDPOINT_PATTERN, origin)) is admitted
+    assert bool(re.fullmatch(SNS_ENDPOINT_PATTERN, origin)) is admitted
 
 
 def test_default_pattern_refuses_lookalike_hosts_before_any_fetch() -> None:
