@@ -19,6 +19,7 @@ import botocore.session
 import urllib3.exceptions
 
 from app import errors, retry
+from app.storage import s3_listing
 from app.storage.base import ContentHeaders, ObjectInfo, bucket_request
 from app.storage.s3_direct import DirectGets, Moved
 
@@ -76,6 +77,7 @@ def build_source(
         botocore_session=core,
     )
     client = session.client("s3", endpoint_url=endpoint_url, config=config)
+    s3_listing.read_contents_quickly(client)
     credentials = session.get_credentials()  # the provider chain's, refreshing; shared with boto3
     direct = None
     if direct_gets and DirectGets.usable(credentials):
