@@ -30,24 +30,11 @@ COUNTS = (
 
 @dataclass
 class Tally:
-    """Counts of one run; in a dry run `copied`, `bytes` and `deleted` count what would be.
-    `listing_done` is set once both listings have ended (a progress display may then tell an
-    ETA); `stopped` when the run was asked to stop before the end."""
+    """Counts of one run (the names in COUNTS); in a dry run `copied`, `bytes` and `deleted`
+    count what would be. `listing_done` is set once both listings have ended (a progress
+    display may then tell an ETA); `stopped` when the run was asked to stop before the end."""
 
-    listed: int = 0
-    found: int = 0
-    found_bytes: int = 0
-    copied: int = 0
-    skipped: int = 0
-    deleted: int = 0
-    failed: int = 0
-    bytes: int = 0
-    identical: int = 0
-    missing: int = 0
-    extra: int = 0
-    different: int = 0
-    errors: int = 0
-    unverified: int = 0
+    counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(COUNTS, 0))
     listing_done: bool = False
     stopped: bool = False
     started: float = field(default_factory=time.monotonic)
@@ -58,7 +45,7 @@ class Tally:
         """Add to the named counts, e.g. `tally.add(copied=1, bytes=4096)`."""
         with self.lock:
             for name, n in counts.items():
-                setattr(self, name, getattr(self, name) + n)
+                self.counts[name] += n
 
     def mark(self, **flags: bool) -> None:
         with self.lock:
@@ -71,9 +58,8 @@ class Tally:
 
     def snapshot(self) -> Snapshot:
         with self.lock:
-            counts = {name: getattr(self, name) for name in COUNTS}
             end = self.finished if self.finished is not None else time.monotonic()
-            return Snapshot(counts, self.listing_done, self.stopped, end - self.started)
+            return Snapshot(dict(self.counts), self.listing_done, self.stopped, end - self.started)
 
 
 @dataclass(frozen=True)
