@@ -22,6 +22,7 @@ from app.services.batch import Batch
 from app.services.check import Check
 from app.services.composite import Composer, CompositeCopy, CompositePlan, sweep_stale_parts
 from app.services.copier import Copier
+from app.services.enqueue import Enqueue
 from app.services.events import EventSettler
 from app.services.intake import EventIntake
 from app.services.jobs import Jobs
@@ -80,6 +81,9 @@ class Services:
     sns: SnsVerifier | None  # None with SNS_VERIFY_SIGNATURES=false
     intake: EventIntake  # POST /v1/events
     ledger: Ledger  # LocalLedger, or RedisLedger with LEDGER_URL
+    sync: Sync  # `replicator sync`, and sync jobs
+    check: Check  # `replicator check`, and check jobs
+    enqueue: Enqueue | None  # `replicator sync --enqueue`: with SQS_QUEUE_URL
     jobs: Jobs  # sync and check jobs over HTTP (/v1/jobs)
     request_threads: int
     pools: list[ThreadPoolExecutor] = field(default_factory=list)
@@ -139,6 +143,8 @@ def build(settings: Settings, *, wait_for_leases: bool = True) -> Services:
     )
     queue = build_queue(settings)
     verifier = build_sns_verifier(settings)
+    sync = Sync(replicator, retry, ledger)
+    check = Check(source, destination, retry)
     return Services(
         settings=settings,
         retry=retry,
@@ -153,11 +159,14 @@ def build(settings: Settings, *, wait_for_leases: bool = True) -> Services:
         sns=verifier,
         intake=EventIntake(verifier, events, queue, retry),
         ledger=ledger,
-        jobs=Jobs(
-            Sync(replicator, retry, ledger),
-            Check(source, destination, retry),
-            max_running=settings.max_running_jobs,
+        sync=sync,
+        check=check,
+        enqueue=(
+            Enqueue(source, destination, queue, retry, settings.aws_region)
+            if queue is not None
+            else None
         ),
+        jobs=Jobs(sync, check, max_running=settings.max_running_jobs),
         request_threads=REQUEST_THREADS,
         pools=[batch_workers, lookups, parts],
     )

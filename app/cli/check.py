@@ -52,7 +52,7 @@ def add_parser(commands: argparse._SubParsersAction[Any]) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from app import errors
-    from app.services.check import Check, CheckOptions, Mark, differs
+    from app.services.check import CheckOptions, Mark, differs
     from app.services.tally import Tally
 
     try:
@@ -70,7 +70,6 @@ def run(args: argparse.Namespace) -> int:
         if mark in (Mark.DIFFERENT, Mark.ERROR):
             print(f"{line}: {reason}", file=sys.stderr)
 
-    check = Check(services.source, services.destination, services.retry)
     options = CheckOptions(
         keys=bulk_run.keys,
         checksum=args.checksum,
@@ -83,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
             interrupt.stop_on_ctrl_c("check", stop),
             progress.Progress(tally, progress.check_figures, stop),
         ):
-            check.run(bulk_run.source, bulk_run.destination, options, report, tally, stop)
+            services.check.run(bulk_run.source, bulk_run.destination, options, report, tally, stop)
     except errors.ReplicatorError as exc:
         return bulk.listing_failed("check", exc)
     finally:

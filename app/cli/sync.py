@@ -96,7 +96,7 @@ def _reporter(args: argparse.Namespace, report_file: IO[str] | None) -> Callable
 
 def _copy(args: argparse.Namespace, bulk_run: bulk.Started, report: Callable[..., None]) -> int:
     from app import errors
-    from app.services.sync import Sync, SyncOptions, TooManyDeletes
+    from app.services.sync import SyncOptions, TooManyDeletes
     from app.services.tally import Tally
 
     services = bulk_run.services
@@ -108,14 +108,13 @@ def _copy(args: argparse.Namespace, bulk_run: bulk.Started, report: Callable[...
         max_delete=args.max_delete,
         concurrency=args.concurrency or services.settings.batch_concurrency,
     )
-    sync = Sync(services.replicator, services.retry, services.ledger)
     tally, stop = Tally(), threading.Event()
     try:
         with (
             interrupt.stop_on_ctrl_c("sync", stop),
             progress.Progress(tally, progress.sync_figures, stop),
         ):
-            sync.run(bulk_run.source, bulk_run.destination, options, report, tally, stop)
+            services.sync.run(bulk_run.source, bulk_run.destination, options, report, tally, stop)
     except TooManyDeletes as exc:
         print(f"replicator sync: {exc.detail}", file=sys.stderr)
         return 1
@@ -135,12 +134,12 @@ def _copy(args: argparse.Namespace, bulk_run: bulk.Started, report: Callable[...
 
 def _enqueue(args: argparse.Namespace, bulk_run: bulk.Started, report: Callable[..., None]) -> int:
     from app import errors
-    from app.services.enqueue import Enqueue, EnqueueOptions
+    from app.services.enqueue import EnqueueOptions
     from app.services.tally import Tally
 
     services, src, dst = bulk_run.services, bulk_run.source, bulk_run.destination
     settings = services.settings
-    if services.queue is None:
+    if services.enqueue is None:
         return bulk.fail("sync", "--enqueue needs SQS_QUEUE_URL, the queue the workers drain")
     if args.delete:
         return bulk.fail("sync", "--enqueue queues copies only: it cannot --delete")
@@ -156,16 +155,13 @@ def _enqueue(args: argparse.Namespace, bulk_run: bulk.Started, report: Callable[
         dry_run=args.dry_run,
         rules=tuple(settings.replication_rules),
     )
-    enqueue = Enqueue(
-        services.source, services.destination, services.queue, services.retry, settings.aws_region
-    )
     tally, stop = Tally(), threading.Event()
     try:
         with (
             interrupt.stop_on_ctrl_c("sync", stop),
             progress.Progress(tally, progress.enqueue_figures, stop),
         ):
-            queued = enqueue.run(src, dst, options, report, tally, stop)
+            queued = services.enqueue.run(src, dst, options, report, tally, stop)
     except errors.ReplicatorError as exc:
         return bulk.listing_failed("sync", exc)
     snapshot = tally.snapshot()
