@@ -6,14 +6,20 @@ Nothing here imports the app's heavy modules at import time; `start` does, when 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
+import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import IO, TYPE_CHECKING, Any
+
+from app.cli import interrupt, progress
 
 if TYPE_CHECKING:
     from app.errors import ReplicatorError
     from app.services.patterns import KeyFilter
     from app.services.sync import Location
+    from app.services.tally import Snapshot, Tally
     from app.wiring import Services
 
 
@@ -124,3 +130,16 @@ def listing_failed(command: str, exc: ReplicatorError) -> int:
         return fail(command, exc.detail)
     print(f"replicator {command}: listing failed: {exc.detail}", file=sys.stderr)
     return 1
+
+
+@contextlib.contextmanager
+def watched(
+    command: str, figures: Callable[[Snapshot], progress.Figures]
+) -> Iterator[tuple[Tally, threading.Event]]:
+    """A run's tally and stop event: within the block the progress display shows the tally
+    through `figures`, and Ctrl-C sets the stop event (a second Ctrl-C quits at once)."""
+    from app.services.tally import Tally
+
+    tally, stop = Tally(), threading.Event()
+    with interrupt.stop_on_ctrl_c(command, stop), progress.Progress(tally, figures, stop):
+        yield tally, stop

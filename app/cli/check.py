@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import threading
 from typing import Any
 
 from app.cli import bulk, interrupt, progress
@@ -53,7 +52,6 @@ def add_parser(commands: argparse._SubParsersAction[Any]) -> None:
 def run(args: argparse.Namespace) -> int:
     from app import errors
     from app.services.check import CheckOptions, Mark, differs
-    from app.services.tally import Tally
 
     try:
         bulk_run = bulk.start(args, args.combined, "--combined")
@@ -76,12 +74,8 @@ def run(args: argparse.Namespace) -> int:
         download=args.download,
         concurrency=args.concurrency or services.settings.batch_concurrency,
     )
-    tally, stop = Tally(), threading.Event()
     try:
-        with (
-            interrupt.stop_on_ctrl_c("check", stop),
-            progress.Progress(tally, progress.check_figures, stop),
-        ):
+        with bulk.watched("check", progress.check_figures) as (tally, stop):
             services.check.run(bulk_run.source, bulk_run.destination, options, report, tally, stop)
     except errors.ReplicatorError as exc:
         return bulk.listing_failed("check", exc)

@@ -97,7 +97,6 @@ def _reporter(args: argparse.Namespace, report_file: IO[str] | None) -> Callable
 def _copy(args: argparse.Namespace, bulk_run: bulk.Started, report: Callable[..., None]) -> int:
     from app import errors
     from app.services.sync import SyncOptions, TooManyDeletes
-    from app.services.tally import Tally
 
     services = bulk_run.services
     options = SyncOptions(
@@ -108,12 +107,8 @@ def _copy(args: argparse.Namespace, bulk_run: bulk.Started, report: Callable[...
         max_delete=args.max_delete,
         concurrency=args.concurrency or services.settings.batch_concurrency,
     )
-    tally, stop = Tally(), threading.Event()
     try:
-        with (
-            interrupt.stop_on_ctrl_c("sync", stop),
-            progress.Progress(tally, progress.sync_figures, stop),
-        ):
+        with bulk.watched("sync", progress.sync_figures) as (tally, stop):
             services.sync.run(bulk_run.source, bulk_run.destination, options, report, tally, stop)
     except TooManyDeletes as exc:
         print(f"replicator sync: {exc.detail}", file=sys.stderr)
@@ -135,7 +130,6 @@ def _copy(args: argparse.Namespace, bulk_run: bulk.Started, report: Callable[...
 def _enqueue(args: argparse.Namespace, bulk_run: bulk.Started, report: Callable[..., None]) -> int:
     from app import errors
     from app.services.enqueue import EnqueueOptions
-    from app.services.tally import Tally
 
     services, src, dst = bulk_run.services, bulk_run.source, bulk_run.destination
     settings = services.settings
@@ -155,12 +149,8 @@ def _enqueue(args: argparse.Namespace, bulk_run: bulk.Started, report: Callable[
         dry_run=args.dry_run,
         rules=tuple(settings.replication_rules),
     )
-    tally, stop = Tally(), threading.Event()
     try:
-        with (
-            interrupt.stop_on_ctrl_c("sync", stop),
-            progress.Progress(tally, progress.enqueue_figures, stop),
-        ):
+        with bulk.watched("sync", progress.enqueue_figures) as (tally, stop):
             queued = services.enqueue.run(src, dst, options, report, tally, stop)
     except errors.ReplicatorError as exc:
         return bulk.listing_failed("sync", exc)
