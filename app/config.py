@@ -24,7 +24,7 @@ from pydantic_settings import (
 
 from app import rules
 from app.errors import StartupError
-from app.events import SNS_ENDPOINT_PATTERN
+from app.events.parse import SNS_ENDPOINT_PATTERN
 from app.names import check_gcs_bucket
 from app.policy import DeletePolicy, Overwrite
 

@@ -11,13 +11,13 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from app.bulk.jobs import Jobs
 from app.config import Settings
-from app.services.batch import Batch
-from app.services.intake import EventIntake
-from app.services.jobs import Jobs
-from app.services.ledger import Ledger
-from app.services.objects import DestinationObjects
-from app.services.replicator import Replicator
+from app.events.intake import EventIntake
+from app.ledger.base import Ledger
+from app.replication.batch import Batch
+from app.replication.objects import DestinationObjects
+from app.replication.replicator import Replicator
 from app.wiring import Probe, Services
 
 

@@ -13,6 +13,16 @@ from typing import Annotated
 from pydantic import AfterValidator, Field
 
 MAX_KEY_BYTES = 1024
+
+# The custom metadata in which a destination object records its source. S3 stores user metadata
+# keys in lower case, so these capitalised keys can never collide with metadata copied from S3.
+SOURCE_BUCKET = "Replicator-Source-Bucket"
+SOURCE_KEY = "Replicator-Source-Key"
+SOURCE_ETAG = "Replicator-Source-Etag"
+SOURCE_VERSION = "Replicator-Source-Version-Id"
+REPLICATED_AT = "Replicator-Replicated-At"
+RESERVED_KEYS = (SOURCE_BUCKET, SOURCE_KEY, SOURCE_ETAG, SOURCE_VERSION, REPLICATED_AT)
+
 _S3_BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 _GCS_BUCKET = re.compile(r"[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]")
 

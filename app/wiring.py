@@ -14,24 +14,25 @@ from dataclasses import dataclass, field
 from pydantic import SecretStr
 
 from app import metrics
+from app.bulk.check import Check
+from app.bulk.enqueue import Enqueue
+from app.bulk.jobs import Jobs
+from app.bulk.sync import Sync
 from app.config import Settings
+from app.events.converge import EventSettler
+from app.events.intake import EventIntake
 from app.events.sns import SnsVerifier
+from app.ledger.base import Ledger
+from app.ledger.local import LocalLedger
 from app.queues import sqs
+from app.replication.batch import Batch
+from app.replication.composite import CompositeCopy, CompositePlan, sweep_stale_parts
+from app.replication.copier import Copier
+from app.replication.objects import DestinationObjects
+from app.replication.replicator import Replicator
 from app.retry import RetryPolicy
-from app.services.batch import Batch
-from app.services.check import Check
-from app.services.composite import Composer, CompositeCopy, CompositePlan, sweep_stale_parts
-from app.services.copier import Copier
-from app.services.enqueue import Enqueue
-from app.services.events import EventSettler
-from app.services.intake import EventIntake
-from app.services.jobs import Jobs
-from app.services.ledger import Ledger, LocalLedger
-from app.services.objects import DestinationObjects
-from app.services.replicator import Replicator
-from app.services.sync import Sync
 from app.storage import gcs, local, s3
-from app.storage.base import Destination, Source
+from app.storage.base import Composer, Destination, Source
 
 REQUEST_THREADS = 40  # threads that serve the synchronous routes (anyio's limiter is set to it)
 LOOKUP_THREADS = 64  # destination lookups beside the source's, and multipart part layouts
@@ -179,7 +180,7 @@ def build_ledger(settings: Settings, wait_for_leases: bool = True) -> Ledger:
     if settings.ledger_url is None:
         metrics.LEDGER_UP.set(1)
         return LocalLedger()
-    from app.services.shared_ledger import RedisLedger  # redis-py: only when asked for
+    from app.ledger.redis import RedisLedger  # redis-py: only when asked for
 
     return RedisLedger.from_url(
         settings.ledger_url.get_secret_value(),

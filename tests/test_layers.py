@@ -20,14 +20,22 @@ LAYERS: list[tuple[str, ...]] = [
         "app.retry",
         "app.metrics",
         "app.logging_config",
-        "app.events",
+        "app.events.parse",
+        "app.events.sns",
+        "app.events.sequencer",
         "app.rules",
     ),
-    ("app.config", "app.storage", "app.queues"),
-    ("app.services",),
+    # adapters: one module or package per provider, each behind a small protocol
+    ("app.config", "app.storage", "app.queues", "app.ledger"),
+    # the engine, then what drives many keys or events through it
+    ("app.replication",),
+    ("app.events", "app.bulk"),
     ("app.wiring",),
     ("app.api", "app.dependencies", "app.main", "app.cli", "app.worker", "app.dev", "app"),
 ]
+# Packages of one layer that must not import each other: the event path and bulk work both
+# drive the engine, and neither knows the other exists.
+STRANGERS = [("app.events", "app.bulk")]
 
 
 def _layer(module: str) -> int:
@@ -76,6 +84,34 @@ def test_no_module_imports_a_layer_above_its_own() -> None:
     assert upward_imports() == []
 
 
+def _within(module: str, package: str) -> bool:
+    return module == package or module.startswith(package + ".")
+
+
+def imports_between_strangers() -> list[str]:
+    bad = []
+    for path in sorted(APP.rglob("*.py")):
+        module = _module_name(path)
+        for imported in _imports(path):
+            for one, other in STRANGERS:
+                for a, b in ((one, other), (other, one)):
+                    if _within(module, a) and _within(imported, b) and _layer(module) > 0:
+                        bad.append(f"{module} imports {imported}")
+    return bad
+
+
+def test_the_event_path_and_bulk_work_never_import_each_other() -> None:
+    assert imports_between_strangers() == []
+
+
+def test_the_engine_imports_neither_the_event_path_nor_bulk_work() -> None:
+    """The engine sits below both: `_layer` puts app.events (but its pure parsers) and app.bulk
+    above app.replication, so an import of either from the engine is an upward one."""
+    assert _layer("app.events.converge") > _layer("app.replication.replicator")
+    assert _layer("app.bulk.sync") > _layer("app.replication.batch")
+    assert _layer("app.events.parse") < _layer("app.replication.replicator")
+
+
 def test_the_domain_knows_no_web_framework_or_cloud_sdk() -> None:
     """The domain layer (events, rules, naming, policies) is plain Python: the HTTP intake
     and the queue worker both parse with it."""
@@ -100,11 +136,17 @@ def test_the_domain_knows_no_web_framework_or_cloud_sdk() -> None:
 @pytest.mark.parametrize(
     ("module", "imported", "upward"),
     [
-        ("app.storage.gcs", "app.services.retry", True),
+        ("app.storage.gcs", "app.replication.retry", True),
         ("app.config", "app.api.names", True),
         ("app.storage.s3", "app.retry", False),
-        ("app.services.replicator", "app.storage.base", False),
-        ("app.api.routes", "app.services.replicator", False),
+        ("app.replication.replicator", "app.storage.base", False),
+        ("app.api.routes", "app.replication.replicator", False),
+        ("app.ledger.redis", "app.replication.identity", True),
+        ("app.replication.batch", "app.events.converge", True),
+        ("app.replication.batch", "app.bulk.sync", True),
+        ("app.replication.replicator", "app.events.sequencer", False),
+        ("app.events.converge", "app.replication.batch", False),
+        ("app.bulk.check", "app.bulk.compare", False),
     ],
 )
 def test_the_layer_order_catches_the_imports_it_forbids(

@@ -1,5 +1,5 @@
 """/v1/jobs: sync and check jobs over HTTP, their request and response bodies, and routes that
-translate between them and app.services.jobs."""
+translate between them and app.bulk.jobs."""
 
 from __future__ import annotations
 
@@ -13,11 +13,12 @@ from pydantic import BaseModel, Field, field_validator, model_validator
 
 from app.api.schemas import ErrorResponse
 from app.api.security import accepts, require_api_key
+from app.bulk.check import CheckOptions
+from app.bulk.compare import Location
+from app.bulk.jobs import JobRequest, JobView, Kind
+from app.bulk.patterns import KeyFilter, compile_glob
+from app.bulk.sync import SyncOptions
 from app.dependencies import JobsDep, SettingsDep
-from app.services.check import CheckOptions
-from app.services.jobs import JobRequest, JobView, Kind
-from app.services.patterns import KeyFilter, compile_glob
-from app.services.sync import Location, SyncOptions
 
 router = APIRouter(tags=["jobs"], dependencies=[Depends(require_api_key)])
 

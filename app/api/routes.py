@@ -22,10 +22,10 @@ from app.dependencies import (
     ReplicatorDep,
     SettingsDep,
 )
+from app.events import intake
+from app.events.converge import EventAction, EventOutcome
 from app.names import GCSBucket, GCSKey
-from app.services import intake
-from app.services.events import EventAction, EventOutcome
-from app.services.replicator import ReplicationRequest, ReplicationResult
+from app.replication.replicator import ReplicationRequest, ReplicationResult
 
 # Each route declares who may call it and, when it takes a body, which media types (see
 # app/api/security.py): a route without an API-key rule is open to anyone.

@@ -16,10 +16,10 @@ from typing import IO, TYPE_CHECKING, Any
 from app.cli import interrupt, progress
 
 if TYPE_CHECKING:
+    from app.bulk.compare import Location
+    from app.bulk.patterns import KeyFilter
+    from app.bulk.tally import Snapshot, Tally
     from app.errors import ReplicatorError
-    from app.services.patterns import KeyFilter
-    from app.services.sync import Location
-    from app.services.tally import Snapshot, Tally
     from app.wiring import Services
 
 
@@ -81,8 +81,8 @@ def start(args: argparse.Namespace, output: str | None, option: str) -> Started:
     named by `option`, opened for writing; UsageError with one line for a bad location,
     setting or file."""
     from app import config, errors, logging_config, wiring
-    from app.services.patterns import KeyFilter
-    from app.services.sync import Location
+    from app.bulk.compare import Location
+    from app.bulk.patterns import KeyFilter
 
     try:
         src = Location.parse(args.source, "s3")
@@ -138,7 +138,7 @@ def watched(
 ) -> Iterator[tuple[Tally, threading.Event]]:
     """A run's tally and stop event: within the block the progress display shows the tally
     through `figures`, and Ctrl-C sets the stop event (a second Ctrl-C quits at once)."""
-    from app.services.tally import Tally
+    from app.bulk.tally import Tally
 
     tally, stop = Tally(), threading.Event()
     with interrupt.stop_on_ctrl_c(command, stop), progress.Progress(tally, figures, stop):

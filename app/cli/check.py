@@ -3,7 +3,7 @@
 One line per key, as rclone's `--combined`: `= key` identical, `- key` missing at the
 destination, `+ key` only at the destination, `* key` different, `! key` could not be compared
 (the reason of `*` and `!` on stderr). `--checksum` and `--download` look closer at the keys
-identical by the listings (app.services.check). Exit status 0 only when nothing differs, 1
+identical by the listings (app.bulk.check). Exit status 0 only when nothing differs, 1
 otherwise, 2 for a usage or configuration error.
 """
 
@@ -51,7 +51,7 @@ def add_parser(commands: argparse._SubParsersAction[Any]) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from app import errors
-    from app.services.check import CheckOptions, Mark, differs
+    from app.bulk.check import CheckOptions, Mark, differs
 
     try:
         bulk_run = bulk.start(args, args.combined, "--combined")

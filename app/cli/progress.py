@@ -18,7 +18,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from app.services.tally import Snapshot, Tally
+    from app.bulk.tally import Snapshot, Tally
 
 INTERVAL = 5.0  # seconds between plain progress lines off a terminal
 TICK = 0.2  # how soon a plain display notices a stop

@@ -96,7 +96,7 @@ def _reporter(args: argparse.Namespace, report_file: IO[str] | None) -> Callable
 
 def _copy(args: argparse.Namespace, bulk_run: bulk.Started, report: Callable[..., None]) -> int:
     from app import errors
-    from app.services.sync import SyncOptions, TooManyDeletes
+    from app.bulk.sync import SyncOptions, TooManyDeletes
 
     services = bulk_run.services
     options = SyncOptions(
@@ -129,7 +129,7 @@ def _copy(args: argparse.Namespace, bulk_run: bulk.Started, report: Callable[...
 
 def _enqueue(args: argparse.Namespace, bulk_run: bulk.Started, report: Callable[..., None]) -> int:
     from app import errors
-    from app.services.enqueue import EnqueueOptions
+    from app.bulk.enqueue import EnqueueOptions
 
     services, src, dst = bulk_run.services, bulk_run.source, bulk_run.destination
     settings = services.settings

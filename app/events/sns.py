@@ -37,7 +37,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from app import errors
-from app.events import SNS_ENDPOINT_PATTERN
+from app.events.parse import SNS_ENDPOINT_PATTERN
 
 _CONFIRMATION_FIELDS = (
     "Message",

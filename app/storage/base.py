@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import contextlib
 import datetime
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from app import errors
 
@@ -176,3 +176,29 @@ def read_exactly(stream: VerifiedStream, size: int) -> bytes | memoryview:
         pieces.append(bytes(piece))
         have += len(piece)
     return b"".join(pieces)
+
+
+@runtime_checkable
+class Composer(Protocol):
+    """An optional ability of a destination: store parts and compose them into one object (GCS).
+    Parallel composite uploads use it where the destination has it."""
+
+    def composable(self, bucket: str) -> bool: ...
+
+    def write_part(self, bucket: str, name: str, data: bytes | memoryview, crc32c: str) -> None: ...
+
+    def compose(
+        self,
+        bucket: str,
+        key: str,
+        parts: Sequence[str],
+        headers: ContentHeaders,
+        metadata: Mapping[str, str],
+        if_generation_match: int,
+    ) -> ObjectInfo: ...
+
+    def delete(self, bucket: str, key: str, if_generation_match: int | None = None) -> None: ...
+
+    def iter_objects(
+        self, bucket: str, prefix: str = "", start_after: str | None = None
+    ) -> Iterator[ObjectInfo]: ...

@@ -30,10 +30,10 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 
 from app import errors, metrics
+from app.events.converge import EventAction, EventOutcome, EventSettler
 from app.events.parse import EventRecord, parse
 from app.queues.sqs import MAX_MESSAGES, Message, SqsQueue
 from app.retry import RetryPolicy
-from app.services.events import EventAction, EventOutcome, EventSettler
 
 log = logging.getLogger(__name__)
 MAX_BACKOFF = 15 * 60  # seconds a failed message stays invisible at most

@@ -19,7 +19,7 @@ from google.cloud import storage
 
 from app.config import Settings
 from app.main import create_app
-from app.services.identity import SOURCE_ETAG, SOURCE_KEY
+from app.names import SOURCE_ETAG, SOURCE_KEY
 from tests.conftest import destination_bytes, digests
 
 

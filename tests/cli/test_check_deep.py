@@ -13,7 +13,7 @@ from typing import Any
 
 import google_crc32c
 
-from app.services import identity
+from app.replication import identity
 from app.storage.base import ObjectInfo
 from tests.cli.test_sync_check import put_dest, summary
 from tests.cli.test_sync_check import run as run  # the fixture: `replicator` on the emulators

@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
+from app.bulk.enqueue import s3_event
 from app.dev import emulators, plumbing
 from app.events import parse
-from app.services.enqueue import s3_event
 from app.storage.base import ObjectInfo
 from tests.cli.test_sync_check import s3_etag
 from tests.conftest import Buckets, client_for

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from app.dev import emulators
-from app.services import identity
+from app.replication import identity
 from tests.conftest import Buckets
 from tests.faults import Fault, FaultProxy
 from tests.service_process import replicator, service_settings

@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from app import errors
-from app.events import SNS_ENDPOINT_PATTERN
+from app.events.parse import SNS_ENDPOINT_PATTERN
 from app.events.sns import SnsVerifier
 from tests.events.sns_server import SnsEndpoint, running_endpoint
 

@@ -1,4 +1,4 @@
-"""Parallel composite uploads (app.services.composite), seen on the wire: the object read on
+"""Parallel composite uploads (app.replication.composite), seen on the wire: the object read on
 one GET, its parts uploaded as temporary objects, composed, deleted; and what a fault leaves."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import pytest
 from boto3.s3.transfer import TransferConfig
 
 from app.config import Settings
-from app.services.composite import PARTS_PREFIX
+from app.replication.composite import PARTS_PREFIX
 from tests.conftest import Buckets
 from tests.faults import S3_SLOW_DOWN, Fault, FaultProxy
 from tests.resilience.conftest import (

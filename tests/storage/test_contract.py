@@ -21,8 +21,8 @@ from google.cloud import storage
 
 from app import errors
 from app.dev import emulators
+from app.replication.batch import survey
 from app.retry import RetryPolicy
-from app.services.batch import survey
 from app.storage import gcs, local
 from app.storage.base import Body, Checksums, ContentHeaders, Destination, ObjectInfo
 from app.storage.gcs import transport

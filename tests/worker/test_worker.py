@@ -27,7 +27,7 @@ import pytest
 from google.cloud import storage
 
 from app.dev import emulators, plumbing
-from app.services.identity import SOURCE_ETAG
+from app.names import SOURCE_ETAG
 from tests.conftest import client_for, destination_bytes
 from tests.events import samples
 from tests.events.test_aws_plumbing import KEYS

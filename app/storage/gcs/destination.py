@@ -166,7 +166,7 @@ class GCSDestination:
             )
         return object_info(bucket, written)
 
-    # --- parallel composite uploads (app.services.composite) ---------------------------------
+    # --- parallel composite uploads (app.replication.composite) ---------------------------------
 
     def composable(self, bucket: str) -> bool:
         """Whether parts may be uploaded and composed here, from one GET of the bucket's

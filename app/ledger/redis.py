@@ -45,7 +45,8 @@ from redis.exceptions import NoScriptError
 from redis.retry import Retry
 
 from app import errors, metrics
-from app.services.ledger import Hold, LocalLedger, Record, State
+from app.ledger.base import Hold, Record, State
+from app.ledger.local import LocalLedger
 from app.storage.base import Checksums, ContentHeaders, ObjectInfo
 
 log = logging.getLogger(__name__)
@@ -192,7 +193,7 @@ class _SharedHold:
 
 
 class RedisLedger:
-    """The `Ledger` of app.services.ledger, shared through Redis (see the module's text)."""
+    """The `Ledger` of app.ledger.base, shared through Redis (see the module's text)."""
 
     def __init__(
         self,

@@ -12,7 +12,7 @@ import os
 
 import pytest
 
-from app.services.fingerprints import Agreement, compare_checksums
+from app.bulk.fingerprints import Agreement, compare_checksums
 from app.storage.base import Checksums, ObjectInfo
 from tests.conftest import digests
 

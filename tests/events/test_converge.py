@@ -21,11 +21,11 @@ from google.cloud import storage
 from app import errors
 from app.config import Settings
 from app.dev import emulators
+from app.events.converge import LOOKS, EventAction
 from app.events.parse import EventRecord, parse
+from app.replication import identity
+from app.replication.replicator import ReplicationRequest
 from app.rules import parse_rules
-from app.services import identity
-from app.services.events import LOOKS, EventAction
-from app.services.replicator import ReplicationRequest
 from app.wiring import Services, build
 from tests.conftest import Buckets, destination_bytes, make_settings
 from tests.events.samples import eventbridge_event, s3_notification, s3_record

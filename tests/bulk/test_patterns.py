@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from app.services.patterns import KeyFilter, compile_glob
+from app.bulk.patterns import KeyFilter, compile_glob
 
 
 @pytest.mark.parametrize(

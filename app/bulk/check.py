@@ -3,7 +3,7 @@
 Each key is classified as rclone's `check --combined` does, from the two listings alone: the
 same size, and the destination's record of its source (bucket, key, ETag) naming the source's
 current version. Keys identical so far may then be looked at closer, each on a bounded pool:
-`checksum` compares what checksums both sides expose (app.services.fingerprints; from the
+`checksum` compares what checksums both sides expose (app.bulk.fingerprints; from the
 listings, or one S3 HEAD when they have none in common), `download` reads both objects and
 compares the digests of their bytes. Reports stay in key order whatever finishes first.
 """
@@ -19,13 +19,13 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 from app import errors
+from app.bulk import fingerprints
+from app.bulk.compare import Compared, Location, compare, unwritable
+from app.bulk.patterns import KeyFilter
+from app.bulk.tally import Snapshot, Tally
 from app.logging_config import in_context
+from app.replication.identity import holds
 from app.retry import RetryPolicy
-from app.services import fingerprints
-from app.services.identity import holds
-from app.services.patterns import KeyFilter
-from app.services.sync import Compared, Location, compare, unwritable
-from app.services.tally import Snapshot, Tally
 from app.storage.base import Destination, ObjectInfo, Source
 
 log = logging.getLogger(__name__)

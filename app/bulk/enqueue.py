@@ -22,13 +22,13 @@ from typing import Any, Protocol
 from urllib.parse import quote_plus
 
 from app import errors, rules
+from app.bulk.compare import Compared, Location, compare, unwritable
+from app.bulk.patterns import KeyFilter
+from app.bulk.tally import Tally
 from app.policy import Overwrite
 from app.queues.sqs import MAX_MESSAGES
+from app.replication.identity import reason_to_skip
 from app.retry import RetryPolicy
-from app.services.identity import reason_to_skip
-from app.services.patterns import KeyFilter
-from app.services.sync import Compared, Location, compare, unwritable
-from app.services.tally import Tally
 from app.storage.base import Destination, ObjectInfo, Source
 
 EVENT_NAME = "ObjectCreated:Put"

@@ -2,8 +2,8 @@
 
 The replication flow holds a destination key while it decides and copies, so concurrent
 requests for one object queue instead of racing, and the next holder learns what the last one
-wrote without asking GCS again. `LocalLedger` does this inside one process (the default);
-`app.services.shared_ledger.RedisLedger` does it across replicas, and also keeps a `Record` of
+wrote without asking GCS again. `app.ledger.local.LocalLedger` does this inside one process
+(the default); `app.ledger.redis.RedisLedger` does it across replicas, and also keeps a `Record` of
 what was settled per key, so a duplicate event is answered without a request to either cloud.
 Correctness never depends on a ledger: every write is fenced by a generation precondition,
 and a ledger that knows nothing (`settled` is None) only costs the lookups it would have saved.
@@ -11,15 +11,13 @@ and a ledger that knows nothing (`settled` is None) only costs the lookups it wo
 
 from __future__ import annotations
 
-import contextlib
-import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
 from app.events.sequencer import is_newer
-from app.services.identity import SOURCE_BUCKET, SOURCE_ETAG, SOURCE_KEY, SOURCE_VERSION
+from app.names import SOURCE_BUCKET, SOURCE_ETAG, SOURCE_KEY, SOURCE_VERSION
 from app.storage.base import ObjectInfo
 
 State = Literal["local", "up", "down"]  # in-process only; shared and answering; shared, not
@@ -120,72 +118,6 @@ class Ledger(Protocol):
     def close(self) -> None:
         """Let go of connections; the ledger is not used again."""
         ...
-
-
-@dataclass
-class _Entry:
-    lock: threading.Lock
-    users: int = 0
-    written: ObjectInfo | None = None
-
-
-@dataclass
-class _LocalHold:
-    entry: _Entry
-    waited: bool
-    handed_over: ObjectInfo | None = None
-    recorded: Record | None = None  # the in-process ledger keeps no records
-
-    def record(self, written: ObjectInfo, sequencer: str | None = None) -> None:
-        self.entry.written = written
-
-
-class LocalLedger:
-    """Locks for the keys being worked on in this process, and nothing else: an entry lives
-    while somebody holds or waits for its key, so memory follows the work in flight. It keeps
-    no records: every decision looks at both clouds."""
-
-    state: State = "local"
-
-    def __init__(self) -> None:
-        self._guard = threading.Lock()
-        self._entries: dict[tuple[str, str], _Entry] = {}
-
-    def settled(self, bucket: str, key: str) -> Record | None:
-        return None
-
-    def look_up(
-        self, keys: Sequence[tuple[str, str]]
-    ) -> AbstractContextManager[list[Record | None]]:
-        return contextlib.nullcontext([None] * len(keys))
-
-    def record(self, bucket: str, key: str, record: Record) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-    @contextlib.contextmanager
-    def hold(self, bucket: str, key: str) -> Iterator[Hold]:
-        name = (bucket, key)
-        with self._guard:
-            entry = self._entries.setdefault(name, _Entry(threading.Lock()))
-            entry.users += 1
-        try:
-            waited = not entry.lock.acquire(blocking=False)
-            if waited:
-                entry.lock.acquire()
-            try:
-                held = _LocalHold(entry, waited, entry.written if waited else None)
-                entry.written = None
-                yield held
-            finally:
-                entry.lock.release()
-        finally:
-            with self._guard:
-                entry.users -= 1
-                if entry.users == 0:
-                    del self._entries[name]
 
 
 def _not_after(sequencer: str | None, recorded: str | None) -> bool:

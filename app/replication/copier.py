@@ -11,12 +11,12 @@ from concurrent.futures import Executor
 
 from app import errors, metrics
 from app.logging_config import in_context
+from app.replication.composite import CompositeCopy
+from app.replication.digest import is_multipart_etag
+from app.replication.identity import destination_metadata
+from app.replication.stream import SourceStream
 from app.retry import RetryPolicy
-from app.services.composite import Composer, CompositeCopy
-from app.services.digest import is_multipart_etag
-from app.services.identity import destination_metadata
-from app.services.stream import SourceStream
-from app.storage.base import Body, Checksums, Destination, ObjectInfo, Source
+from app.storage.base import Body, Checksums, Composer, Destination, ObjectInfo, Source
 
 log = logging.getLogger(__name__)
 

@@ -2,7 +2,7 @@
 
 Checksums both sides can expose for the same bytes:
 - MD5: a single-part S3 object's ETag is the hex MD5 of its bytes (not under SSE-KMS or
-  SSE-C, whose objects the replicator cannot verify either: app.services.digest relies on
+  SSE-C, whose objects the replicator cannot verify either: app.replication.digest relies on
   the same); GCS reports `md5Hash` for every object it did not compose. A multipart ETag
   (`<hex>-N`) is an MD5 of part MD5s, comparable with nothing GCS has.
 - CRC32C: S3's additional checksum when it covers the full object (type FULL_OBJECT, or a
@@ -20,8 +20,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from app import errors
-from app.services.digest import is_multipart_etag
-from app.services.stream import READ_PIECE
+from app.replication.digest import is_multipart_etag
+from app.replication.stream import READ_PIECE
 from app.storage.base import Body, ObjectInfo
 
 

@@ -2,7 +2,7 @@
 
 It does not care who asked (the HTTP routes, a batch, a queue worker): callers hand it a
 `ReplicationRequest` whose inputs are known and get a `ReplicationResult` or an app.errors
-exception. The bytes move in app.services.copier; many keys at once in app.services.batch.
+exception. The bytes move in app.replication.copier; many keys at once in app.replication.batch.
 """
 
 from __future__ import annotations
@@ -13,13 +13,13 @@ from concurrent.futures import Executor
 from dataclasses import dataclass
 
 from app import errors, metrics
+from app.ledger.base import Announced, Hold, Ledger
 from app.logging_config import in_context
 from app.policy import Overwrite
+from app.replication.coalesce import Coalescer
+from app.replication.copier import Copier
+from app.replication.identity import holds, reason_to_skip
 from app.retry import RetryPolicy
-from app.services.coalesce import Coalescer
-from app.services.copier import Copier
-from app.services.identity import holds, reason_to_skip
-from app.services.ledger import Announced, Hold, Ledger
 from app.storage.base import Body, Destination, ObjectInfo, Source
 
 

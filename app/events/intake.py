@@ -27,10 +27,10 @@ from dataclasses import dataclass
 
 from app import errors
 from app.events import parse
+from app.events.converge import EventOutcome, EventSettler
 from app.events.sns import SnsVerifier
 from app.queues.sqs import SqsQueue
 from app.retry import RetryPolicy
-from app.services.events import EventOutcome, EventSettler
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ import google_crc32c
 import pytest
 
 from app import errors
-from app.services.digest import Digest
+from app.replication.digest import Digest
 from app.storage.base import ObjectInfo
 
 

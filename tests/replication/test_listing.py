@@ -9,8 +9,8 @@ from collections.abc import Iterator
 import pytest
 
 from app import errors
+from app.replication.listing import Pair, ahead, merge, resumed
 from app.retry import RetryPolicy
-from app.services.listing import Pair, ahead, merge, resumed
 from app.storage import s3
 from app.storage.base import ObjectInfo
 from tests.conftest import Buckets

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from app.services.composite import CompositePlan
+from app.replication.composite import CompositePlan
 
 MiB = 1024 * 1024
 PLAN = CompositePlan(threshold=150 * MiB, part_size=32 * MiB, workers=4)

@@ -38,18 +38,18 @@ from dataclasses import dataclass
 
 from app import errors, metrics, rules
 from app.events.parse import EventRecord
+from app.ledger.base import Announced, Ledger, Record
+from app.names import SOURCE_BUCKET, SOURCE_KEY
 from app.policy import DeletePolicy, Overwrite
-from app.retry import RetryPolicy
-from app.services.batch import Batch
-from app.services.identity import SOURCE_BUCKET, SOURCE_KEY
-from app.services.ledger import Announced, Ledger, Record
-from app.services.replicator import (
+from app.replication.batch import Batch
+from app.replication.replicator import (
     Action,
     ReplicationRequest,
     ReplicationResult,
     Replicator,
     counted,
 )
+from app.retry import RetryPolicy
 from app.storage.base import ObjectInfo
 
 LOOKS = 3  # looks at one key per event, when the destination keeps changing under us

@@ -20,49 +20,23 @@ import datetime
 import logging
 import queue
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import Executor, Future, wait
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
 
 import google_crc32c
 
 from app import errors
 from app.logging_config import in_context
+from app.replication.digest import Digest
+from app.replication.stream import ResumableRead
 from app.retry import RetryPolicy
-from app.services.digest import Digest
-from app.services.stream import ResumableRead
-from app.storage.base import Body, Checksums, ContentHeaders, ObjectInfo, Source
+from app.storage.base import Body, Checksums, Composer, ObjectInfo, Source
 
 log = logging.getLogger(__name__)
 PARTS_PREFIX = "replicator-tmp/parallel-composite/"  # temporary parts, deleted after each copy
 STALE_AFTER = datetime.timedelta(days=1)  # no live copy keeps a part this long
 MAX_COMPONENTS = 1024  # GCS's limit on the components of one composite object
-
-
-@runtime_checkable
-class Composer(Protocol):
-    """A destination that can store parts and compose them (GCS)."""
-
-    def composable(self, bucket: str) -> bool: ...
-
-    def write_part(self, bucket: str, name: str, data: bytes | memoryview, crc32c: str) -> None: ...
-
-    def compose(
-        self,
-        bucket: str,
-        key: str,
-        parts: Sequence[str],
-        headers: ContentHeaders,
-        metadata: Mapping[str, str],
-        if_generation_match: int,
-    ) -> ObjectInfo: ...
-
-    def delete(self, bucket: str, key: str, if_generation_match: int | None = None) -> None: ...
-
-    def iter_objects(
-        self, bucket: str, prefix: str = "", start_after: str | None = None
-    ) -> Iterator[ObjectInfo]: ...
 
 
 @dataclass(frozen=True)

@@ -19,9 +19,9 @@ from typing import TypeVar
 
 from app import errors, metrics
 from app.logging_config import in_context
+from app.replication.listing import merge
+from app.replication.replicator import ReplicationRequest, ReplicationResult, Replicator, counted
 from app.retry import RetryPolicy
-from app.services.listing import merge
-from app.services.replicator import ReplicationRequest, ReplicationResult, Replicator, counted
 from app.storage.base import Body, ObjectInfo
 
 log = logging.getLogger(__name__)

@@ -21,10 +21,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from app import errors, metrics
+from app.bulk.check import COUNT_OF, Check, CheckOptions, Mark
+from app.bulk.compare import Location
+from app.bulk.sync import Outcome, Sync, SyncOptions
+from app.bulk.tally import Snapshot, Tally
 from app.logging_config import in_context, job_id
-from app.services.check import COUNT_OF, Check, CheckOptions, Mark
-from app.services.sync import Location, Outcome, Sync, SyncOptions
-from app.services.tally import Snapshot, Tally
 
 log = logging.getLogger(__name__)
 

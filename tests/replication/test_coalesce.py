@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from app.services.coalesce import Coalescer
+from app.replication.coalesce import Coalescer
 
 
 def test_callers_that_arrive_together_share_one_call() -> None:

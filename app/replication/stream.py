@@ -16,8 +16,8 @@ from collections.abc import Callable, Sequence
 
 from app import errors
 from app.logging_config import in_context
+from app.replication.digest import Digest
 from app.retry import RetryPolicy
-from app.services.digest import Digest
 from app.storage.base import Body, Checksums, ObjectInfo, Source
 
 READ_PIECE = 1024 * 1024  # one socket read; hashed, then copied into the block

@@ -9,15 +9,16 @@ from __future__ import annotations
 import datetime
 from collections.abc import Mapping
 
+from app.names import (
+    REPLICATED_AT,
+    RESERVED_KEYS,
+    SOURCE_BUCKET,
+    SOURCE_ETAG,
+    SOURCE_KEY,
+    SOURCE_VERSION,
+)
 from app.policy import Overwrite
 from app.storage.base import ObjectInfo
-
-SOURCE_BUCKET = "Replicator-Source-Bucket"
-SOURCE_KEY = "Replicator-Source-Key"
-SOURCE_ETAG = "Replicator-Source-Etag"
-SOURCE_VERSION = "Replicator-Source-Version-Id"
-REPLICATED_AT = "Replicator-Replicated-At"
-RESERVED_KEYS = (SOURCE_BUCKET, SOURCE_KEY, SOURCE_ETAG, SOURCE_VERSION, REPLICATED_AT)
 
 
 def holds(current: ObjectInfo, source: ObjectInfo) -> bool:

@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 from google.cloud import storage
 
+from app.replication.composite import PARTS_PREFIX, sweep_stale_parts
 from app.retry import RetryPolicy
-from app.services.composite import PARTS_PREFIX, sweep_stale_parts
 from app.storage import gcs
 from app.wiring import build
 from tests.conftest import make_settings

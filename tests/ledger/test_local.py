@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import time
 
-from app.services.ledger import LocalLedger
+from app.ledger.local import LocalLedger
 from app.storage.base import ObjectInfo
 
 

@@ -20,14 +20,14 @@ from pydantic import SecretStr
 from app import errors
 from app.config import Settings
 from app.dev import emulators
+from app.events.converge import SETTLED, EventAction
 from app.events.parse import EventRecord, parse
+from app.ledger.base import Announced, Record
+from app.ledger.redis import RedisLedger
 from app.main import create_app
+from app.names import SOURCE_BUCKET, SOURCE_ETAG, SOURCE_KEY
 from app.policy import Overwrite
-from app.services.events import SETTLED, EventAction
-from app.services.identity import SOURCE_BUCKET, SOURCE_ETAG, SOURCE_KEY
-from app.services.ledger import Announced, Record
-from app.services.replicator import Action, ReplicationRequest
-from app.services.shared_ledger import RedisLedger
+from app.replication.replicator import Action, ReplicationRequest
 from app.storage.base import Checksums, ObjectInfo
 from app.wiring import build
 from tests.conftest import Buckets, RedisServer, make_settings
@@ -325,7 +325,7 @@ def test_work_goes_on_while_redis_is_down_and_the_ledger_comes_back_by_itself(
 
         redis_process.stop()
         caplog.clear()
-        with caplog.at_level(logging.WARNING, logger="app.services.shared_ledger"):
+        with caplog.at_level(logging.WARNING, logger="app.ledger.redis"):
             buckets.put("a.txt", b"during")
             during = services.events.settle(created_event(buckets, "a.txt", "02"))
             again = services.events.settle(created_event(buckets, "a.txt", "02"))

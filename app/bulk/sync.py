@@ -1,6 +1,6 @@
 """Bulk sync: one source prefix against one destination prefix, both listed once.
 
-Both sides are listed page by page and merged in key order (app.services.listing), so memory
+Both sides are listed page by page and merged in key order (app.replication.listing), so memory
 does not grow with the number of objects. `Sync` copies what the destination lacks or holds
 in another version through the replicator's flow (`Replicator.settle`: one GET per copy,
 pinned to the listed ETag, the same verification, metadata and generation preconditions), on
@@ -21,83 +21,25 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import IO
 
-from app import errors, names
+from app import errors
+from app.bulk.compare import Compared, Location, compare, unwritable
+from app.bulk.patterns import KeyFilter
+from app.bulk.tally import Tally
+from app.ledger.base import Ledger
 from app.logging_config import in_context
 from app.policy import Overwrite
-from app.retry import RetryPolicy
-from app.services.identity import reason_to_skip
-from app.services.ledger import Ledger
-from app.services.listing import Pair, ahead, merge, resumed
-from app.services.patterns import KeyFilter
-from app.services.replicator import (
+from app.replication.identity import reason_to_skip
+from app.replication.replicator import (
     Action,
     ReplicationRequest,
     ReplicationResult,
     Replicator,
     counted,
 )
-from app.services.tally import Tally
-from app.storage.base import Body, Destination, ObjectInfo, Source
+from app.retry import RetryPolicy
+from app.storage.base import Body, ObjectInfo
 
 log = logging.getLogger(__name__)
-Compared = Pair[ObjectInfo, ObjectInfo]
-LISTED_AHEAD = 1000  # objects each side's listing may run ahead of the comparison: a page
-
-
-@dataclass(frozen=True)
-class Location:
-    """`scheme://bucket[/prefix]`; a prefix names a folder, so it always ends in "/"."""
-
-    scheme: str
-    bucket: str
-    prefix: str = ""
-
-    @classmethod
-    def parse(cls, text: str, scheme: str) -> Location:
-        """ValueError, saying what is wrong, unless `text` is `scheme://bucket[/prefix]`."""
-        head = f"{scheme}://"
-        if not text.startswith(head):
-            raise ValueError(f"{text!r} is not a {head}bucket[/prefix] location")
-        bucket, _, prefix = text[len(head) :].partition("/")
-        check = names.check_s3_bucket if scheme == "s3" else names.check_gcs_bucket
-        try:
-            check(bucket)
-        except ValueError as exc:
-            raise ValueError(f"{text!r}: {exc}") from None
-        if prefix and not prefix.endswith("/"):
-            prefix += "/"
-        return cls(scheme, bucket, prefix)
-
-    def __str__(self) -> str:
-        return f"{self.scheme}://{self.bucket}/{self.prefix}"
-
-
-def compare(
-    source: Source,
-    destination: Destination,
-    src: Location,
-    dst: Location,
-    keys: KeyFilter,
-    retry: RetryPolicy,
-) -> Iterator[Compared]:
-    """Each key below the prefixes, on either side, that `keys` matches, in key order. A
-    failed listing page is retried by `retry`, resuming after the last key received."""
-    listed = merge(
-        ahead(resumed(source.iter_objects, src.bucket, src.prefix, retry), LISTED_AHEAD),
-        ahead(resumed(destination.iter_objects, dst.bucket, dst.prefix, retry), LISTED_AHEAD),
-        lambda obj: obj.key[len(src.prefix) :],
-        lambda obj: obj.key[len(dst.prefix) :],
-    )
-    return (pair for pair in listed if pair.key and keys.matches(pair.key))
-
-
-def unwritable(dst: Location, key: str) -> str:
-    """Why the destination cannot hold `key` below its prefix, or ""."""
-    try:
-        names.check_gcs_key(dst.prefix + key)
-    except ValueError as exc:
-        return str(exc)
-    return ""
 
 
 class Outcome(enum.StrEnum):

@@ -1,0 +1,1 @@
+"""Many keys through the engine: sync, check, enqueue and jobs over HTTP."""
