@@ -19,7 +19,7 @@ from app.bulk.enqueue import Enqueue
 from app.bulk.jobs import Jobs
 from app.bulk.sync import Sync
 from app.config import Settings
-from app.events.converge import EventSettler
+from app.events.converge import Converger
 from app.events.intake import EventIntake
 from app.events.sns import SnsVerifier
 from app.ledger.base import Ledger
@@ -75,7 +75,7 @@ class Services:
     destination: Destination
     replicator: Replicator
     batch: Batch
-    events: EventSettler
+    events: Converger
     objects: DestinationObjects
     probe: Probe
     queue: sqs.SqsQueue | None  # with SQS_QUEUE_URL: the worker drains it, the intake feeds it
@@ -132,7 +132,7 @@ def build(settings: Settings, *, wait_for_leases: bool = True) -> Services:
     # One ledger for copies and deletes: they exclude each other.
     ledger = build_ledger(settings, wait_for_leases)
     replicator = Replicator(source, destination, retry, copier, ledger, lookups)
-    events = EventSettler(
+    events = Converger(
         replicator,
         Batch(replicator, retry, batch_workers, settings.worker_concurrency),
         retry,
@@ -185,7 +185,7 @@ def build_ledger(settings: Settings, wait_for_leases: bool = True) -> Ledger:
     return RedisLedger.from_url(
         settings.ledger_url.get_secret_value(),
         lock_ttl=settings.ledger_lock_ttl,
-        record_ttl=settings.ledger_ttl,
+        entry_ttl=settings.ledger_ttl,
         wait=wait_for_leases,
     )
 

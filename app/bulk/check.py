@@ -51,7 +51,7 @@ COUNT_OF = {
 
 # The key below the prefix, its mark, and why: for `=`, NOT_COMPARABLE when --checksum found
 # nothing to compare, else "".
-Report = Callable[[str, Mark, str], None]
+CheckReport = Callable[[str, Mark, str], None]
 
 
 def classify(pair: Compared, dst: Location) -> tuple[Mark, str]:
@@ -102,7 +102,7 @@ class Check:
         src: Location,
         dst: Location,
         options: CheckOptions,
-        report: Report,
+        report: CheckReport,
         tally: Tally | None = None,
         stop: threading.Event | None = None,
     ) -> Tally:
@@ -212,7 +212,7 @@ class Check:
 class _InOrder:
     """Verdicts reported in the order their keys were listed, whichever settles first."""
 
-    def __init__(self, report: Report, tally: Tally) -> None:
+    def __init__(self, report: CheckReport, tally: Tally) -> None:
         self._report = report
         self._tally = tally
         self._keys: collections.deque[tuple[str, Future[Verdict]]] = collections.deque()

@@ -63,14 +63,16 @@ def s3_event(obj: ObjectInfo, region: str, at: datetime.datetime) -> dict[str, A
     return {"Records": [record]}
 
 
-class Outcome(enum.StrEnum):
+class EnqueueOutcome(enum.StrEnum):
     QUEUED = "queued"
     SKIPPED = "skipped"
     FAILED = "failed"
     WOULD_QUEUE = "would queue"
 
 
-Report = Callable[[str, Outcome, str], None]  # key below the prefix, what happened, detail
+EnqueueReport = Callable[
+    [str, EnqueueOutcome, str], None
+]  # key below the prefix, what happened, detail
 
 
 @dataclass(frozen=True)
@@ -103,7 +105,7 @@ class Enqueue:
         src: Location,
         dst: Location,
         options: EnqueueOptions,
-        report: Report,
+        report: EnqueueReport,
         tally: Tally,
         stop: threading.Event | None = None,
     ) -> int:
@@ -126,10 +128,10 @@ class Enqueue:
             for n, (key, _) in enumerate(gathered):
                 if n in refused:
                     tally.add(failed=1)
-                    report(key, Outcome.FAILED, f"SQS refused it: {refused[n]}")
+                    report(key, EnqueueOutcome.FAILED, f"SQS refused it: {refused[n]}")
                 else:
                     queued += 1
-                    report(key, Outcome.QUEUED, "")
+                    report(key, EnqueueOutcome.QUEUED, "")
             gathered.clear()
 
         pairs = compare(self._source, self._destination, src, dst, options.keys, self._retry)
@@ -143,15 +145,15 @@ class Enqueue:
                     continue
                 if reason := unwritable(dst, pair.key) or misrouted(pair, src, dst, options):
                     tally.add(failed=1)
-                    report(pair.key, Outcome.FAILED, f"invalid_request: {reason}")
+                    report(pair.key, EnqueueOutcome.FAILED, f"invalid_request: {reason}")
                     continue
                 if reason := reason_to_skip(pair.right, pair.left, options.overwrite):
                     tally.add(skipped=1)
-                    report(pair.key, Outcome.SKIPPED, reason)
+                    report(pair.key, EnqueueOutcome.SKIPPED, reason)
                     continue
                 tally.add(found=1, found_bytes=pair.left.size)
                 if options.dry_run:
-                    report(pair.key, Outcome.WOULD_QUEUE, "")
+                    report(pair.key, EnqueueOutcome.WOULD_QUEUE, "")
                     continue
                 now = datetime.datetime.now(datetime.UTC)
                 gathered.append((pair.key, json.dumps(s3_event(pair.left, self._region, now))))

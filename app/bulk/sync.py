@@ -42,7 +42,7 @@ from app.storage.base import Body, ObjectInfo
 log = logging.getLogger(__name__)
 
 
-class Outcome(enum.StrEnum):
+class SyncOutcome(enum.StrEnum):
     COPIED = "copied"
     SKIPPED = "skipped"
     DELETED = "deleted"
@@ -51,7 +51,7 @@ class Outcome(enum.StrEnum):
     WOULD_DELETE = "would delete"
 
 
-Report = Callable[[str, Outcome, str], None]  # key below the prefix, what happened, detail
+SyncReport = Callable[[str, SyncOutcome, str], None]  # key below the prefix, what happened, detail
 
 
 @dataclass(frozen=True)
@@ -76,7 +76,7 @@ class Sync:
         src: Location,
         dst: Location,
         options: SyncOptions,
-        report: Report,
+        report: SyncReport,
         tally: Tally | None = None,
         stop: threading.Event | None = None,
     ) -> Tally:
@@ -91,12 +91,12 @@ class Sync:
         slots = threading.BoundedSemaphore(options.concurrency * 2)
         source, destination = self._replicator.source, self._replicator.destination
 
-        def settled(key: str, outcome: Outcome, detail: str, size: int = 0) -> None:
-            if outcome in (Outcome.COPIED, Outcome.WOULD_COPY):
+        def conclude(key: str, outcome: SyncOutcome, detail: str, size: int = 0) -> None:
+            if outcome in (SyncOutcome.COPIED, SyncOutcome.WOULD_COPY):
                 tally.add(copied=1, bytes=size)
-            elif outcome == Outcome.SKIPPED:
+            elif outcome == SyncOutcome.SKIPPED:
                 tally.add(skipped=1)
-            elif outcome == Outcome.FAILED:
+            elif outcome == SyncOutcome.FAILED:
                 tally.add(failed=1)
             report(key, outcome, detail)
 
@@ -111,17 +111,17 @@ class Sync:
                 try:
                     result = counted(self._copy, request, listed, pair.right)
                 except errors.ReplicatorError as exc:
-                    settled(key, Outcome.FAILED, f"{exc.kind}: {exc.detail}")
+                    conclude(key, SyncOutcome.FAILED, f"{exc.kind}: {exc.detail}")
                     return
                 except Exception as exc:  # named in the report, never lost with its thread
                     log.exception("copying %s failed", key)
-                    settled(key, Outcome.FAILED, f"internal_error: {exc!r}")
+                    conclude(key, SyncOutcome.FAILED, f"internal_error: {exc!r}")
                     return
                 if result.action == Action.REPLICATED:
-                    settled(key, Outcome.COPIED, result.reason, result.destination.size)
+                    conclude(key, SyncOutcome.COPIED, result.reason, result.destination.size)
                 else:  # it changed, or another replica copied it: no longer work to do
                     tally.add(found=-1, found_bytes=-listed.size)
-                    settled(key, Outcome.SKIPPED, result.reason)
+                    conclude(key, SyncOutcome.SKIPPED, result.reason)
             finally:
                 slots.release()
 
@@ -144,14 +144,14 @@ class Sync:
                             )
                         continue
                     if reason := unwritable(dst, pair.key):
-                        settled(pair.key, Outcome.FAILED, f"invalid_request: {reason}")
+                        conclude(pair.key, SyncOutcome.FAILED, f"invalid_request: {reason}")
                         continue
                     if reason := reason_to_skip(pair.right, pair.left, options.overwrite):
-                        settled(pair.key, Outcome.SKIPPED, reason)
+                        conclude(pair.key, SyncOutcome.SKIPPED, reason)
                         continue
                     tally.add(found=1, found_bytes=pair.left.size)
                     if options.dry_run:
-                        settled(pair.key, Outcome.WOULD_COPY, "", pair.left.size)
+                        conclude(pair.key, SyncOutcome.WOULD_COPY, "", pair.left.size)
                         continue
                     if not _slot(slots, stop):
                         tally.mark(stopped=True)
@@ -176,7 +176,7 @@ class Sync:
         too_many: bool,
         options: SyncOptions,
         tally: Tally,
-        report: Report,
+        report: SyncReport,
         stop: threading.Event,
     ) -> None:
         if too_many:
@@ -192,7 +192,7 @@ class Sync:
                 tally.mark(stopped=True)
                 return
             if options.dry_run:
-                report(key, Outcome.WOULD_DELETE, "")
+                report(key, SyncOutcome.WOULD_DELETE, "")
                 tally.add(deleted=1)
                 continue
             name = dst.prefix + key
@@ -202,14 +202,14 @@ class Sync:
                         destination.delete, dst.bucket, name, if_generation_match=generation
                     )
             except errors.ObjectNotFound:
-                report(key, Outcome.SKIPPED, "already gone")
+                report(key, SyncOutcome.SKIPPED, "already gone")
                 tally.add(skipped=1)
                 continue
             except errors.ReplicatorError as exc:
-                report(key, Outcome.FAILED, f"{exc.kind}: {exc.detail}")
+                report(key, SyncOutcome.FAILED, f"{exc.kind}: {exc.detail}")
                 tally.add(failed=1)
                 continue
-            report(key, Outcome.DELETED, "not at the source")
+            report(key, SyncOutcome.DELETED, "not at the source")
             tally.add(deleted=1)
 
     def _copy(

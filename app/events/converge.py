@@ -1,4 +1,4 @@
-"""Settling S3 events: an event is a hint to look at one key again, never an order.
+"""Converging on S3 events: an event is a hint to look at one key again, never an order.
 
 S3 delivers notifications at least once, duplicated, out of order and sometimes a minute
 late, so nothing an event says about the object (ETag, size, version) is trusted. An event
@@ -16,11 +16,11 @@ arrive in, the destination ends up as the source is (or absent), because
   looked at (`ifGenerationMatch`), so a newer copy written meanwhile by another process
   survives.
 
-With a shared ledger (LEDGER_URL), every copy, skip and delete is recorded there (the
+With a shared ledger (LEDGER_URL), every copy, skip and delete is noted there (the
 destination object, or a tombstone, and the event's sequencer), and a copy event whose version
-the ledger records as settled (the same ETag and version, or a sequencer at or before the
-recorded one) is answered `skipped` from the ledger alone, with no request to S3 or GCS. The
-in-process ledger records nothing, so every event is looked at in both clouds.
+the ledger shows settled (the same ETag and version, or a sequencer at or before the
+noted one) is answered `skipped` from the ledger alone, with no request to S3 or GCS. The
+in-process ledger notes nothing, so every event is looked at in both clouds.
 
 What is retried: every lookup and the delete, through the `RetryPolicy`. A precondition
 failure (the destination changed between look and write) or a source object that went
@@ -38,7 +38,7 @@ from dataclasses import dataclass
 
 from app import errors, metrics, rules
 from app.events.parse import EventRecord
-from app.ledger.base import Announced, Ledger, Record
+from app.ledger.base import Announced, Ledger, LedgerEntry
 from app.names import SOURCE_BUCKET, SOURCE_KEY
 from app.policy import DeletePolicy, Overwrite
 from app.replication.batch import Batch
@@ -82,7 +82,7 @@ class _LookAgain(Exception):
     """The destination or the source changed while we acted on what we saw."""
 
 
-class EventSettler:
+class Converger:
     def __init__(
         self,
         replicator: Replicator,
@@ -105,24 +105,16 @@ class EventSettler:
         self._delete_policy = delete_policy
         self._overwrite = overwrite
 
-    def settle(self, record: EventRecord) -> EventOutcome:
-        """Make the destination match the source for the event's key, whatever the event."""
-        return self._settle(record, look_up=True)
-
-    def _settle(self, record: EventRecord, *, look_up: bool) -> EventOutcome:
-        """`settle`; `look_up` False: the ledger was asked about this event already."""
+    def _converge_one(self, record: EventRecord) -> EventOutcome:
+        """Make the destination match the source for the event's key, whatever the event
+        (the ledger was asked about it already)."""
         if record.action == "ignore":
             return _outcome(record, record.key, EventAction.IGNORED, record.reason)
         requests = self._route(record)
         if not requests:
             reason = f"no replication rule for s3://{record.bucket}/{record.key}"
             return _outcome(record, record.key, EventAction.IGNORED, reason)
-        if not look_up:
-            return self._converge_or_fail(record, requests)
-        with self._looked_up([record], [requests]) as [known]:
-            if self._settled_by_ledger(record, requests, known):
-                return _outcome(record, requests[0].s3_key, EventAction.SKIPPED, SETTLED)
-            return self._converge_or_fail(record, requests)
+        return self._converge_or_fail(record, requests)
 
     def _converge_or_fail(
         self, record: EventRecord, requests: list[ReplicationRequest]
@@ -145,10 +137,10 @@ class EventSettler:
             )
         raise errors.TransientError(
             f"gs://{requests[0].gcs_bucket}/{requests[0].gcs_key} changed {LOOKS} times while "
-            "this event was settled; deliver it again later"
+            "this event was converged; deliver it again later"
         )
 
-    def settle_all(
+    def converge_all(
         self, records: Sequence[EventRecord]
     ) -> list[EventOutcome | errors.TransientError]:
         """Every record, in order, on the batch's workers; a TransientError in place of an
@@ -156,20 +148,20 @@ class EventSettler:
         into one destination bucket go through the batch plan together (one listing of the
         destination, one GET per object, as POST /v1/replicate/batch: a queue's worth of new
         objects costs no HEADs); the rest, and every copy the plan could not settle (its
-        source gone, say), are settled one by one by `settle`. The ledger is asked about
+        source gone, say), are converged one by one. The ledger is asked about
         every record in one look. A key another replica holds comes back as
         `errors.KeyLeased` when the ledger was built not to wait for leases."""
         routes = [self._route(record) if record.action == "copy" else [] for record in records]
         with self._looked_up(records, routes) as known:
-            return self._settle_known(records, routes, known)
+            return self._converge_known(records, routes, known)
 
-    def _settle_known(
+    def _converge_known(
         self,
         records: Sequence[EventRecord],
         routes: list[list[ReplicationRequest]],
-        known: list[Record | None],
+        known: list[LedgerEntry | None],
     ) -> list[EventOutcome | errors.TransientError]:
-        """`settle_all`, once the ledger was asked about each record (`known`)."""
+        """`converge_all`, once the ledger was asked about each record (`known`)."""
         outcomes: dict[int, EventOutcome | errors.TransientError] = {}
         groups: dict[tuple[str, str], list[tuple[int, ReplicationRequest]]] = {}
         for n, (record, routed) in enumerate(zip(records, routes, strict=True)):
@@ -182,7 +174,7 @@ class EventSettler:
             results = self._batch.run([request for _, request in group])
             for (n, request), result in zip(group, results, strict=True):
                 if isinstance(result, ReplicationResult):
-                    self._record_copy(request, result, records[n])
+                    self._note_copy(request, result, records[n])
                     action = EventAction(result.action.value)
                     outcomes[n] = _outcome(records[n], request.s3_key, action, result.reason)
                 elif isinstance(result, errors.KeyLeased):
@@ -190,7 +182,7 @@ class EventSettler:
 
         def one(n: int) -> EventOutcome | errors.TransientError:
             try:
-                return self._settle(records[n], look_up=False)
+                return self._converge_one(records[n])
             except errors.TransientError as exc:
                 return exc
 
@@ -226,7 +218,7 @@ class EventSettler:
             if self._head_source(request) is None:
                 raise _LookAgain from None  # the source object went while it was copied
             raise
-        self._record_copy(request, result, record)
+        self._note_copy(request, result, record)
         action = (
             EventAction.REPLICATED if result.action == Action.REPLICATED else EventAction.SKIPPED
         )
@@ -242,8 +234,8 @@ class EventSettler:
         for request in requests:
             reason = self._remove_copy(request)
             if reason is None:
-                tombstone = Record(request.s3_bucket, request.s3_key, None, record.sequencer)
-                self._ledger.record(request.gcs_bucket, request.gcs_key, tombstone)
+                tombstone = LedgerEntry(request.s3_bucket, request.s3_key, None, record.sequencer)
+                self._ledger.note(request.gcs_bucket, request.gcs_key, tombstone)
                 return _outcome(
                     record, request.s3_key, EventAction.DELETED, "no longer at the source"
                 )
@@ -282,8 +274,8 @@ class EventSettler:
     @contextlib.contextmanager
     def _looked_up(
         self, records: Sequence[EventRecord], routes: Sequence[list[ReplicationRequest]]
-    ) -> Iterator[list[Record | None]]:
-        """What the ledger records for the destination key of each event it could answer
+    ) -> Iterator[list[LedgerEntry | None]]:
+        """What the ledger noted for the destination key of each event it could answer
         (see `_answerable`; None for the others), in one look; the keys it knows nothing of
         may stay leased to this process until the block ends (see `Ledger.look_up`)."""
         asked = {
@@ -296,10 +288,10 @@ class EventSettler:
             yield [known.get(n) for n in range(len(records))]
 
     def _settled_by_ledger(
-        self, record: EventRecord, requests: list[ReplicationRequest], known: Record | None
+        self, record: EventRecord, requests: list[ReplicationRequest], known: LedgerEntry | None
     ) -> bool:
-        """Whether `known`, the record of this event's destination key, shows the version
-        the event announces settled already (see `Record.settles`)."""
+        """Whether `known`, the entry of this event's destination key, shows the version
+        the event announces settled already (see `LedgerEntry.settles`)."""
         request = _answerable(record, requests)
         if request is None or request.event is None or known is None:
             return False
@@ -308,15 +300,15 @@ class EventSettler:
             metrics.LEDGER_SETTLED.inc()
         return settled
 
-    def _record_copy(
+    def _note_copy(
         self, request: ReplicationRequest, result: ReplicationResult, record: EventRecord
     ) -> None:
         """Note in the ledger what the destination holds now, and the event it settled,
         unless the replicator did already while it held the key."""
-        if result.recorded:
+        if result.noted:
             return
-        written = Record.of_copy(result.destination, record.sequencer)
-        self._ledger.record(request.gcs_bucket, request.gcs_key, written)
+        written = LedgerEntry.of_copy(result.destination, record.sequencer)
+        self._ledger.note(request.gcs_bucket, request.gcs_key, written)
 
     def _route(self, record: EventRecord) -> list[ReplicationRequest]:
         """One request per name the object may have at the source that a rule routes."""

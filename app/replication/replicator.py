@@ -35,21 +35,21 @@ class ReplicationRequest:
     gcs_bucket: str
     gcs_key: str
     overwrite: Overwrite = Overwrite.DIFFERENT
-    # The S3 event that asked for this copy, if one did: its sequencer is recorded with the
+    # The S3 event that asked for this copy, if one did: its sequencer is noted with the
     # copy, and a version the ledger shows settled as the key is taken is not read again.
     event: Announced | None = None
 
 
 @dataclass(frozen=True)
 class ReplicationResult:
-    """`recorded`: the ledger was told what the destination holds now (with the request's
+    """`noted`: the ledger was told what the destination holds now (with the request's
     event), while the key was held."""
 
     action: Action
     source: ObjectInfo
     destination: ObjectInfo
     reason: str
-    recorded: bool = False
+    noted: bool = False
 
 
 Fetch = Callable[[], tuple[ObjectInfo, Body]]
@@ -115,7 +115,7 @@ class Replicator:
                 if current is not None:
                     known = source or self._head_source(request)
                     if reason := reason_to_skip(current, known, request.overwrite):
-                        held.record(current, sequencer)
+                        held.hand_over(current, sequencer)
                         return ReplicationResult(Action.SKIPPED, known, current, reason, True)
             generation = (current.generation or 0) if current else 0
             body = None
@@ -130,12 +130,12 @@ class Replicator:
                 # Another writer got there first. If it wrote this very source, we are done.
                 current = self.head_destination(request)
                 if current is not None and holds(current, source):
-                    held.record(current, sequencer)
+                    held.hand_over(current, sequencer)
                     return ReplicationResult(
                         Action.SKIPPED, source, current, "written concurrently", True
                     )
                 raise
-            held.record(written, sequencer)
+            held.hand_over(written, sequencer)
         return ReplicationResult(Action.REPLICATED, source, written, "copied", True)
 
     def head_destination(self, request: ReplicationRequest) -> ObjectInfo | None:
@@ -156,22 +156,20 @@ def _settled_meanwhile(
 ) -> ReplicationResult | None:
     """A skip, when the ledger showed the request's event settled as the key was taken: its
     last holder finished between our looks and our lease, so neither cloud is asked again."""
-    recorded = held.recorded
-    if request.event is None or request.overwrite == Overwrite.ALWAYS or recorded is None:
+    entry = held.entry
+    if request.event is None or request.overwrite == Overwrite.ALWAYS or entry is None:
         return None
-    if recorded.written is None or not recorded.settles(
-        request.s3_bucket, request.s3_key, request.event
-    ):
+    if entry.written is None or not entry.settles(request.s3_bucket, request.s3_key, request.event):
         return None
     described = source or ObjectInfo(
         request.s3_bucket,
         request.s3_key,
-        recorded.written.size,
-        etag=recorded.etag,
-        version_id=recorded.version_id,
+        entry.written.size,
+        etag=entry.etag,
+        version_id=entry.version_id,
     )
     return ReplicationResult(
-        Action.SKIPPED, described, recorded.written, "settled meanwhile (ledger)", True
+        Action.SKIPPED, described, entry.written, "settled meanwhile (ledger)", True
     )
 
 
