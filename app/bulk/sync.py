@@ -2,7 +2,7 @@
 
 Both sides are listed page by page and merged in key order (app.replication.listing), so memory
 does not grow with the number of objects. `Sync` copies what the destination lacks or holds
-in another version through the replicator's flow (`Replicator.settle`: one GET per copy,
+in another version through the replicator's flow (`Replicator.settle_listed`: one GET per copy,
 pinned to the listed ETag, the same verification, metadata and generation preconditions), on
 a bounded pool fed from the merged stream; with `delete`, it then removes destination objects
 the source lacks, at the listed generation, only when every copy succeeded and no more than
@@ -32,12 +32,10 @@ from app.replication.identity import reason_to_skip
 from app.replication.replicator import (
     Action,
     ReplicationRequest,
-    ReplicationResult,
     Replicator,
     counted,
 )
 from app.retry import RetryPolicy
-from app.storage.base import Body, ObjectInfo
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +107,7 @@ class Sync:
                     return
                 request = self._request(src, dst, key, options.overwrite)
                 try:
-                    result = counted(self._copy, request, listed, pair.right)
+                    result = counted(self._replicator.settle_listed, request, listed, pair.right)
                 except errors.ReplicatorError as exc:
                     conclude(key, SyncOutcome.FAILED, f"{exc.kind}: {exc.detail}")
                     return
@@ -211,22 +209,6 @@ class Sync:
                 continue
             report(key, SyncOutcome.DELETED, "not at the source")
             tally.add(deleted=1)
-
-    def _copy(
-        self, request: ReplicationRequest, listed: ObjectInfo, current: ObjectInfo | None
-    ) -> ReplicationResult:
-        replicator = self._replicator
-
-        def fetch() -> tuple[ObjectInfo, Body]:
-            # One GET describes the object and opens it, pinned to the listed version.
-            return self._retry.call(
-                replicator.source.get, request.s3_bucket, request.s3_key, listed.etag
-            )
-
-        try:
-            return replicator.settle(request, listed, current, fetch)
-        except errors.PreconditionFailed:
-            return replicator.replicate_once(request)  # it changed since the listing
 
     @staticmethod
     def _request(

@@ -2,7 +2,11 @@
 
 It does not care who asked (the HTTP routes, a batch, a queue worker): callers hand it a
 `ReplicationRequest` whose inputs are known and get a `ReplicationResult` or an app.errors
-exception. The bytes move in app.replication.copier; many keys at once in app.replication.batch.
+exception. Three ways in, by what the caller knows already: `replicate` (nothing: both sides
+are looked up), `settle_listed` (a listing's entry: one GET pinned to it, no HEAD) and
+`settle` (both sides). Only `replicate` counts its outcome in the metrics; callers of the
+others count theirs once, with `count`, when the key's outcome is final. The bytes move in
+app.replication.copier; many keys at once in app.replication.batch.
 """
 
 from __future__ import annotations
@@ -91,6 +95,24 @@ class Replicator:
             raise
         return self.settle(request, source, pending.result())
 
+    def settle_listed(
+        self, request: ReplicationRequest, listed: ObjectInfo | None, current: ObjectInfo | None
+    ) -> ReplicationResult:
+        """Skip, or copy, an object as a listing showed it (`listed`; None when only the
+        destination was listed, and holds nothing at the key), given `current`, what the
+        destination holds. The copy's one GET describes and opens the object, pinned to the
+        listed ETag: no HEAD. An object that changed since the listing (the pinned GET answers
+        412), or a write another writer beat, is looked at again once, by `replicate_once`."""
+        etag = listed.etag if listed else None
+
+        def fetch() -> tuple[ObjectInfo, Body]:
+            return self._retry.call(self.source.get, request.s3_bucket, request.s3_key, etag)
+
+        try:
+            return self.settle(request, listed, current, fetch)
+        except errors.PreconditionFailed:
+            return self.replicate_once(request)
+
     def settle(
         self,
         request: ReplicationRequest,
@@ -174,18 +196,25 @@ def _settled_meanwhile(
 
 
 def counted(fn: Callable[..., ReplicationResult], *args: object) -> ReplicationResult:
-    """Run one replication and count its outcome (a key leased by another replica is no
-    failure: that replica settles it)."""
+    """Run one replication and `count` its outcome."""
     try:
         result = fn(*args)
-    except errors.KeyLeased:
-        raise
     except errors.ReplicatorError as exc:
-        metrics.OBJECTS_FAILED.labels(exc.kind).inc()
+        count(exc)
         raise
-    if result.action == Action.SKIPPED:
+    count(result)
+    return result
+
+
+def count(outcome: ReplicationResult | errors.ReplicatorError) -> None:
+    """Count one key's final outcome in the metrics, once (a key leased by another replica is
+    no failure: that replica settles it)."""
+    if isinstance(outcome, errors.KeyLeased):
+        return
+    if isinstance(outcome, errors.ReplicatorError):
+        metrics.OBJECTS_FAILED.labels(outcome.kind).inc()
+    elif outcome.action == Action.SKIPPED:
         metrics.OBJECTS_SKIPPED.inc()
     else:
         metrics.OBJECTS_REPLICATED.inc()
-        metrics.BYTES_REPLICATED.inc(result.destination.size)
-    return result
+        metrics.BYTES_REPLICATED.inc(outcome.destination.size)
