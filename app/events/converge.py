@@ -7,7 +7,7 @@ destination match it. The kind of event only decides what a missing source objec
 with `DELETE_POLICY=propagate` the copy goes; with `ignore` it stays. Whatever order events
 arrive in, the destination ends up as the source is (or absent), because
 
-- a copy goes through `Replicator.settle` (its key held in the ledger, its write fenced by a
+- a copy goes through the replicator's flow (its key held in the ledger, its write fenced by a
   generation precondition), so a duplicate is `skipped` and an older version never replaces
   a newer one: the copy is of what the source holds now;
 - a delete holds the destination key in the same ledger, looks the source up again there (a
@@ -22,11 +22,17 @@ the ledger shows settled (the same ETag and version, or a sequencer at or before
 noted one) is answered `skipped` from the ledger alone, with no request to S3 or GCS. The
 in-process ledger notes nothing, so every event is looked at in both clouds.
 
-What is retried: every lookup and the delete, through the `RetryPolicy`. A precondition
-failure (the destination changed between look and write) or a source object that went
-while it was being copied: look again, at most `LOOKS` times. Raises `TransientError` when
-redelivering the event may help; other app.errors failures come back as an outcome with
-`error` set, since no redelivery can fix them.
+One pass per event: the copies of a receive go through the batch plan together
+(`Batch.plan`); what the plan settles or fails is final, and only a key it hands back
+(`LookAlone`: its source missing, or the destination changing under both looks) is looked at
+on its own, here. Each key's outcome is counted once in the metrics, where it is final: a
+copy event whose source is gone ends `skipped` or `deleted`, never also `failed`.
+
+What is retried: every lookup, read, write and delete, by the one `RetryPolicy`, once per
+pass. A precondition failure (the destination changed between look and write) or a source
+object that went while it was being copied: look again, at most `LOOKS` times. Answers
+`TransientError` when redelivering the event may help; other app.errors failures come back
+as an outcome with `error` set, since no redelivery can fix them.
 """
 
 from __future__ import annotations
@@ -41,13 +47,13 @@ from app.events.parse import EventRecord
 from app.ledger.base import Announced, Ledger, LedgerEntry
 from app.names import SOURCE_BUCKET, SOURCE_KEY
 from app.policy import DeletePolicy, Overwrite
-from app.replication.batch import Batch
+from app.replication.batch import Batch, Failed, Settled
 from app.replication.replicator import (
     Action,
     ReplicationRequest,
     ReplicationResult,
     Replicator,
-    counted,
+    count,
 )
 from app.retry import RetryPolicy
 from app.storage.base import ObjectInfo
@@ -105,41 +111,6 @@ class Converger:
         self._delete_policy = delete_policy
         self._overwrite = overwrite
 
-    def _converge_one(self, record: EventRecord) -> EventOutcome:
-        """Make the destination match the source for the event's key, whatever the event
-        (the ledger was asked about it already)."""
-        if record.action == "ignore":
-            return _outcome(record, record.key, EventAction.IGNORED, record.reason)
-        requests = self._route(record)
-        if not requests:
-            reason = f"no replication rule for s3://{record.bucket}/{record.key}"
-            return _outcome(record, record.key, EventAction.IGNORED, reason)
-        return self._converge_or_fail(record, requests)
-
-    def _converge_or_fail(
-        self, record: EventRecord, requests: list[ReplicationRequest]
-    ) -> EventOutcome:
-        """`_converge`, looked at again while the destination keeps changing; what failed
-        for good as an outcome."""
-        try:
-            for _ in range(LOOKS):
-                try:
-                    return self._converge(record, requests)
-                except _LookAgain:
-                    continue
-        except errors.TransientError:
-            raise
-        except errors.UploadSessionLost as exc:
-            raise errors.TransientError(exc.detail, cause="stream_broken") from exc
-        except errors.ReplicatorError as exc:
-            return _outcome(
-                record, requests[0].s3_key, EventAction.SKIPPED, f"failed: {exc.kind}", exc.detail
-            )
-        raise errors.TransientError(
-            f"gs://{requests[0].gcs_bucket}/{requests[0].gcs_key} changed {LOOKS} times while "
-            "this event was converged; deliver it again later"
-        )
-
     def converge_all(
         self, records: Sequence[EventRecord]
     ) -> list[EventOutcome | errors.TransientError]:
@@ -147,10 +118,11 @@ class Converger:
         outcome when delivering that record again may help. Copies from one source bucket
         into one destination bucket go through the batch plan together (one listing of the
         destination, one GET per object, as POST /v1/replicate/batch: a queue's worth of new
-        objects costs no HEADs); the rest, and every copy the plan could not settle (its
-        source gone, say), are converged one by one. The ledger is asked about
-        every record in one look. A key another replica holds comes back as
-        `errors.KeyLeased` when the ledger was built not to wait for leases."""
+        objects costs no HEADs); the rest, and the copies the plan hands back (`LookAlone`:
+        their source gone, say), are converged one by one. What the plan settled or failed
+        is not looked at again. The ledger is asked about every record in one look. A key
+        another replica holds comes back as `errors.KeyLeased` when the ledger was built not
+        to wait for leases."""
         routes = [self._route(record) if record.action == "copy" else [] for record in records]
         with self._looked_up(records, routes) as known:
             return self._converge_known(records, routes, known)
@@ -171,24 +143,50 @@ class Converger:
                 group = groups.setdefault((routed[0].s3_bucket, routed[0].gcs_bucket), [])
                 group.append((n, routed[0]))
         for group in groups.values():
-            results = self._batch.run([request for _, request in group])
-            for (n, request), result in zip(group, results, strict=True):
-                if isinstance(result, ReplicationResult):
-                    self._note_copy(request, result, records[n])
-                    action = EventAction(result.action.value)
-                    outcomes[n] = _outcome(records[n], request.s3_key, action, result.reason)
-                elif isinstance(result, errors.KeyLeased):
-                    outcomes[n] = result  # another replica is settling it: no second look
-
-        def one(n: int) -> EventOutcome | errors.TransientError:
-            try:
-                return self._converge_one(records[n])
-            except errors.TransientError as exc:
-                return exc
+            planned = self._batch.plan([request for _, request in group])
+            for (n, request), key in zip(group, planned, strict=True):
+                if isinstance(key, Settled):
+                    self._note_copy(request, key.result, records[n])
+                    action = EventAction(key.result.action.value)
+                    outcomes[n] = _outcome(records[n], request.s3_key, action, key.result.reason)
+                elif isinstance(key, Failed):  # final, counted: no second look
+                    outcomes[n] = _failure(records[n], request.s3_key, key.error)
+                # else LookAlone: looked at on its own below, with the records not batched
 
         rest = [n for n in range(len(records)) if n not in outcomes]
-        outcomes.update(zip(rest, self._batch.map(one, rest), strict=True))
+        alone = self._batch.map(self._converge_one, [records[n] for n in rest])
+        outcomes.update(zip(rest, alone, strict=True))
         return [outcomes[n] for n in range(len(records))]
+
+    def _converge_one(self, record: EventRecord) -> EventOutcome | errors.TransientError:
+        """Make the destination match the source for the event's key, whatever the event
+        (the ledger was asked about it already)."""
+        if record.action == "ignore":
+            return _outcome(record, record.key, EventAction.IGNORED, record.reason)
+        requests = self._route(record)
+        if not requests:
+            reason = f"no replication rule for s3://{record.bucket}/{record.key}"
+            return _outcome(record, record.key, EventAction.IGNORED, reason)
+        return self._converge_or_fail(record, requests)
+
+    def _converge_or_fail(
+        self, record: EventRecord, requests: list[ReplicationRequest]
+    ) -> EventOutcome | errors.TransientError:
+        """`_converge`, looked at again while the destination keeps changing; what failed
+        for good as an outcome (counted)."""
+        try:
+            for _ in range(LOOKS):
+                try:
+                    return self._converge(record, requests)
+                except _LookAgain:
+                    continue
+            raise errors.TransientError(
+                f"gs://{requests[0].gcs_bucket}/{requests[0].gcs_key} changed {LOOKS} times "
+                "while this event was converged; deliver it again later"
+            )
+        except errors.ReplicatorError as exc:
+            count(exc)
+            return _failure(record, requests[0].s3_key, exc)
 
     def _converge(self, record: EventRecord, requests: list[ReplicationRequest]) -> EventOutcome:
         """One look at both sides, and the action that makes the destination match."""
@@ -209,7 +207,7 @@ class Converger:
     ) -> EventOutcome:
         current = self._replicator.head_destination(request)
         try:
-            result = counted(self._replicator.settle, request, source, current)
+            result = self._replicator.settle(request, source, current)
         except errors.PreconditionFailed:
             raise _LookAgain from None  # written by another process meanwhile
         except errors.BucketNotFound:
@@ -218,6 +216,7 @@ class Converger:
             if self._head_source(request) is None:
                 raise _LookAgain from None  # the source object went while it was copied
             raise
+        count(result)
         self._note_copy(request, result, record)
         action = (
             EventAction.REPLICATED if result.action == Action.REPLICATED else EventAction.SKIPPED
@@ -350,6 +349,20 @@ def _answerable(
     if requests[0].overwrite == Overwrite.ALWAYS:
         return None
     return requests[0]
+
+
+def _failure(
+    record: EventRecord, key: str, exc: errors.ReplicatorError
+) -> EventOutcome | errors.TransientError:
+    """What a failure of this pass means for the event: delivering it again may help (a
+    TransientError, or a key another replica holds), or it cannot (an outcome with `error`)."""
+    if isinstance(exc, errors.TransientError):
+        return exc
+    if isinstance(exc, errors.UploadSessionLost):
+        lost = errors.TransientError(exc.detail, cause="stream_broken")
+        lost.__cause__ = exc
+        return lost
+    return _outcome(record, key, EventAction.SKIPPED, f"failed: {exc.kind}", exc.detail)
 
 
 def _copied_from(current: ObjectInfo, request: ReplicationRequest) -> bool:

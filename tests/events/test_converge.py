@@ -17,6 +17,7 @@ from urllib.parse import quote_plus
 
 import pytest
 from google.cloud import storage
+from prometheus_client import REGISTRY
 
 from app import errors
 from app.config import Settings
@@ -29,7 +30,7 @@ from app.rules import parse_rules
 from app.wiring import Services, build
 from tests.conftest import Buckets, destination_bytes, make_settings
 from tests.events.samples import converge, eventbridge_event, s3_notification, s3_record
-from tests.faults import Fault, FaultProxy
+from tests.faults import S3_SLOW_DOWN, Fault, FaultProxy
 
 CREATED = "ObjectCreated:Put"
 REMOVED = "ObjectRemoved:Delete"
@@ -431,3 +432,64 @@ def test_a_stale_delete_cannot_remove_a_newer_generation(
     assert blob(buckets, "a.txt") is not None, "the stale delete removed the newer copy"
     assert buckets.destination_bytes("a.txt") == b"re-created"
     assert outcome[0].action == EventAction.SKIPPED
+
+
+# One pass per event: what the batch plan decides is final, counted once.
+
+
+def failed(reason: str) -> float:
+    """replicator_objects_failed{reason} in this process."""
+    value = REGISTRY.get_sample_value("replicator_objects_failed_total", {"reason": reason})
+    return value or 0.0
+
+
+@pytest.mark.parametrize(
+    ("delete_policy", "action"),
+    [("ignore", EventAction.SKIPPED), ("propagate", EventAction.DELETED)],
+)
+def test_a_copy_event_whose_source_is_gone_ends_as_the_delete_policy_says_and_is_no_failure(
+    buckets: Buckets,
+    services: Build,
+    s3_proxy: FaultProxy,
+    gcs_server: emulators.Emulator,
+    delete_policy: str,
+    action: EventAction,
+) -> None:
+    """A late create event for an object deleted since: the batch plan's listing shows the
+    source without it, so the plan hands the key to the event's own look (no GET), which
+    ends it as DELETE_POLICY says. Nothing counts it as failed on the way."""
+    settings = make_settings(s3_proxy.url, gcs_server.url, buckets.dest)
+    events = services(settings, delete_policy=delete_policy).events
+    buckets.put("a.txt", b"short-lived")
+    converge(events, s3_event(buckets.source, "a.txt"))
+    buckets.s3.delete_object(Bucket=buckets.source, Key="a.txt")
+    gets = len(s3_proxy.seen("GET", f"/{buckets.source}/a.txt"))
+    before = failed("not_found")
+
+    outcome = converge(events, s3_event(buckets.source, "a.txt"))
+
+    assert (outcome.action, outcome.error) == (action, None)
+    assert failed("not_found") == before
+    assert len(s3_proxy.seen("GET", f"/{buckets.source}/a.txt")) == gets
+    assert (blob(buckets, "a.txt") is None) == (delete_policy == "propagate")
+
+
+def test_a_transient_fault_is_retried_by_one_policy_once_and_counted_once(
+    buckets: Buckets, services: Build, s3_proxy: FaultProxy, gcs_server: emulators.Emulator
+) -> None:
+    """S3 answers every GET of the object 503 SlowDown: the batch plan's GET is tried
+    MAX_RETRIES + 1 times, the key is not looked at again, the event comes back as a
+    TransientError (its message goes back to the queue) and one failure is counted."""
+    settings = make_settings(s3_proxy.url, gcs_server.url, buckets.dest)
+    events = services(settings).events
+    buckets.put("a.txt", b"never read")
+    s3_proxy.add(Fault("GET", f"/{buckets.source}/a.txt", "status", status=503, body=S3_SLOW_DOWN))
+    before = failed("unavailable")
+
+    [outcome] = events.converge_all([s3_event(buckets.source, "a.txt")])
+
+    assert isinstance(outcome, errors.TransientError)
+    assert len(s3_proxy.seen("GET", f"/{buckets.source}/a.txt")) == settings.max_retries + 1
+    assert s3_proxy.seen("HEAD", f"/{buckets.source}/a.txt") == []
+    assert failed("unavailable") == before + 1
+    assert blob(buckets, "a.txt") is None
