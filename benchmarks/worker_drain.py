@@ -233,7 +233,7 @@ def _worker_run(
             verify = functools.partial(small_batch.verify, stack, bucket, prefix, count, size)
             attempt(contender, pids, functools.partial(feeder.feed_until, deleted, done), verify)
             worker.process.terminate()
-            time.sleep(0.2)  # for the signal to land: a message before it would be settled
+            time.sleep(0.2)  # for the signal to land: a message before it would be converged
             _wake(stack, queue, receive_loops(concurrency()))
     except ServiceError as exc:  # it did not start
         contender.errors.append(str(exc)[:300])

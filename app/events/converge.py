@@ -73,7 +73,7 @@ class EventAction(enum.StrEnum):
 
 @dataclass(frozen=True)
 class EventOutcome:
-    """What settling one event did. `s3_key` is the key the source has it under (for
+    """What converging on one event did. `s3_key` is the key the source has it under (for
     EventBridge, the form that was found); `error` is set when it failed for good."""
 
     s3_bucket: str
@@ -302,7 +302,7 @@ class Converger:
     def _note_copy(
         self, request: ReplicationRequest, result: ReplicationResult, record: EventRecord
     ) -> None:
-        """Note in the ledger what the destination holds now, and the event it settled,
+        """Note in the ledger what the destination holds now, and the event it answered,
         unless the replicator did already while it held the key."""
         if result.noted:
             return

@@ -43,7 +43,7 @@ def run() -> int:
         return 2
     if attributes.redrive_policy is None:
         log.warning(
-            "%s has no redrive policy: a message that can never be settled will come back "
+            "%s has no redrive policy: a message that can never be converged will come back "
             "until it expires; give the queue a dead-letter queue",
             queue.url,
         )
