@@ -116,7 +116,7 @@ class EventIntake:
         if pending:
             first = pending[0]
             raise errors.TransientError(
-                f"{len(pending)} of {len(outcomes)} records could not be converged now "
+                f"{len(pending)} of {len(outcomes)} records could not be settled now "
                 f"(first: {first.detail}); deliver the event again",
                 cause=first.cause,
                 retry_after=first.retry_after,
