@@ -16,6 +16,10 @@ COPY_SECONDS = Histogram(
     "Time to copy one object, verification included",
     buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 900),
 )
+PART_LAYOUT_LOOKUPS = Counter(
+    "replicator_part_layout_lookups",
+    "Multipart sources not cut in equal parts: copied again with every part's size looked up",
+)
 IN_FLIGHT = Gauge("replicator_objects_in_flight", "Objects being copied now")
 LOOKUPS_SHARED = Counter(
     "replicator_lookups_shared", "Lookups answered by a call made for a concurrent request"
