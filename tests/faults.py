@@ -145,13 +145,19 @@ class FaultProxy:
     session's chunks: 308 with the Range it kept, or the final 200 again once it is complete.
     fake-gcs-server would finalise an incomplete upload with whatever it holds, and forgets a
     complete one (404); real GCS does neither.
+
+    `keep_host=True` passes the client's Host header on unchanged, for an upstream that checks
+    SigV4 signatures (which cover the Host the client signed); otherwise it names the upstream.
     """
 
-    def __init__(self, upstream: str, *, resumable_status: bool = False) -> None:
+    def __init__(
+        self, upstream: str, *, resumable_status: bool = False, keep_host: bool = False
+    ) -> None:
         parts = urlsplit(upstream)
         self.upstream = f"http://{parts.netloc}"
         self._upstream_address = (parts.hostname or "127.0.0.1", parts.port or 80)
         self._resumable_status = resumable_status
+        self._keep_host = keep_host
         self._sessions: dict[str, int | Message] = {}  # session -> bytes kept, or its final answer
         self._listener = socket.create_server(("127.0.0.1", 0))
         self._listener.settimeout(0.1)
@@ -295,8 +301,11 @@ class FaultProxy:
         An upstream that refuses or drops the connection raises OSError: the client's
         connection is closed, as a gateway whose backend died would."""
         host, port = self._upstream_address
-        headers = [(k, v) for k, v in request.headers if k.lower() != "host"]
-        headers += [("Host", f"{host}:{port}"), ("Connection", "close")]
+        if self._keep_host:
+            headers = list(request.headers) + [("Connection", "close")]
+        else:
+            headers = [(k, v) for k, v in request.headers if k.lower() != "host"]
+            headers += [("Host", f"{host}:{port}"), ("Connection", "close")]
         with socket.create_connection(self._upstream_address, timeout=30) as upstream:
             upstream.sendall(Message(request.start, headers, request.body).wire())
             with upstream.makefile("rb") as reader:
