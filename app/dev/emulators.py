@@ -112,15 +112,20 @@ def start_moto(port: int | None = None) -> Emulator:
     return emulator
 
 
-def start_fake_gcs(port: int | None = None, memory_limit: str = "2GiB") -> Emulator:
-    """fake-gcs-server with the in-memory backend; GOMEMLIMIT bounds the Go heap it keeps."""
+def start_fake_gcs(
+    port: int | None = None, memory_limit: str = "2GiB", external_url: str | None = None
+) -> Emulator:
+    """fake-gcs-server with the in-memory backend; GOMEMLIMIT bounds the Go heap it keeps.
+    `external_url` is where it tells clients to send resumable uploads (itself, by default;
+    a proxy in front of it, to keep the uploads on the proxy)."""
     port = port or free_port()
     ensure_port_free(port, "the GCS emulator")
-    url = f"http://{HOST}:{port}"
+    url = external_url or f"http://{HOST}:{port}"
+    public_host = url.split("://", 1)[1]
     command = [
         str(fake_gcs_binary()),
         *("-scheme", "http", "-host", HOST, "-port", str(port)),
-        *("-backend", "memory", "-external-url", url, "-public-host", f"{HOST}:{port}"),
+        *("-backend", "memory", "-external-url", url, "-public-host", public_host),
         *("-log-level", "error"),
     ]
     env = {**os.environ, "GOMEMLIMIT": memory_limit}
