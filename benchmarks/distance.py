@@ -3,14 +3,19 @@ of both servers), where speed comes from requests in flight, not CPU: many 256 K
 in one batch against `rclone copy` at the same concurrency (16), and one large object (also
 in 8 MiB parts at 20 ms). SeaweedFS is the S3, so the source's CPU is not the limit.
 
-The in-flight limit of the batch: 16 copies in flight, each taking as long as one copy alone
-at that distance (its round trips: lookups, GET, upload), allow 16 / that time per second.
+The in-flight limit of the batch: 16 copies in flight, each two round trips long (a batch
+copies a key the destination's listing lacks with its GET, then one upload: counted on the
+wire), allow 16 / (2 x RTT) per second. Beside it, the limit of this machine's CPU: its cores
+over the CPU every process (service, SeaweedFS, fake-gcs-server, the delay proxy) spent per
+object in the service's runs. One copy alone (POST /v1/replicate: a HEAD and the
+destination's lookup at once, the GET, the upload) is timed too, as a check on the proxy.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import os
 import statistics
 import time
 from collections.abc import Iterator
@@ -32,6 +37,7 @@ from benchmarks.stack import (
 
 RTTS_MS = (20, 50)
 IN_FLIGHT = 16  # BATCH_CONCURRENCY's default, and rclone's --transfers here
+ROUND_TRIPS = 2  # per batch copy: the GET, then the upload
 ALONE_RUNS = 3
 
 
@@ -52,11 +58,17 @@ def run(
             small = small_batch.run(stack, service, peer, count, size, repeat)
             small.title = f"{count:,} x {size // 1024} KiB at {rtt} ms per round trip"
             alone = _alone(stack, service, count, repeat)
-            limit = Contender(f"limit: {IN_FLIGHT} in flight / one copy alone")
-            limit.record(Sample(alone, IN_FLIGHT / alone, {}))
+            per_copy = ROUND_TRIPS * rtt / 1000
+            limit = Contender(f"limit: {IN_FLIGHT} in flight / {ROUND_TRIPS} round trips")
+            limit.record(Sample(per_copy, IN_FLIGHT / per_copy, {}))
             small.contenders["limit"] = limit
+            if cpu := _cpu_per_object(small.contenders["service"]):
+                cores = len(os.sched_getaffinity(0))
+                machine = Contender(f"limit: {cores} cores / all processes' CPU per object")
+                machine.record(Sample(cpu, cores / cpu, {}))
+                small.contenders["limit_cpu"] = machine
             small.details["copy_alone_seconds"] = alone
-            small.details["round_trips_per_copy"] = round(alone / (rtt / 1000), 1)
+            small.details["copy_alone_round_trips"] = round(alone / (rtt / 1000), 1)
             found[f"distance-{rtt}-small"] = small
             big = big_object.run(
                 stack, service, peer, big_size, repeat, limits=False, parts=rtt == RTTS_MS[0]
@@ -86,6 +98,13 @@ def _distant(base: Stack, rtt: int) -> Iterator[Stack]:
         )
         stack.gcs_client.create_bucket(DESTINATION_BUCKET)
         yield stack
+
+
+def _cpu_per_object(service: Contender) -> float | None:
+    """CPU seconds per object of every process together, in the service's runs (median)."""
+    if not service.samples:
+        return None
+    return statistics.median(sum(s.cpu.values()) / (s.rate * s.seconds) for s in service.samples)
 
 
 def _alone(stack: Stack, service: Service, count: int, repeat: int) -> float:
