@@ -32,6 +32,7 @@ import json
 import os
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -128,8 +129,9 @@ def _notify(stack: Stack, queue: plumbing.Queue) -> None:
 
 
 def _notification_template(stack: Stack) -> dict[str, Any]:
-    """The record moto sends for a PUT into EVENTS_BUCKET, read off a queue of its own."""
-    queue = plumbing.queue_with_dead_letters(stack.sqs, "bench-template")
+    """The record moto sends for a PUT into EVENTS_BUCKET, read off a queue of its own (a new
+    one each time: moto, as SQS, refuses a second purge of a queue within 60 s)."""
+    queue = plumbing.queue_with_dead_letters(stack.sqs, f"bench-template-{uuid.uuid4().hex[:8]}")
     _notify(stack, queue)
     stack.s3.put_object(Bucket=EVENTS_BUCKET, Key="template.bin", Body=b"template")
     answer = stack.sqs.receive_message(QueueUrl=queue.url, WaitTimeSeconds=5)
