@@ -166,7 +166,10 @@ def main(argv: list[str] | None = None) -> int:
     results.machine["load_average_after"] = [round(load, 2) for load in os.getloadavg()]
     report.print_report(console, results)
     path = report.write_json(results, stack.REPO / "bench-results", stamp)
-    console.print(f"{time.monotonic() - started:.0f}s; figures written to {path}")
+    command = " ".join(["python -m benchmarks", *(argv if argv is not None else sys.argv[1:])])
+    table = path.with_suffix(".md")
+    table.write_text(report.markdown(results, command))
+    console.print(f"{time.monotonic() - started:.0f}s; figures written to {path} and {table}")
     return 0
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import statistics
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -387,6 +388,32 @@ def _print_problems(console: Console, results: Results) -> None:
         problems += [f"sync, start-up: {error}" for error in results.sync.errors]
     for problem in problems:
         console.print(f"[red]failed run[/red] {problem}", highlight=False)
+
+
+def markdown(results: Results, command: str) -> str:
+    """The figures table in Markdown, headed by what it was measured on: the README's
+    performance table comes from this, for one invocation on one commit."""
+    machine = results.machine
+    load = f"{machine['load_average']} -> {machine.get('load_average_after', '?')}"
+    lines = [
+        f"`{command}` at {machine['commit']}; {machine['nproc']} CPUs ({machine['cpu']}), "
+        f"load {load}; {machine['rclone']}; medians of {results.options['repeat']}.",
+        "",
+        "| Scenario | Service | Compared with | Their figure | Ratio | Target | Status |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for row in rows(results):
+        ratio = "" if row.ratio is None else f"{row.ratio:.2f}x"
+        goal = row.target.goal if row.target else ""
+        cells = (row.scenario, row.service, row.other, row.other_figure, ratio, goal)
+        status = _plain(_status(row.target))
+        lines.append("| " + " | ".join(_plain(cell) for cell in (*cells, status)) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _plain(cell: str) -> str:
+    """A cell without rich's markup ([dim] ... [/dim]) or the table's pipes."""
+    return re.sub(r"\[/?[a-z ]+\]", "", cell).replace("|", "\\|")
 
 
 def write_json(results: Results, directory: Path, stamp: str) -> Path:
