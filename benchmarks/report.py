@@ -359,8 +359,8 @@ def _cpu_table(results: Results) -> Table:
         table.add_column(column, justify="right")
     for comparison in results.comparisons.values():
         for contender in comparison.contenders.values():
-            if not contender.samples:
-                continue
+            if not any(s.cpu for s in contender.samples):
+                continue  # not run, or a limit computed from the others
             wall = statistics.median(s.seconds for s in contender.samples)
             cpu = contender.median_cpu()
             workers = [value for name, value in cpu.items() if name.startswith("worker-")]
