@@ -11,24 +11,23 @@ the source lacks, at the listed generation, only when every copy succeeded and n
 
 from __future__ import annotations
 
-import enum
 import json
 import logging
 import tempfile
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import IO
 
 from app import errors
-from app.bulk.compare import Compared, Location, compare, unwritable
+from app.bulk.compare import Compared, Location, compare
+from app.bulk.decide import Kind, Outcome, Report, decisions
 from app.bulk.patterns import KeyFilter
 from app.bulk.tally import Tally
 from app.ledger.base import Ledger
 from app.logging_config import in_context
 from app.policy import Overwrite
-from app.replication.identity import reason_to_skip
 from app.replication.replicator import (
     Action,
     ReplicationRequest,
@@ -40,18 +39,6 @@ from app.retry import RetryPolicy
 from app.storage.base import Body, ObjectInfo
 
 log = logging.getLogger(__name__)
-
-
-class Outcome(enum.StrEnum):
-    COPIED = "copied"
-    SKIPPED = "skipped"
-    DELETED = "deleted"
-    FAILED = "failed"
-    WOULD_COPY = "would copy"
-    WOULD_DELETE = "would delete"
-
-
-Report = Callable[[str, Outcome, str], None]  # key below the prefix, what happened, detail
 
 
 @dataclass(frozen=True)
@@ -130,35 +117,28 @@ class Sync:
         with _Spool() as doomed, pool:
             try:
                 pairs = compare(source, destination, src, dst, options.keys, self._retry)
-                for pair in pairs:
-                    if stop.is_set():
-                        tally.mark(stopped=True)
-                        break
-                    tally.add(listed=1)
-                    if pair.left is None:
+                for decision in decisions(pairs, dst, options.overwrite, tally, stop):
+                    pair = decision.pair
+                    if decision.kind == Kind.EXTRA:
                         if options.delete and not too_many:
                             generation = pair.right.generation if pair.right else None
                             doomed.add(pair.key, generation)
                             too_many = options.max_delete is not None and (
                                 doomed.count > options.max_delete
                             )
-                        continue
-                    if reason := unwritable(dst, pair.key):
-                        settled(pair.key, Outcome.FAILED, f"invalid_request: {reason}")
-                        continue
-                    if reason := reason_to_skip(pair.right, pair.left, options.overwrite):
-                        settled(pair.key, Outcome.SKIPPED, reason)
-                        continue
-                    tally.add(found=1, found_bytes=pair.left.size)
-                    if options.dry_run:
-                        settled(pair.key, Outcome.WOULD_COPY, "", pair.left.size)
-                        continue
-                    if not _slot(slots, stop):
+                    elif decision.kind == Kind.FAIL:
+                        settled(pair.key, Outcome.FAILED, decision.reason)
+                    elif decision.kind == Kind.SKIP:
+                        settled(pair.key, Outcome.SKIPPED, decision.reason)
+                    elif options.dry_run:
+                        settled(
+                            pair.key, Outcome.WOULD_COPY, "", pair.left.size if pair.left else 0
+                        )
+                    elif _slot(slots, stop):
+                        pool.submit(in_context(copy), pair)  # `copy` reports its own failures
+                    else:
                         tally.mark(stopped=True)
                         break
-                    pool.submit(in_context(copy), pair)  # `copy` reports its own failures
-                else:
-                    tally.mark(listing_done=True)
             finally:
                 # Every copy settled before any delete. Waiting on the pool rather than on a
                 # list of futures: pruning such a list at each submit was 14% of the CPU of
