@@ -171,9 +171,12 @@ def start_job(
             delete=body.delete,
             max_delete=body.max_delete,
             concurrency=settings.batch_concurrency,
+            list_concurrency=settings.list_concurrency,
         )
     else:
-        options = CheckOptions(keys=keys, checksum=body.checksum)
+        options = CheckOptions(
+            keys=keys, checksum=body.checksum, list_concurrency=settings.list_concurrency
+        )
     request = JobRequest(
         Kind(body.kind),
         Location.parse(body.source, "s3"),

@@ -22,7 +22,7 @@ from typing import Any, Protocol
 from urllib.parse import quote_plus
 
 from app import errors, rules
-from app.bulk.compare import Compared, Location, compare
+from app.bulk.compare import Compared, Location, compare, key_ranges
 from app.bulk.decide import Kind, Outcome, Report, decisions
 from app.bulk.patterns import KeyFilter
 from app.bulk.tally import Tally
@@ -71,6 +71,7 @@ class EnqueueOptions:
     # The workers' REPLICATION_RULES: a key they would write elsewhere than the destination
     # is not queued. With none they keep each key's name, in their own GCS_BUCKET_NAME.
     rules: tuple[rules.Rule, ...] = ()
+    list_concurrency: int = 1  # key ranges listed at once (app.bulk.ranges)
 
 
 class Enqueue:
@@ -122,7 +123,10 @@ class Enqueue:
                     report(key, Outcome.QUEUED, "")
             gathered.clear()
 
-        pairs = compare(self._source, self._destination, src, dst, options.keys, self._retry)
+        ranges = key_ranges(self._source, src, options.list_concurrency, self._retry)
+        pairs = compare(
+            self._source, self._destination, src, dst, options.keys, self._retry, ranges
+        )
         try:
             routed = functools.partial(misrouted, src=src, dst=dst, options=options)
             for decision in decisions(pairs, dst, options.overwrite, tally, stop, routed):

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import IO
 
 from app import errors
-from app.bulk.compare import Compared, Location, compare
+from app.bulk.compare import Compared, Location, compare, key_ranges
 from app.bulk.decide import Kind, Outcome, Report, decisions
 from app.bulk.patterns import KeyFilter
 from app.bulk.tally import Tally
@@ -49,6 +49,7 @@ class SyncOptions:
     delete: bool = False
     max_delete: int | None = None
     concurrency: int = 16
+    list_concurrency: int = 1  # key ranges listed at once (app.bulk.ranges)
 
 
 class Sync:
@@ -116,7 +117,8 @@ class Sync:
         pool = ThreadPoolExecutor(options.concurrency, thread_name_prefix="sync")
         with _Spool() as doomed, pool:
             try:
-                pairs = compare(source, destination, src, dst, options.keys, self._retry)
+                ranges = key_ranges(source, src, options.list_concurrency, self._retry)
+                pairs = compare(source, destination, src, dst, options.keys, self._retry, ranges)
                 for decision in decisions(pairs, dst, options.overwrite, tally, stop):
                     pair = decision.pair
                     if decision.kind == Kind.EXTRA:

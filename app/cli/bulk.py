@@ -45,6 +45,13 @@ def add_common(parser: argparse.ArgumentParser) -> None:
         metavar="PATTERN",
         help="skip keys matching this glob; repeatable; wins over --include",
     )
+    parser.add_argument(
+        "--list-concurrency",
+        type=positive,
+        metavar="N",
+        help="key ranges listed at once on each side (default: LIST_CONCURRENCY, 16; a source "
+        "of one page of keys is listed as one range)",
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON summary on stdout")
 
 

@@ -73,6 +73,7 @@ def run(args: argparse.Namespace) -> int:
         checksum=args.checksum,
         download=args.download,
         concurrency=args.concurrency or services.settings.batch_concurrency,
+        list_concurrency=args.list_concurrency or services.settings.list_concurrency,
     )
     try:
         with bulk.watched("check", progress.check_figures) as (tally, stop):

@@ -106,6 +106,7 @@ def _copy(args: argparse.Namespace, bulk_run: bulk.Started, report: Callable[...
         delete=args.delete,
         max_delete=args.max_delete,
         concurrency=args.concurrency or services.settings.batch_concurrency,
+        list_concurrency=args.list_concurrency or services.settings.list_concurrency,
     )
     try:
         with bulk.watched("sync", progress.sync_figures) as (tally, stop):
@@ -148,6 +149,7 @@ def _enqueue(args: argparse.Namespace, bulk_run: bulk.Started, report: Callable[
         overwrite=settings.overwrite,
         dry_run=args.dry_run,
         rules=tuple(settings.replication_rules),
+        list_concurrency=args.list_concurrency or settings.list_concurrency,
     )
     try:
         with bulk.watched("sync", progress.enqueue_figures) as (tally, stop):
