@@ -69,34 +69,25 @@ def compare(
     range and interleaved between ranges. `range_ended(i)` is called, from the reader's
     thread, once range `i` has given its last key. A failed listing page is retried by
     `retry`, resuming after the last key received."""
-    streams = [_compare_range(source, destination, src, dst, keys, retry, r) for r in ranges]
-    return interleaved(streams, LISTED_AHEAD, range_ended)
 
+    def compared(key_range: KeyRange) -> Iterator[Compared]:
+        def listed(objects_under: Lister, where: Location) -> Iterator[ObjectInfo]:
+            start = None if key_range.after is None else where.prefix + key_range.after
+            objects = resumed(objects_under, where.bucket, where.prefix, retry, start)
+            if key_range.through is not None:
+                last = where.prefix + key_range.through
+                objects = itertools.takewhile(lambda obj: obj.key <= last, objects)
+            return ahead(objects, LISTED_AHEAD)
 
-def _compare_range(
-    source: Source,
-    destination: Destination,
-    src: Location,
-    dst: Location,
-    keys: KeyFilter,
-    retry: RetryPolicy,
-    key_range: KeyRange,
-) -> Iterator[Compared]:
-    def listed(objects_under: Lister, where: Location) -> Iterator[ObjectInfo]:
-        start = None if key_range.after is None else where.prefix + key_range.after
-        objects = resumed(objects_under, where.bucket, where.prefix, retry, start)
-        if key_range.through is not None:
-            last = where.prefix + key_range.through
-            objects = itertools.takewhile(lambda obj: obj.key <= last, objects)
-        return ahead(objects, LISTED_AHEAD)
+        pairs = merge(
+            listed(source.iter_objects, src),
+            listed(destination.iter_objects, dst),
+            lambda obj: obj.key[len(src.prefix) :],
+            lambda obj: obj.key[len(dst.prefix) :],
+        )
+        return (pair for pair in pairs if pair.key and keys.matches(pair.key))
 
-    pairs = merge(
-        listed(source.iter_objects, src),
-        listed(destination.iter_objects, dst),
-        lambda obj: obj.key[len(src.prefix) :],
-        lambda obj: obj.key[len(dst.prefix) :],
-    )
-    return (pair for pair in pairs if pair.key and keys.matches(pair.key))
+    return interleaved([compared(r) for r in ranges], LISTED_AHEAD, range_ended)
 
 
 def key_ranges(

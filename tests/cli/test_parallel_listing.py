@@ -86,6 +86,7 @@ def test_sync_and_check_over_ranges_match_one_stream(
     assert json.loads(again.stdout) | {"duration_seconds": 0} == {
         "copied": 2,
         "skipped": len(KEYS) - 2,
+        "gone": 0,
         "deleted": 0,
         "failed": 0,
         "bytes": len(KEYS[3]) + len(b"changed at the source"),

@@ -205,7 +205,7 @@ def test_ctrl_c_lets_the_copy_in_flight_finish_and_starts_nothing_more(
     assert len(objects) < len(data)  # and not every copy was started
     assert objects == {name: md5(data[name]) for name in objects}  # each one whole
     assert err.splitlines()[-1].startswith(
-        f"interrupted: copied {len(objects)}, skipped 0, deleted 0, failed 0, "
+        f"interrupted: copied {len(objects)}, skipped 0, gone 0, deleted 0, failed 0, "
     )
 
 

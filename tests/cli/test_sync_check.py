@@ -47,7 +47,7 @@ def summary(result: subprocess.CompletedProcess[str]) -> dict[str, Any]:
 
 def sync_summary(**counts: int | bool) -> dict[str, int | bool]:
     """The summary of a sync that did `counts` and nothing else."""
-    empty = {"copied": 0, "skipped": 0, "deleted": 0, "failed": 0, "bytes": 0}
+    empty = {"copied": 0, "skipped": 0, "gone": 0, "deleted": 0, "failed": 0, "bytes": 0}
     return {**empty, "dry_run": False, "interrupted": False, **counts}
 
 
