@@ -24,6 +24,7 @@ from rich.console import Console
 from benchmarks import (
     big_object,
     bulk_sync,
+    listing,
     machine,
     memory,
     rclone,
@@ -37,7 +38,7 @@ from benchmarks import (
 from benchmarks.measure import Comparison, MiB
 
 T = TypeVar("T")
-SCENARIOS = ("big", "small", "skip", "memory", "worker", "replicas", "sync")
+SCENARIOS = ("big", "small", "skip", "memory", "worker", "replicas", "sync", "listing")
 
 
 @dataclass(frozen=True)
@@ -119,6 +120,14 @@ def main(argv: list[str] | None = None) -> int:
                 results.comparisons["worker"] = found
         if "replicas" in args.only:
             _replicas(console, results, emulators, plan, args.repeat)
+        if "listing" in args.only:  # its own module and figures (benchmarks/listing.py)
+            keys = listing.QUICK_KEYS if args.quick else listing.KEYS
+            run_listing = functools.partial(
+                listing.run, emulators, keys, listing.LATENCY, args.repeat
+            )
+            if found := _scenario(console, results, "listing", run_listing):
+                results.options["listing"] = found
+                console.print_json(data=found)
         if "sync" in args.only:  # last: its 22,000 objects stay in moto
             _sync(console, results, emulators, tool, plan, args.repeat)
     results.machine["load_average_after"] = [round(load, 2) for load in os.getloadavg()]

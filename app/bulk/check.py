@@ -23,7 +23,8 @@ from typing import IO
 
 from app import errors
 from app.bulk import fingerprints
-from app.bulk.compare import Compared, Location, compare, key_ranges, unwritable
+from app.bulk.compare import Compared, Location, compare_scope, key_ranges, unwritable
+from app.bulk.inventory import Inventory
 from app.bulk.patterns import KeyFilter
 from app.bulk.ranges import range_of
 from app.bulk.tally import Snapshot, Tally
@@ -81,6 +82,7 @@ class CheckOptions:
     download: bool = False  # also read both sides and compare their bytes' digests
     concurrency: int = 16  # keys looked at closer at once
     list_concurrency: int = 1  # key ranges listed at once (app.bulk.ranges)
+    inventory: Inventory | None = None  # the source's listing, when not listed
 
 
 @dataclass(frozen=True)
@@ -117,7 +119,8 @@ class Check:
         listing fails, after reporting the keys listed before."""
         tally = tally or Tally()
         stop = stop or threading.Event()
-        ranges = key_ranges(self._source, src, options.list_concurrency, self._retry)
+        scope = (self._source, src, options.list_concurrency, self._retry, options.inventory)
+        ranges = key_ranges(*scope)
         with _Held(report, len(ranges)) as held:
             waiting = [_InOrder(held.reporter(i), tally) for i in range(len(ranges))]
 
@@ -127,12 +130,12 @@ class Check:
 
             with ThreadPoolExecutor(options.concurrency, thread_name_prefix="check") as pool:
                 try:
-                    pairs = compare(
+                    _, pairs = compare_scope(
                         self._source,
                         self._destination,
                         src,
                         dst,
-                        options.keys,
+                        options,
                         self._retry,
                         ranges,
                         range_ended,

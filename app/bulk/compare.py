@@ -12,9 +12,11 @@ from __future__ import annotations
 import itertools
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from app import names
 from app.bulk import ranges
+from app.bulk.inventory import Inventory
 from app.bulk.patterns import KeyFilter
 from app.bulk.ranges import KeyRange
 from app.replication.listing import Lister, Pair, ahead, interleaved, merge, resumed
@@ -54,8 +56,16 @@ class Location:
         return f"{self.scheme}://{self.bucket}/{self.prefix}"
 
 
+class Listed(Protocol):
+    """What lists objects in key order: a source, a destination, or an inventory."""
+
+    def iter_objects(
+        self, bucket: str, prefix: str = "", start_after: str | None = None
+    ) -> Iterator[ObjectInfo]: ...
+
+
 def compare(
-    source: Source,
+    source: Listed,
     destination: Destination,
     src: Location,
     dst: Location,
@@ -90,12 +100,52 @@ def compare(
     return interleaved([compared(r) for r in ranges], LISTED_AHEAD, range_ended)
 
 
+class Scope(Protocol):
+    """What a run's options say about what it lists (SyncOptions, CheckOptions, ...)."""
+
+    @property
+    def keys(self) -> KeyFilter: ...
+
+    @property
+    def list_concurrency(self) -> int: ...
+
+    @property
+    def inventory(self) -> Inventory | None: ...
+
+
+def compare_scope(
+    source: Source,
+    destination: Destination,
+    src: Location,
+    dst: Location,
+    scope: Scope,
+    retry: RetryPolicy,
+    key_ranges_: Sequence[KeyRange] | None = None,
+    range_ended: Callable[[int], None] = lambda _: None,
+) -> tuple[Sequence[KeyRange], Iterator[Compared]]:
+    """`compare` of what `scope` names: the source's keys from its inventory or listed, over
+    `key_ranges_` (by default `key_ranges` for the scope's list concurrency). Returns the
+    ranges and the pairs."""
+    if key_ranges_ is None:
+        key_ranges_ = key_ranges(source, src, scope.list_concurrency, retry, scope.inventory)
+    listed = scope.inventory or source
+    pairs = compare(listed, destination, src, dst, scope.keys, retry, key_ranges_, range_ended)
+    return key_ranges_, pairs
+
+
 def key_ranges(
-    source: Source, src: Location, count: int, retry: RetryPolicy
+    source: Source,
+    src: Location,
+    count: int,
+    retry: RetryPolicy,
+    inventory: Inventory | None = None,
 ) -> tuple[KeyRange, ...]:
-    """`count` ranges that split the source's keys below the prefix about evenly (found by
-    app.bulk.ranges.probe), or one range when the source holds no more than a page of keys:
-    there, one request lists everything and probing would only cost."""
+    """`count` ranges that split the source's keys below the prefix about evenly: at the
+    inventory's quantiles when there is one, else found by app.bulk.ranges.probe; one range
+    when the source holds no more than a page of keys (there, one request lists everything
+    and probing would only cost)."""
+    if inventory is not None:
+        return inventory.ranges(count, src.prefix)
     if count <= 1:
         return (KeyRange(),)
     first = resumed(source.iter_objects, src.bucket, src.prefix, retry)

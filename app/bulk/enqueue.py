@@ -22,8 +22,9 @@ from typing import Any, Protocol
 from urllib.parse import quote_plus
 
 from app import errors, rules
-from app.bulk.compare import Compared, Location, compare, key_ranges
+from app.bulk.compare import Compared, Location, compare_scope
 from app.bulk.decide import Kind, Outcome, Report, decisions
+from app.bulk.inventory import Inventory
 from app.bulk.patterns import KeyFilter
 from app.bulk.tally import Tally
 from app.policy import Overwrite
@@ -72,6 +73,7 @@ class EnqueueOptions:
     # is not queued. With none they keep each key's name, in their own GCS_BUCKET_NAME.
     rules: tuple[rules.Rule, ...] = ()
     list_concurrency: int = 1  # key ranges listed at once (app.bulk.ranges)
+    inventory: Inventory | None = None  # the source's listing, when not listed
 
 
 class Enqueue:
@@ -123,10 +125,7 @@ class Enqueue:
                     report(key, Outcome.QUEUED, "")
             gathered.clear()
 
-        ranges = key_ranges(self._source, src, options.list_concurrency, self._retry)
-        pairs = compare(
-            self._source, self._destination, src, dst, options.keys, self._retry, ranges
-        )
+        _, pairs = compare_scope(self._source, self._destination, src, dst, options, self._retry)
         try:
             routed = functools.partial(misrouted, src=src, dst=dst, options=options)
             for decision in decisions(pairs, dst, options.overwrite, tally, stop, routed):

@@ -27,8 +27,8 @@ from dataclasses import dataclass
 # The highest code point: a key that starts with `p` and is not `p` sorts before `p + LAST`
 # unless its next character is itself LAST, which no real key space uses.
 LAST = "\U0010ffff"
-PROBES = 256  # at most this many listing requests to find where to split
-CELLS_PER_RANGE = 4  # prefixes found for each range wanted, so that ranges even out
+PROBES_PER_RANGE = 8  # at most this many one-key listing requests per range wanted
+CELLS_PER_RANGE = 2  # prefixes found for each range wanted, so that ranges even out
 
 
 @dataclass(frozen=True)
@@ -62,11 +62,13 @@ FirstAfter = Callable[[str], str | None]  # the first key strictly after a point
 
 def probe(first_after: FirstAfter, count: int, workers: int = 16) -> tuple[KeyRange, ...]:
     """`count` ranges of about equal shares of the prefixes that exist, found by asking
-    `first_after` at most PROBES times (`workers` at once). One range when the key space is
-    empty or holds a single prefix chain that never branches within the budget."""
+    `first_after` at most PROBES_PER_RANGE times `count` (`workers` at once). Between
+    `count` and twice as many prefixes found, each is a range of its own (so there may be
+    up to twice `count` ranges). One range when the key space is empty or holds a single
+    prefix chain that never branches within the budget."""
     if count <= 1:
         return (KeyRange(),)
-    budget = [PROBES]
+    budget = [PROBES_PER_RANGE * count]
     cells = [""]  # prefixes, sorted; together they cover every key
     with ThreadPoolExecutor(workers, thread_name_prefix="probe") as pool:
         while len(cells) < count * CELLS_PER_RANGE:
@@ -79,6 +81,8 @@ def probe(first_after: FirstAfter, count: int, workers: int = 16) -> tuple[KeyRa
             cells = flat
     if len(cells) < 2:
         return (KeyRange(),)
+    if count <= len(cells) < CELLS_PER_RANGE * count:
+        count = len(cells)  # a prefix a range: grouping them would double some ranges
     step = len(cells) / count
     return between(sorted({_last_of(cells[round(step * i) - 1]) for i in range(1, count)}))
 

@@ -22,8 +22,9 @@ from typing import IO
 
 from app import errors
 from app.bulk.checkpoint import Checkpoint
-from app.bulk.compare import Compared, Location, compare, key_ranges
+from app.bulk.compare import Compared, Location, compare_scope, key_ranges
 from app.bulk.decide import Kind, Outcome, Report, decisions
+from app.bulk.inventory import Inventory
 from app.bulk.patterns import KeyFilter
 from app.bulk.ranges import KeyRange, range_of
 from app.bulk.tally import Tally
@@ -52,6 +53,7 @@ class SyncOptions:
     max_delete: int | None = None
     concurrency: int = 16
     list_concurrency: int = 1  # key ranges listed at once (app.bulk.ranges)
+    inventory: Inventory | None = None  # the source's listing, when not listed
 
 
 class Sync:
@@ -134,15 +136,9 @@ class Sync:
         with _Spool() as doomed, pool:
             try:
                 ranges = self._ranges(src, options, checkpoint)
-                pairs = compare(
-                    source,
-                    destination,
-                    src,
-                    dst,
-                    options.keys,
-                    self._retry,
-                    ranges,
-                    checkpoint.range_listed if checkpoint else lambda _: None,
+                range_ended = checkpoint.range_listed if checkpoint else lambda _: None
+                _, pairs = compare_scope(
+                    source, destination, src, dst, options, self._retry, ranges, range_ended
                 )
                 for decision in decisions(pairs, dst, options.overwrite, tally, stop):
                     pair = decision.pair
@@ -190,7 +186,7 @@ class Sync:
         if checkpoint is not None and checkpoint.resumed:
             return checkpoint.begin(())
         source = self._replicator.source
-        ranges = key_ranges(source, src, options.list_concurrency, self._retry)
+        ranges = key_ranges(source, src, options.list_concurrency, self._retry, options.inventory)
         return checkpoint.begin(ranges) if checkpoint is not None else ranges
 
     def _delete(

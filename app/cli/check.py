@@ -74,6 +74,7 @@ def run(args: argparse.Namespace) -> int:
         download=args.download,
         concurrency=args.concurrency or services.settings.batch_concurrency,
         list_concurrency=args.list_concurrency or services.settings.list_concurrency,
+        inventory=bulk_run.inventory,
     )
     try:
         with bulk.watched("check", progress.check_figures) as (tally, stop):

@@ -124,6 +124,7 @@ def _checkpoint(args: argparse.Namespace, bulk_run: bulk.Started) -> Any:
         "destination": str(bulk_run.destination),
         "include": args.include,
         "exclude": args.exclude,
+        "inventory": args.inventory,
     }
     path = Path(args.checkpoint)
     if not args.resume:
@@ -151,6 +152,7 @@ def _copy(args: argparse.Namespace, bulk_run: bulk.Started, report: Callable[...
         max_delete=args.max_delete,
         concurrency=args.concurrency or services.settings.batch_concurrency,
         list_concurrency=args.list_concurrency or services.settings.list_concurrency,
+        inventory=bulk_run.inventory,
     )
     try:
         with bulk.watched("sync", progress.sync_figures) as (tally, stop):
@@ -198,6 +200,7 @@ def _enqueue(args: argparse.Namespace, bulk_run: bulk.Started, report: Callable[
         dry_run=args.dry_run,
         rules=tuple(settings.replication_rules),
         list_concurrency=args.list_concurrency or settings.list_concurrency,
+        inventory=bulk_run.inventory,
     )
     try:
         with bulk.watched("sync", progress.enqueue_figures) as (tally, stop):

@@ -31,7 +31,7 @@ def split(keys: list[str], count: int) -> tuple[tuple[KeyRange, ...], list[int]]
 
 def test_numbered_keys_split_evenly() -> None:
     ranges, held = split([f"obj-{n:06d}" for n in range(200_000)], 16)
-    assert len(ranges) == 16
+    assert 16 <= len(ranges) <= 32  # a prefix a range, between N and 2N prefixes
     assert max(held) <= 1.1 * min(held)
 
 

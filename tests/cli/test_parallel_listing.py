@@ -9,15 +9,12 @@ from __future__ import annotations
 
 import json
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from app.dev import emulators
 from tests.conftest import Buckets
 from tests.faults import FaultProxy
-from tests.service_process import replicator, service_settings
 
 AWKWARD = ["a b", "a+b", "a%2Fb", "ünï/cödé", "日本/語", "x/" * 20 + "deep", "~tilde", "Z"]
 KEYS = sorted([f"k/{n % 7}/{n:05d}" for n in range(1_250)] + AWKWARD)
@@ -29,17 +26,6 @@ def many(buckets: Buckets) -> dict[str, bytes]:
     with ThreadPoolExecutor(16) as pool:
         list(pool.map(lambda key: buckets.put(key, key.encode()), KEYS))
     return {key: key.encode() for key in KEYS}
-
-
-@pytest.fixture
-def run(
-    tmp_path: Path, s3_proxy: FaultProxy, gcs_server: emulators.Emulator, buckets: Buckets
-) -> Any:
-    def command(*args: str) -> Any:
-        settings = service_settings(s3_proxy.url, gcs_server.url, buckets.dest, RETRY_DELAY="0.01")
-        return replicator(*args, cwd=tmp_path, **settings)
-
-    return command
 
 
 def listing_starts(proxy: FaultProxy, bucket: str) -> set[str]:
@@ -63,7 +49,7 @@ def test_sync_and_check_over_ranges_match_one_stream(
     run: Any, buckets: Buckets, many: dict[str, bytes], s3_proxy: FaultProxy
 ) -> None:
     src, dst = f"s3://{buckets.source}", f"gs://{buckets.dest}"
-    synced = run("sync", src, dst, "--list-concurrency", "8", "--json")
+    synced = run("sync", src, dst, "--list-concurrency", "8", "--json", s3_url=s3_proxy.url)
     assert synced.returncode == 0, synced.stderr
     assert json.loads(synced.stdout)["copied"] == len(KEYS)
     assert {blob.name for blob in buckets.gcs.list_blobs(buckets.dest)} == set(KEYS)
@@ -81,7 +67,7 @@ def test_sync_and_check_over_ranges_match_one_stream(
         assert checked.returncode == 1, checked.stderr
         assert checked.stdout.splitlines() == lines  # in key order across the ranges
 
-    again = run("sync", src, dst, "--list-concurrency", "8", "--json")
+    again = run("sync", src, dst, "--list-concurrency", "8", "--json", s3_url=s3_proxy.url)
     assert again.returncode == 0, again.stderr
     assert json.loads(again.stdout) | {"duration_seconds": 0} == {
         "copied": 2,

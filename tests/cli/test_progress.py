@@ -120,7 +120,7 @@ def test_a_terminal_shows_the_counts_and_keeps_each_key_line_whole(
     assert status == 0, lines
     [frame, summary] = lines  # the final frame stays, above the summary
     assert "2/2 objects, 3.9 KiB/3.9 KiB" in frame
-    assert summary.startswith("copied 2, skipped 0, deleted 0, failed 0, 4000 bytes in ")
+    assert summary.startswith("copied 2, skipped 0, gone 0, deleted 0, failed 0, 4000 bytes in ")
 
     status, lines = on_terminal(["check", source, destination], tmp_path, settings)
     assert status == 0, lines
