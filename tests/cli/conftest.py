@@ -10,7 +10,7 @@ import pytest
 
 from app.dev import emulators
 from tests.conftest import Buckets
-from tests.service_process import replicator, service_settings
+from tests.service_process import RUN_TIMEOUT, replicator, service_settings
 
 
 @pytest.fixture
@@ -21,11 +21,11 @@ def run(
     buckets: Buckets,
 ) -> Any:
     def command(
-        *args: str, s3_url: str | None = None, **extra: str
+        *args: str, s3_url: str | None = None, timeout: float = RUN_TIMEOUT, **extra: str
     ) -> subprocess.CompletedProcess[str]:
         settings = service_settings(
             s3_url or moto_server.url, gcs_server.url, buckets.dest, RETRY_DELAY="0.01", **extra
         )
-        return replicator(*args, cwd=tmp_path, **settings)
+        return replicator(*args, cwd=tmp_path, timeout=timeout, **settings)
 
     return command

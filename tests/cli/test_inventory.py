@@ -19,7 +19,10 @@ from urllib.parse import quote_plus
 
 import pytest
 
-from tests.conftest import Buckets
+from app.dev import emulators, plumbing
+from app.events import parse
+from tests.cli.test_enqueue import received
+from tests.conftest import Buckets, client_for
 
 SCHEMA = (
     "Bucket",
@@ -195,3 +198,29 @@ def test_a_changed_manifest_and_other_formats_are_refused(run: Any, buckets: Buc
     assert refused.returncode == 2
     assert "only CSV inventories are read" in refused.stderr
     assert dest_keys(buckets) == set()
+
+
+def test_enqueue_queues_one_event_per_inventory_key_to_copy(
+    run: Any, moto_server: emulators.Emulator, buckets: Buckets
+) -> None:
+    sqs = client_for("sqs", moto_server.url)
+    queue = plumbing.queue_with_dead_letters(sqs, f"q-{uuid.uuid4().hex[:12]}")
+    for key in AWKWARD:
+        buckets.put(key, key.encode())
+    manifest, _ = write_inventory(buckets, [row_of(buckets, key) for key in AWKWARD])
+    result = run(
+        "sync",
+        "--inventory",
+        manifest,
+        f"gs://{buckets.dest}",
+        "--enqueue",
+        "--json",
+        SQS_QUEUE_URL=queue.url,
+        SQS_ENDPOINT_URL=moto_server.url,
+    )
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["queued"] == len(AWKWARD)
+    bodies = received(sqs, queue.url, len(AWKWARD))
+    keys = {record.key for body in bodies for record in parse.parse(body).records}
+    assert keys == set(AWKWARD)
+    assert dest_keys(buckets) == set()  # queued, not copied

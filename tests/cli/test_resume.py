@@ -86,7 +86,7 @@ def test_a_stopped_sync_resumes_exactly(
 
     s3_proxy.faults.clear()
     s3_proxy.requests.clear()
-    resumed = replicator(*command, "--resume", *common, cwd=tmp_path, **settings)
+    resumed = replicator(*command, "--resume", *common, cwd=tmp_path, timeout=300, **settings)
     assert resumed.returncode == 0, resumed.stderr
     summary = json.loads(resumed.stdout)
     assert summary["failed"] == 0
