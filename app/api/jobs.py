@@ -172,10 +172,14 @@ def start_job(
             max_delete=body.max_delete,
             concurrency=settings.batch_concurrency,
             list_concurrency=settings.list_concurrency,
+            list_split_min_keys=settings.list_split_min_keys,
         )
     else:
         options = CheckOptions(
-            keys=keys, checksum=body.checksum, list_concurrency=settings.list_concurrency
+            keys=keys,
+            checksum=body.checksum,
+            list_concurrency=settings.list_concurrency,
+            list_split_min_keys=settings.list_split_min_keys,
         )
     request = JobRequest(
         Kind(body.kind),

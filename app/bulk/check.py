@@ -82,6 +82,7 @@ class CheckOptions:
     download: bool = False  # also read both sides and compare their bytes' digests
     concurrency: int = 16  # keys looked at closer at once
     list_concurrency: int = 1  # key ranges listed at once (app.bulk.ranges)
+    list_split_min_keys: int = 0  # a source of no more keys is listed as one range
     inventory: Inventory | None = None  # the source's listing, when not listed
 
 
@@ -119,8 +120,7 @@ class Check:
         listing fails, after reporting the keys listed before."""
         tally = tally or Tally()
         stop = stop or threading.Event()
-        scope = (self._source, src, options.list_concurrency, self._retry, options.inventory)
-        ranges = key_ranges(*scope)
+        ranges = key_ranges(self._source, src, options, self._retry)
         with _Held(report, len(ranges)) as held:
             waiting = [_InOrder(held.reporter(i), tally) for i in range(len(ranges))]
 

@@ -25,7 +25,6 @@ from app.storage.base import Destination, KeyProbe, ObjectInfo, Source
 
 Compared = Pair[ObjectInfo, ObjectInfo]
 LISTED_AHEAD = 1000  # objects each side's listing may run ahead of the comparison: a page
-SMALL = 1000  # a source with no more keys than this (a page) is listed as one range
 
 
 @dataclass(frozen=True)
@@ -110,6 +109,9 @@ class Scope(Protocol):
     def list_concurrency(self) -> int: ...
 
     @property
+    def list_split_min_keys(self) -> int: ...
+
+    @property
     def inventory(self) -> Inventory | None: ...
 
 
@@ -127,29 +129,27 @@ def compare_scope(
     `key_ranges_` (by default `key_ranges` for the scope's list concurrency). Returns the
     ranges and the pairs."""
     if key_ranges_ is None:
-        key_ranges_ = key_ranges(source, src, scope.list_concurrency, retry, scope.inventory)
+        key_ranges_ = key_ranges(source, src, scope, retry)
     listed = scope.inventory or source
     pairs = compare(listed, destination, src, dst, scope.keys, retry, key_ranges_, range_ended)
     return key_ranges_, pairs
 
 
 def key_ranges(
-    source: Source,
-    src: Location,
-    count: int,
-    retry: RetryPolicy,
-    inventory: Inventory | None = None,
+    source: Source, src: Location, scope: Scope, retry: RetryPolicy
 ) -> tuple[KeyRange, ...]:
     """`count` ranges that split the source's keys below the prefix about evenly: at the
     inventory's quantiles when there is one, else found by app.bulk.ranges.probe; one range
-    when the source holds no more than a page of keys (there, one request lists everything
-    and probing would only cost)."""
-    if inventory is not None:
-        return inventory.ranges(count, src.prefix)
+    when the source holds no more than `list_split_min_keys` keys (read first, in order:
+    there, a few requests list everything and probing would only cost)."""
+    count = scope.list_concurrency
+    if scope.inventory is not None:
+        return scope.inventory.ranges(count, src.prefix)
     if count <= 1:
         return (KeyRange(),)
     first = resumed(source.iter_objects, src.bucket, src.prefix, retry)
-    if sum(1 for _ in itertools.islice(first, SMALL + 1)) <= SMALL:
+    small = scope.list_split_min_keys
+    if sum(1 for _ in itertools.islice(first, small + 1)) <= small:
         return (KeyRange(),)
 
     def first_after(point: str) -> str | None:

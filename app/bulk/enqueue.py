@@ -73,6 +73,7 @@ class EnqueueOptions:
     # is not queued. With none they keep each key's name, in their own GCS_BUCKET_NAME.
     rules: tuple[rules.Rule, ...] = ()
     list_concurrency: int = 1  # key ranges listed at once (app.bulk.ranges)
+    list_split_min_keys: int = 0  # a source of no more keys is listed as one range
     inventory: Inventory | None = None  # the source's listing, when not listed
 
 

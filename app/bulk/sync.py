@@ -53,6 +53,7 @@ class SyncOptions:
     max_delete: int | None = None
     concurrency: int = 16
     list_concurrency: int = 1  # key ranges listed at once (app.bulk.ranges)
+    list_split_min_keys: int = 0  # a source of no more keys is listed as one range
     inventory: Inventory | None = None  # the source's listing, when not listed
 
 
@@ -186,7 +187,7 @@ class Sync:
         if checkpoint is not None and checkpoint.resumed:
             return checkpoint.begin(())
         source = self._replicator.source
-        ranges = key_ranges(source, src, options.list_concurrency, self._retry, options.inventory)
+        ranges = key_ranges(source, src, options, self._retry)
         return checkpoint.begin(ranges) if checkpoint is not None else ranges
 
     def _delete(

@@ -70,7 +70,7 @@ def add_common(parser: argparse.ArgumentParser) -> None:
         type=positive,
         metavar="N",
         help="key ranges listed at once on each side (default: LIST_CONCURRENCY, 16; a source "
-        "of one page of keys is listed as one range)",
+        "of no more than LIST_SPLIT_MIN_KEYS keys is listed as one range)",
     )
     parser.add_argument("--json", action="store_true", help="print one JSON summary on stdout")
 

@@ -74,6 +74,7 @@ def run(args: argparse.Namespace) -> int:
         download=args.download,
         concurrency=args.concurrency or services.settings.batch_concurrency,
         list_concurrency=args.list_concurrency or services.settings.list_concurrency,
+        list_split_min_keys=services.settings.list_split_min_keys,
         inventory=bulk_run.inventory,
     )
     try:

@@ -152,6 +152,7 @@ def _copy(args: argparse.Namespace, bulk_run: bulk.Started, report: Callable[...
         max_delete=args.max_delete,
         concurrency=args.concurrency or services.settings.batch_concurrency,
         list_concurrency=args.list_concurrency or services.settings.list_concurrency,
+        list_split_min_keys=services.settings.list_split_min_keys,
         inventory=bulk_run.inventory,
     )
     try:
@@ -200,6 +201,7 @@ def _enqueue(args: argparse.Namespace, bulk_run: bulk.Started, report: Callable[
         dry_run=args.dry_run,
         rules=tuple(settings.replication_rules),
         list_concurrency=args.list_concurrency or settings.list_concurrency,
+        list_split_min_keys=settings.list_split_min_keys,
         inventory=bulk_run.inventory,
     )
     try:

@@ -1,8 +1,9 @@
 """`--list-concurrency`: sync and check list key ranges concurrently, against the emulators.
 
-The source holds more than a page of keys (below that, one range lists everything), awkward
-ones among them; what is asserted is what a user sees: every key at the destination with its
-bytes, and check's lines in key order, the same whatever the number of ranges.
+The source holds more than LIST_SPLIT_MIN_KEYS keys (set to a page here; below that, one
+range lists everything), awkward ones among them; what is asserted is what a user sees:
+every key at the destination with its bytes, and check's lines in key order, the same
+whatever the number of ranges.
 """
 
 from __future__ import annotations
@@ -50,7 +51,15 @@ def test_sync_and_check_over_ranges_match_one_stream(
 ) -> None:
     src, dst = f"s3://{buckets.source}", f"gs://{buckets.dest}"
     synced = run(
-        "sync", src, dst, "--list-concurrency", "8", "--json", s3_url=s3_proxy.url, timeout=300
+        "sync",
+        src,
+        dst,
+        "--list-concurrency",
+        "8",
+        "--json",
+        s3_url=s3_proxy.url,
+        timeout=300,
+        LIST_SPLIT_MIN_KEYS="1000",
     )
     assert synced.returncode == 0, synced.stderr
     assert json.loads(synced.stdout)["copied"] == len(KEYS)
@@ -65,12 +74,22 @@ def test_sync_and_check_over_ranges_match_one_stream(
     expected = dict.fromkeys(KEYS, "=") | {KEYS[3]: "-", KEYS[900]: "*", "k/only-here": "+"}
     lines = [f"{mark} {key}" for key, mark in sorted(expected.items())]
     for ranges in ("1", "8"):
-        checked = run("check", src, dst, "--list-concurrency", ranges, timeout=300)
+        checked = run(
+            "check", src, dst, "--list-concurrency", ranges, timeout=300, LIST_SPLIT_MIN_KEYS="1000"
+        )
         assert checked.returncode == 1, checked.stderr
         assert checked.stdout.splitlines() == lines  # in key order across the ranges
 
     again = run(
-        "sync", src, dst, "--list-concurrency", "8", "--json", s3_url=s3_proxy.url, timeout=300
+        "sync",
+        src,
+        dst,
+        "--list-concurrency",
+        "8",
+        "--json",
+        s3_url=s3_proxy.url,
+        timeout=300,
+        LIST_SPLIT_MIN_KEYS="1000",
     )
     assert again.returncode == 0, again.stderr
     assert json.loads(again.stdout) | {"duration_seconds": 0} == {

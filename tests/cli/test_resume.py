@@ -56,7 +56,9 @@ def test_a_stopped_sync_resumes_exactly(
     buckets: Buckets,
 ) -> None:
     checkpoint = tmp_path / "sync.checkpoint"
-    settings = service_settings(s3_proxy.url, gcs_server.url, buckets.dest, RETRY_DELAY="0.01")
+    settings = service_settings(
+        s3_proxy.url, gcs_server.url, buckets.dest, RETRY_DELAY="0.01", LIST_SPLIT_MIN_KEYS="1000"
+    )
     command = ["sync", f"s3://{source}", f"gs://{buckets.dest}", "--checkpoint", str(checkpoint)]
     common = ["--concurrency", "4", "--list-concurrency", "4", "--json"]
     s3_proxy.add(Fault(method="GET", path=f"/{source}/f/", action="delay", stall_for=0.01))
