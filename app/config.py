@@ -78,6 +78,10 @@ class Settings(BaseSettings):
     replication_rules: Annotated[tuple[rules.Rule, ...], NoDecode] = ()
     upload_chunk_size: int = Field(64 * MiB, ge=256 * 1024, le=1024 * MiB)
     batch_concurrency: int = Field(16, ge=1, le=256)
+    # Key ranges a sync or check lists at once, on each side (app.bulk.ranges); 1: one stream.
+    list_concurrency: int = Field(16, ge=1, le=256)
+    # A source with no more keys than this is listed as one stream, without probing.
+    list_split_min_keys: int = Field(10_000, ge=0)
     max_running_jobs: int = Field(4, ge=1, le=64)  # sync and check jobs over HTTP at once
     # The queue of S3 events: the worker drains it; with it set, POST /v1/events queues.
     sqs_queue_url: str | None = None

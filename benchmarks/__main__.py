@@ -25,6 +25,7 @@ from benchmarks import (
     big_object,
     bulk_sync,
     distance,
+    listing,
     machine,
     memory,
     rclone,
@@ -48,6 +49,7 @@ SCENARIOS = (
     "sync",
     "seaweedfs",
     "distance",
+    "listing",
 )
 
 
@@ -161,6 +163,14 @@ def main(argv: list[str] | None = None) -> int:
                 results.comparisons["worker"] = found
         if "replicas" in args.only:
             _replicas(console, results, emulators, plan, args.repeat)
+        if "listing" in args.only:  # its own module and figures (benchmarks/listing.py)
+            keys = listing.QUICK_KEYS if args.quick else listing.KEYS
+            run_listing = functools.partial(
+                listing.run, emulators, keys, listing.LATENCY, args.repeat
+            )
+            if found := _scenario(console, results, "listing", run_listing):
+                results.options["listing"] = found
+                console.print_json(data=found)
         if "sync" in args.only:  # last: its 22,000 objects stay in moto
             _sync(console, results, emulators, tool, plan, args.repeat)
     results.machine["load_average_after"] = [round(load, 2) for load in os.getloadavg()]

@@ -23,7 +23,8 @@ from dataclasses import dataclass
 from app import errors, metrics
 from app.bulk.check import COUNT_OF, Check, CheckOptions, Mark
 from app.bulk.compare import Location
-from app.bulk.sync import Sync, SyncOptions, SyncOutcome
+from app.bulk.decide import Outcome
+from app.bulk.sync import Sync, SyncOptions
 from app.bulk.tally import Snapshot, Tally
 from app.logging_config import in_context, job_id
 
@@ -300,8 +301,8 @@ class Jobs:
         )
 
     def _run_sync(self, job: Job, options: SyncOptions) -> None:
-        def report(key: str, outcome: SyncOutcome, detail: str) -> None:
-            failed = outcome == SyncOutcome.FAILED
+        def report(key: str, outcome: Outcome, detail: str) -> None:
+            failed = outcome == Outcome.FAILED
             label = str(outcome).replace(" ", "_")
             job.record(f"{outcome} {key}", label, key, detail if failed else "")
 

@@ -11,24 +11,26 @@ the source lacks, at the listed generation, only when every copy succeeded and n
 
 from __future__ import annotations
 
-import enum
 import json
 import logging
 import tempfile
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import IO
 
 from app import errors
-from app.bulk.compare import Compared, Location, compare, unwritable
+from app.bulk.checkpoint import Checkpoint
+from app.bulk.compare import Compared, Location, compare_scope, key_ranges
+from app.bulk.decide import Kind, Outcome, Report, decisions
+from app.bulk.inventory import Inventory
 from app.bulk.patterns import KeyFilter
+from app.bulk.ranges import KeyRange, range_of
 from app.bulk.tally import Tally
 from app.ledger.base import Ledger
 from app.logging_config import in_context
 from app.policy import Overwrite
-from app.replication.identity import reason_to_skip
 from app.replication.replicator import (
     Action,
     ReplicationRequest,
@@ -40,18 +42,6 @@ from app.retry import RetryPolicy
 log = logging.getLogger(__name__)
 
 
-class SyncOutcome(enum.StrEnum):
-    COPIED = "copied"
-    SKIPPED = "skipped"
-    DELETED = "deleted"
-    FAILED = "failed"
-    WOULD_COPY = "would copy"
-    WOULD_DELETE = "would delete"
-
-
-SyncReport = Callable[[str, SyncOutcome, str], None]  # key below the prefix, what happened, detail
-
-
 @dataclass(frozen=True)
 class SyncOptions:
     keys: KeyFilter = KeyFilter()
@@ -60,6 +50,9 @@ class SyncOptions:
     delete: bool = False
     max_delete: int | None = None
     concurrency: int = 16
+    list_concurrency: int = 1  # key ranges listed at once (app.bulk.ranges)
+    list_split_min_keys: int = 0  # a source of no more keys is listed as one range
+    inventory: Inventory | None = None  # the source's listing, when not listed
 
 
 class Sync:
@@ -74,27 +67,33 @@ class Sync:
         src: Location,
         dst: Location,
         options: SyncOptions,
-        report: SyncReport,
+        report: Report,
         tally: Tally | None = None,
         stop: threading.Event | None = None,
+        checkpoint: Checkpoint | None = None,
     ) -> Tally:
         """Make `dst` match `src`, counting in `tally` (another thread may watch it). Each
         key is reported once, from whichever thread settled it. When `stop` is set, no copy
         starts any more, the copies in flight finish and nothing is deleted (`tally.stopped`).
-        Raises app.errors exceptions when a listing fails (copies started finish; nothing
-        more starts), TooManyDeletes."""
+        With `checkpoint`, the keys concluded are marked in it, and a resumed checkpoint's run
+        lists only what it had not concluded. Raises app.errors exceptions when a listing fails
+        (copies started finish; nothing more starts), TooManyDeletes."""
         tally = tally or Tally()
         stop = stop or threading.Event()
         too_many = False
         slots = threading.BoundedSemaphore(options.concurrency * 2)
         source, destination = self._replicator.source, self._replicator.destination
 
-        def conclude(key: str, outcome: SyncOutcome, detail: str, size: int = 0) -> None:
-            if outcome in (SyncOutcome.COPIED, SyncOutcome.WOULD_COPY):
+        ranges: tuple[KeyRange, ...] = ()
+
+        def conclude(key: str, outcome: Outcome, detail: str, size: int = 0) -> None:
+            if checkpoint is not None:
+                checkpoint.concluded(range_of(ranges, key), key, ok=outcome != Outcome.FAILED)
+            if outcome in (Outcome.COPIED, Outcome.WOULD_COPY):
                 tally.add(copied=1, bytes=size)
-            elif outcome == SyncOutcome.SKIPPED:
+            elif outcome == Outcome.SKIPPED:
                 tally.add(skipped=1)
-            elif outcome == SyncOutcome.FAILED:
+            elif outcome == Outcome.FAILED:
                 tally.add(failed=1)
             report(key, outcome, detail)
 
@@ -108,18 +107,26 @@ class Sync:
                 request = self._request(src, dst, key, options.overwrite)
                 try:
                     result = counted(self._replicator.settle_listed, request, listed, pair.right)
+                except errors.ObjectNotFound as exc:
+                    if isinstance(exc, errors.BucketNotFound):
+                        conclude(key, Outcome.FAILED, f"{exc.kind}: {exc.detail}")
+                        return
+                    # Deleted at the source since it was listed (or since the inventory).
+                    tally.add(found=-1, found_bytes=-listed.size, gone=1)
+                    conclude(key, Outcome.GONE, exc.detail)
+                    return
                 except errors.ReplicatorError as exc:
-                    conclude(key, SyncOutcome.FAILED, f"{exc.kind}: {exc.detail}")
+                    conclude(key, Outcome.FAILED, f"{exc.kind}: {exc.detail}")
                     return
                 except Exception as exc:  # named in the report, never lost with its thread
                     log.exception("copying %s failed", key)
-                    conclude(key, SyncOutcome.FAILED, f"internal_error: {exc!r}")
+                    conclude(key, Outcome.FAILED, f"internal_error: {exc!r}")
                     return
                 if result.action == Action.REPLICATED:
-                    conclude(key, SyncOutcome.COPIED, result.reason, result.destination.size)
+                    conclude(key, Outcome.COPIED, result.reason, result.destination.size)
                 else:  # it changed, or another replica copied it: no longer work to do
                     tally.add(found=-1, found_bytes=-listed.size)
-                    conclude(key, SyncOutcome.SKIPPED, result.reason)
+                    conclude(key, Outcome.SKIPPED, result.reason)
             finally:
                 slots.release()
 
@@ -127,45 +134,59 @@ class Sync:
         pool = ThreadPoolExecutor(options.concurrency, thread_name_prefix="sync")
         with _Spool() as doomed, pool:
             try:
-                pairs = compare(source, destination, src, dst, options.keys, self._retry)
-                for pair in pairs:
-                    if stop.is_set():
-                        tally.mark(stopped=True)
-                        break
-                    tally.add(listed=1)
-                    if pair.left is None:
+                ranges = self._ranges(src, options, checkpoint)
+                range_ended = checkpoint.range_listed if checkpoint else lambda _: None
+                _, pairs = compare_scope(
+                    source, destination, src, dst, options, self._retry, ranges, range_ended
+                )
+                for decision in decisions(pairs, dst, options.overwrite, tally, stop):
+                    pair = decision.pair
+                    if decision.kind == Kind.EXTRA:
+                        if checkpoint is not None:
+                            checkpoint.concluded(range_of(ranges, pair.key), pair.key)
                         if options.delete and not too_many:
                             generation = pair.right.generation if pair.right else None
                             doomed.add(pair.key, generation)
                             too_many = options.max_delete is not None and (
                                 doomed.count > options.max_delete
                             )
-                        continue
-                    if reason := unwritable(dst, pair.key):
-                        conclude(pair.key, SyncOutcome.FAILED, f"invalid_request: {reason}")
-                        continue
-                    if reason := reason_to_skip(pair.right, pair.left, options.overwrite):
-                        conclude(pair.key, SyncOutcome.SKIPPED, reason)
-                        continue
-                    tally.add(found=1, found_bytes=pair.left.size)
-                    if options.dry_run:
-                        conclude(pair.key, SyncOutcome.WOULD_COPY, "", pair.left.size)
-                        continue
-                    if not _slot(slots, stop):
+                    elif decision.kind == Kind.FAIL:
+                        conclude(pair.key, Outcome.FAILED, decision.reason)
+                    elif decision.kind == Kind.SKIP:
+                        conclude(pair.key, Outcome.SKIPPED, decision.reason)
+                    elif options.dry_run:
+                        conclude(
+                            pair.key, Outcome.WOULD_COPY, "", pair.left.size if pair.left else 0
+                        )
+                    elif _slot(slots, stop):
+                        if checkpoint is not None:
+                            checkpoint.listed(range_of(ranges, pair.key), pair.key)
+                        pool.submit(in_context(copy), pair)  # `copy` reports its own failures
+                    else:
                         tally.mark(stopped=True)
                         break
-                    pool.submit(in_context(copy), pair)  # `copy` reports its own failures
-                else:
-                    tally.mark(listing_done=True)
             finally:
                 # Every copy settled before any delete. Waiting on the pool rather than on a
                 # list of futures: pruning such a list at each submit was 14% of the CPU of
                 # a sync of 2,000 small objects (py-spy --gil).
                 pool.shutdown(wait=True)
+                if checkpoint is not None:
+                    checkpoint.close()
             if options.delete and not tally.stopped:  # every copy has finished
                 self._delete(dst, doomed, too_many, options, tally, report, stop)
         tally.finish()
         return tally
+
+    def _ranges(
+        self, src: Location, options: SyncOptions, checkpoint: Checkpoint | None
+    ) -> tuple[KeyRange, ...]:
+        """The key ranges to list: a resumed checkpoint's, else probed (and then kept in the
+        checkpoint, when there is one)."""
+        if checkpoint is not None and checkpoint.resumed:
+            return checkpoint.begin(())
+        source = self._replicator.source
+        ranges = key_ranges(source, src, options, self._retry)
+        return checkpoint.begin(ranges) if checkpoint is not None else ranges
 
     def _delete(
         self,
@@ -174,7 +195,7 @@ class Sync:
         too_many: bool,
         options: SyncOptions,
         tally: Tally,
-        report: SyncReport,
+        report: Report,
         stop: threading.Event,
     ) -> None:
         if too_many:
@@ -190,7 +211,7 @@ class Sync:
                 tally.mark(stopped=True)
                 return
             if options.dry_run:
-                report(key, SyncOutcome.WOULD_DELETE, "")
+                report(key, Outcome.WOULD_DELETE, "")
                 tally.add(deleted=1)
                 continue
             name = dst.prefix + key
@@ -200,14 +221,14 @@ class Sync:
                         destination.delete, dst.bucket, name, if_generation_match=generation
                     )
             except errors.ObjectNotFound:
-                report(key, SyncOutcome.SKIPPED, "already gone")
+                report(key, Outcome.SKIPPED, "already gone")
                 tally.add(skipped=1)
                 continue
             except errors.ReplicatorError as exc:
-                report(key, SyncOutcome.FAILED, f"{exc.kind}: {exc.detail}")
+                report(key, Outcome.FAILED, f"{exc.kind}: {exc.detail}")
                 tally.add(failed=1)
                 continue
-            report(key, SyncOutcome.DELETED, "not at the source")
+            report(key, Outcome.DELETED, "not at the source")
             tally.add(deleted=1)
 
     @staticmethod
