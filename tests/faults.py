@@ -18,6 +18,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import http
+import random
 import select
 import socket
 import struct
@@ -43,7 +44,7 @@ class Fault:
     Matches requests by `method` (None: any), a substring of the request target (path and
     query) and, with `operation`, the AWS JSON protocol's action (the end of
     `X-Amz-Target`: "ReceiveMessage"). Fires on the `nth` match only, else on the first
-    `times` matches, else on every match.
+    `times` matches, else with `chance` (0 to 1) on each match, else on every match.
     Actions:
       reset               close the client connection (RST) without forwarding or answering
       status              answer `status` with `body` and `headers` without forwarding
@@ -66,6 +67,7 @@ class Fault:
     headers: dict[str, str] = field(default_factory=dict)
     stall_for: float = 30.0
     operation: str | None = None
+    chance: float | None = None
     matched: int = 0  # requests that matched, whether the fault fired or not
     fired: int = 0
 
@@ -83,10 +85,15 @@ class Fault:
         self.matched += 1
         if self.nth is not None:
             fire = self.matched == self.nth
+        elif self.times is not None:
+            fire = self.matched <= self.times
         else:
-            fire = self.times is None or self.matched <= self.times
+            fire = self.chance is None or _dice.random() < self.chance
         self.fired += fire
         return fire
+
+
+_dice = random.Random(20)  # the faults that fire by chance: the same run, the same faults
 
 
 @dataclass(frozen=True)
