@@ -66,4 +66,6 @@ def run(args: argparse.Namespace) -> int:
         )
     else:
         print(f"{len(report.moved)} messages {verb}", file=sys.stderr)
+        if report.more:
+            print("more wait in the dead-letter queue: run it again", file=sys.stderr)
     return 0

@@ -11,7 +11,8 @@ and redriven, joined with the last reason the worker noted for each key.
   run, or an endpoint without move tasks) each message is received, sent to the queue, then
   deleted from the DLQ, in that order, so a crash between the two duplicates a message
   (settling it twice changes nothing) rather than loses it. Messages received and not
-  chosen are made visible again at the end.
+  chosen are made visible again at the end. One redrive reads the DLQ for five minutes at
+  most (`RedriveReport.more` says when messages remain: run it again).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from app.queues.sqs import Message, SqsQueue
 from app.retry import RetryPolicy
 
 PEEK_SECONDS = 30  # how long a message read from the DLQ stays invisible, at most
+REDRIVE_SECONDS = 600  # the same for a redrive; it stops before they come back
 NOT_KEPT = "not kept without LEDGER_URL: see the worker's log for this message id"
 NOT_NOTED = "none noted (a failure before the notes were kept, or Redis did not answer)"
 
@@ -58,6 +60,7 @@ class RedriveReport:
     moved: list[Moved]
     task: str | None = None  # SQS's move task handle, when it moves everything itself
     task_messages: int = 0  # the DLQ's depth when the task started
+    more: bool = False  # stopped before the DLQ was read to its end (run it again)
 
 
 class DeadLetters:
@@ -109,7 +112,7 @@ class DeadLetters:
             if task is not None:
                 return RedriveReport([], task, depth)
         report = RedriveReport([])
-        with self._peeking(dlq) as messages:
+        with self._peeking(dlq, REDRIVE_SECONDS) as messages:
             for message in messages:
                 if max_messages is not None and len(report.moved) >= max_messages:
                     break
@@ -129,11 +132,12 @@ class DeadLetters:
                 moved = Moved(message.id, keys)
                 report.moved.append(moved)
                 on_moved(moved)
+            report.more = messages.cut_short
         return report
 
     @contextlib.contextmanager
-    def _peeking(self, dlq: SqsQueue) -> Iterator[_Peek]:
-        peek = _Peek(dlq, self._retry)
+    def _peeking(self, dlq: SqsQueue, hidden: int = PEEK_SECONDS) -> Iterator[_Peek]:
+        peek = _Peek(dlq, self._retry, hidden)
         try:
             yield peek
         finally:
@@ -141,25 +145,29 @@ class DeadLetters:
 
 
 class _Peek:
-    """Every DLQ message once, each received for `PEEK_SECONDS`: those not `forget`-ten
-    (deleted) are made visible again by `release`."""
+    """Every DLQ message once, each received for `hidden` seconds, read for half that at
+    most (`cut_short` says whether it stopped there): those not `forget`-ten (deleted) are
+    made visible again by `release`."""
 
-    def __init__(self, dlq: SqsQueue, retry: RetryPolicy) -> None:
+    def __init__(self, dlq: SqsQueue, retry: RetryPolicy, hidden: int) -> None:
         self._dlq = dlq
         self._retry = retry
+        self._hidden = hidden
         self._held: dict[str, Message] = {}
+        self.cut_short = False
 
     def __iter__(self) -> Iterator[Message]:
         seen: set[str] = set()
-        deadline = time.monotonic() + PEEK_SECONDS / 2  # before the first come back
+        deadline = time.monotonic() + self._hidden / 2  # before the first come back
         while time.monotonic() < deadline:
-            batch = self._retry.call(self._dlq.receive, 10, 1, PEEK_SECONDS)
+            batch = self._retry.call(self._dlq.receive, 10, 1, self._hidden)
             new = [m for m in batch if m.id not in seen]
             seen.update(m.id for m in batch)
             self._held.update((m.id, m) for m in batch)
             if not new:
                 return
             yield from new
+        self.cut_short = True
 
     def forget(self, message: Message) -> None:
         self._held.pop(message.id, None)
@@ -169,7 +177,7 @@ class _Peek:
             try:
                 self._dlq.hide(message, 0)
             except errors.ReplicatorError:
-                pass  # visible again after PEEK_SECONDS anyway
+                pass  # visible again once its time is up anyway
 
 
 def _keys(message: Message) -> list[str]:
