@@ -10,7 +10,7 @@ and redriven, joined with the last reason the worker noted for each key.
   SQS's own message move task where the endpoint offers it; otherwise (a filter, a cap, a dry
   run, or an endpoint without move tasks) each message is received, sent to the queue, then
   deleted from the DLQ, in that order, so a crash between the two duplicates a message
-  (settling it twice changes nothing) rather than loses it. Messages received and not
+  (converging it twice changes nothing) rather than loses it. Messages received and not
   chosen are made visible again at the end. One redrive reads the DLQ for five minutes at
   most (`RedriveReport.more` says when messages remain: run it again).
 """
@@ -195,7 +195,7 @@ def _failed_keys(
     try:
         records = parse(message.body).records
     except errors.InvalidRequest as exc:
-        reason = f"poison: not an event the worker can settle ({exc.detail})"
+        reason = f"poison: not an event the worker can converge ({exc.detail})"
         return [
             FailedKey("dead_letter", None, None, sent, message.receive_count, reason, message.id)
         ]

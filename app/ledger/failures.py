@@ -1,7 +1,7 @@
 """The last reason each key failed, kept where `replicator failures` can read it.
 
 A worker that leaves a message for redelivery notes, for each S3 key of it that failed, why,
-when, and how many times the message was received; a message settled after a redelivery
+when, and how many times the message was received; a message converged after a redelivery
 clears its keys' notes. With a shared ledger (LEDGER_URL) the notes live in its Redis: one
 hash (source "bucket/key" -> the note as JSON) and one sorted set by time, trimmed to the
 newest `cap` in the script that writes them, both expiring `ttl` seconds after the last note,
@@ -46,7 +46,7 @@ return 1
 
 @dataclass(frozen=True)
 class Failure:
-    """Why s3://`s3_bucket`/`s3_key` was last left unsettled: `when` (seconds since the
+    """Why s3://`s3_bucket`/`s3_key` was last left unconverged: `when` (seconds since the
     epoch), after `tries` receives of message `message_id`."""
 
     s3_bucket: str
@@ -65,7 +65,7 @@ class FailureNotes(Protocol):
         ...
 
     def clear(self, keys: Sequence[tuple[str, str]]) -> None:
-        """Forget the notes of these (bucket, key): they settled; never fails."""
+        """Forget the notes of these (bucket, key): they converged; never fails."""
         ...
 
     def recent(self, limit: int = CAP) -> list[Failure]:
