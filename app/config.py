@@ -90,6 +90,8 @@ class Settings(BaseSettings):
     worker_port: int = Field(8080, ge=0, le=65535)  # /health, /ready, /metrics; 0: none
     worker_retry_backoff: float = Field(10.0, ge=0, le=900)  # seconds, doubled per receive
     sqs_wait_seconds: int = Field(20, ge=1, le=20)  # long polling; a stop waits for it
+    # Seconds between the worker's looks at the queue's and dead-letter queue's depth.
+    queue_stats_seconds: float = Field(30.0, ge=0.5, le=3600)
     # The ledger shared by replicas (redis:// or rediss://, with its password: a secret);
     # unset: the in-process one. Leases live LEDGER_LOCK_TTL seconds unless renewed; records
     # of what was settled, LEDGER_TTL seconds (longer than an SQS retention period).

@@ -4,13 +4,24 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
 
+from app import errors
+
 OBJECTS_REPLICATED = Counter("replicator_objects_replicated", "Objects copied to the destination")
 BYTES_REPLICATED = Counter("replicator_bytes_replicated", "Bytes copied to the destination")
 OBJECTS_SKIPPED = Counter("replicator_objects_skipped", "Requests answered without copying")
-OBJECTS_FAILED = Counter("replicator_objects_failed", "Requests that ended in an error", ["reason"])
+OBJECTS_FAILED = Counter(
+    "replicator_objects_failed",
+    "Requests that ended in an error, by reason: the `kind` of app.errors (every one is "
+    "exported from the start, at 0, so a rate of failures is 0 rather than absent)",
+    ["reason"],
+)
+for _kind in errors.failure_kinds():
+    OBJECTS_FAILED.labels(_kind)
 RETRIES = Counter(
     "replicator_retries", "Retried operations, by the fault that caused them", ["cause"]
 )
+for _cause in errors.TRANSIENT_CAUSES:
+    RETRIES.labels(_cause)
 COPY_SECONDS = Histogram(
     "replicator_copy_duration_seconds",
     "Time to copy one object, verification included",
@@ -39,8 +50,21 @@ MESSAGES_POISONED = Counter(
 )
 EVENT_LAG_SECONDS = Histogram(
     "replicator_event_lag_seconds",
-    "From the event's time at S3 to the copy or delete being settled",
-    buckets=(0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 900, 3600),
+    "From the event's time at S3 to the copy or delete being settled, by route: the "
+    "destination bucket the rules send the key to (a configured name, never user input)",
+    ["route"],
+    buckets=(0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 900, 1800, 3600),
+)
+QUEUE_MESSAGES = Gauge(
+    "replicator_queue_messages",
+    'Operations pending: messages of the queue (queue="main") and of its dead-letter queue '
+    '(queue="dead_letter"), visible or in flight (received, not yet deleted), as SQS '
+    "reported them at the worker's last look (QUEUE_STATS_SECONDS)",
+    ["queue", "state"],
+)
+QUEUE_STATS_AGE = Gauge(
+    "replicator_queue_stats_timestamp_seconds",
+    "When the worker last read the queue's depth (seconds since the epoch)",
 )
 
 LEDGER_UP = Gauge(
@@ -54,6 +78,14 @@ LEDGER_FALLBACKS = Counter(
 )
 LEDGER_SETTLED = Counter(
     "replicator_ledger_settled", "Events settled from the ledger alone, with no cloud request"
+)
+
+HTTP_SECONDS = Histogram(
+    "replicator_http_request_duration_seconds",
+    'Time to answer an HTTP request, by method, route template ("other" for no route) '
+    "and status class (2xx, 4xx, 5xx)",
+    ["method", "route", "status"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
 )
 
 JOBS_RUNNING = Gauge("replicator_jobs_running", "Sync and check jobs over HTTP running now")

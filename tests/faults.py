@@ -18,6 +18,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import http
+import random
 import select
 import socket
 import struct
@@ -40,8 +41,10 @@ S3_SLOW_DOWN = (
 class Fault:
     """One scripted misbehaviour.
 
-    Matches requests by `method` (None: any) and a substring of the request target (path and
-    query). Fires on the `nth` match only, else on the first `times` matches, else on every match.
+    Matches requests by `method` (None: any), a substring of the request target (path and
+    query) and, with `operation`, the AWS JSON protocol's action (the end of
+    `X-Amz-Target`: "ReceiveMessage"). Fires on the `nth` match only, else on the first
+    `times` matches, else with `chance` (0 to 1) on each match, else on every match.
     Actions:
       reset               close the client connection (RST) without forwarding or answering
       status              answer `status` with `body` and `headers` without forwarding
@@ -63,6 +66,8 @@ class Fault:
     body: bytes = b""
     headers: dict[str, str] = field(default_factory=dict)
     stall_for: float = 30.0
+    operation: str | None = None
+    chance: float | None = None
     matched: int = 0  # requests that matched, whether the fault fired or not
     fired: int = 0
 
@@ -72,16 +77,23 @@ class Fault:
         if self.action in ("truncate", "flip") and self.at is None:
             raise ValueError(f"{self.action} needs `at`, a body offset")
 
-    def claims(self, method: str, target: str) -> bool:
+    def claims(self, method: str, target: str, amz_target: str = "") -> bool:
         if (self.method and method != self.method.upper()) or self.path not in target:
+            return False
+        if self.operation and not amz_target.endswith(f".{self.operation}"):
             return False
         self.matched += 1
         if self.nth is not None:
             fire = self.matched == self.nth
+        elif self.times is not None:
+            fire = self.matched <= self.times
         else:
-            fire = self.times is None or self.matched <= self.times
+            fire = self.chance is None or _dice.random() < self.chance
         self.fired += fire
         return fire
+
+
+_dice = random.Random(20)  # the faults that fire by chance: the same run, the same faults
 
 
 @dataclass(frozen=True)
@@ -227,7 +239,10 @@ class FaultProxy:
                 request.body = _read_body(reader, request, bodyless=False)
                 method, target = request.start.split(" ")[:2]
                 with self._lock:
-                    fault = next((f for f in self.faults if f.claims(method, target)), None)
+                    operation = request.header("x-amz-target") or ""
+                    fault = next(
+                        (f for f in self.faults if f.claims(method, target, operation)), None
+                    )
                     headers = {k.lower(): v for k, v in request.headers}
                     action = fault.action if fault else None
                     self.requests.append(Seen(method, target, headers, arrived, action))

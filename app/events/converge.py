@@ -309,6 +309,12 @@ class Converger:
         written = LedgerEntry.of_copy(result.destination, record.sequencer)
         self._ledger.note(request.gcs_bucket, request.gcs_key, written)
 
+    def destination_of(self, record: EventRecord) -> str:
+        """The GCS bucket the rules send the event's key to ("" for none): a configured
+        name, so a bounded metrics label."""
+        routed = self._route(record)
+        return routed[0].gcs_bucket if routed else ""
+
     def _route(self, record: EventRecord) -> list[ReplicationRequest]:
         """One request per name the object may have at the source that a rule routes."""
         requests = []

@@ -12,6 +12,8 @@
 - A body that can never be converged (no known shape, invalid JSON) is poison: logged with its
   id and receive count and left alone, so the queue's redrive policy moves it to the
   dead-letter queue after `maxReceiveCount` receives. It never stops the worker.
+- Why each key of a message left for redelivery failed is noted (`notes`: in the shared
+  ledger's Redis), and cleared once a delivery converges it: `replicator failures` reads it.
 - While a message is being converged, a heartbeat keeps it invisible (ChangeMessageVisibility),
   so a copy longer than the visibility timeout is never started by a second worker.
 - `stop()`: no more receives; what is in flight finishes; a message received after the stop
@@ -32,6 +34,7 @@ from contextlib import contextmanager
 from app import errors, metrics
 from app.events.converge import Converger, EventAction, EventOutcome
 from app.events.parse import EventRecord, parse
+from app.ledger.failures import Failure, FailureNotes, NoFailureNotes
 from app.queues.sqs import MAX_MESSAGES, Message, SqsQueue
 from app.retry import RetryPolicy
 
@@ -57,8 +60,11 @@ class Worker:
         wait: int,
         put_back: float = 1.0,
         put_back_max: float | None = None,
+        notes: FailureNotes | None = None,
     ) -> None:
+        """`notes`: where the last reason each key failed is kept (`replicator failures`)."""
         self._queue = queue
+        self._notes = notes or NoFailureNotes()
         self._events = events
         self._retry = retry
         self._receivers = receive_loops(concurrency)
@@ -166,20 +172,33 @@ class Worker:
             owners += [message] * len(parsed.records)
         failed: dict[str, str] = {}  # message id -> the first problem of its records
         leased: dict[str, str] = {}  # the same, for records whose key another replica holds
+        notes: list[Failure] = []  # why each record of a message left for redelivery failed
         with self._tracked([m for m in messages if m in owners]):
             outcomes = self._events.converge_all(records) if records else []
+        now = time.time()
         for record, owner, outcome in zip(records, owners, outcomes, strict=True):
             problem = _problem(outcome)
             if isinstance(outcome, errors.KeyLeased):
                 leased.setdefault(owner.id, problem)
             elif problem:
                 failed.setdefault(owner.id, problem)
+                notes.append(
+                    Failure(record.bucket, record.key, problem, now, owner.receive_count, owner.id)
+                )
             elif isinstance(outcome, EventOutcome) and record.event_time is not None:
-                lag = time.time() - record.event_time.timestamp()
-                metrics.EVENT_LAG_SECONDS.observe(max(0.0, lag))
+                if outcome.action != EventAction.IGNORED:
+                    lag = max(0.0, now - record.event_time.timestamp())
+                    route = self._events.destination_of(record) or "none"
+                    metrics.EVENT_LAG_SECONDS.labels(route).observe(lag)
         undone = failed.keys() | leased.keys()
         done += [m for m in dict.fromkeys(owners) if m.id not in undone]
         self._delete(done)
+        self._notes.note(notes)
+        if self._notes.kept:  # one round trip a receive: a key converged has failed no more
+            deleted = {m.id for m in done}
+            self._notes.clear(
+                [(r.bucket, r.key) for r, m in zip(records, owners, strict=True) if m.id in deleted]
+            )
         for message in dict.fromkeys(owners):
             if message.id in failed:
                 self._retry_later(message, failed[message.id])

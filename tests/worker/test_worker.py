@@ -500,7 +500,7 @@ def test_a_queue_that_refuses_receive_stops_the_worker_with_one_line(
         }
     ).encode()
     with FaultProxy(aws.url) as sqs_proxy:
-        # The probe's GetQueueAttributes, the worker's own, then its first ReceiveMessage.
+        # The first ReceiveMessage (the worker's other requests go through).
         receive = sqs_proxy.add(
             Fault(
                 "POST",
@@ -509,7 +509,8 @@ def test_a_queue_that_refuses_receive_stops_the_worker_with_one_line(
                 status=400,
                 body=denied,
                 headers={"Content-Type": "application/x-amz-json-1.0"},
-                nth=3,
+                operation="ReceiveMessage",
+                nth=1,
             )
         )
         settings = worker_settings(
