@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,12 @@ import google.auth
 import google.auth.aws
 import google.auth.exceptions
 import google.auth.external_account
-from google.auth import impersonated_credentials
+import google.oauth2.credentials
+from google.auth import (
+    compute_engine,
+    external_account_authorized_user,
+    impersonated_credentials,
+)
 from google.auth.credentials import AnonymousCredentials, Credentials
 from google.oauth2 import service_account
 
@@ -90,19 +96,28 @@ def credentials(
 
 def _from_file(path: Path, aws: AwsIdentity) -> Credentials:
     info = json.loads(path.read_text())
-    if (
-        isinstance(info, dict)
-        and info.get("type") == "external_account"
-        and info.get("subject_token_type") == AWS_SUBJECT_TOKEN_TYPE
-    ):
+    kind = info.get("type") if isinstance(info, dict) else None
+    if kind == "external_account" and info.get("subject_token_type") == AWS_SUBJECT_TOKEN_TYPE:
         federation = {k: v for k, v in info.items() if k != "credential_source"}
         return google.auth.aws.Credentials.from_info(
             federation,
             aws_security_credentials_supplier=BotoCredentialsSupplier(aws),
             scopes=list(SCOPES),
         )
-    found, _ = google.auth.load_credentials_from_file(str(path), scopes=list(SCOPES))
-    return found
+    if kind == "impersonated_service_account":
+        found = impersonated_credentials.Credentials.from_impersonated_service_account_info(
+            info, scopes=list(SCOPES)
+        )
+        # google-auth takes only the account's name from the URL; the file's endpoint (a
+        # private one, say) is where it must be asked.
+        found._iam_endpoint_override = info["service_account_impersonation_url"]
+        return found
+    with warnings.catch_warnings():
+        # The warning is about configurations from untrusted sources; this one is the
+        # operator's own, named by GOOGLE_APPLICATION_CREDENTIALS.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        loaded, _ = google.auth.load_credentials_from_file(str(path), scopes=list(SCOPES))
+    return loaded
 
 
 def _default() -> Credentials:
@@ -139,12 +154,15 @@ def describe(found: Credentials) -> dict[str, str]:
             described["service_account"] = found.service_account_email
         return described
     email = getattr(found, "service_account_email", None)
-    kind = type(found).__module__.removeprefix("google.")
-    if kind.startswith("auth.compute_engine"):
+    if isinstance(found, compute_engine.Credentials):
         return {"credentials": "the metadata server", "service_account": str(email)}
+    if isinstance(found, google.oauth2.credentials.Credentials):
+        return {"credentials": "user credentials (gcloud)"}
+    if isinstance(found, external_account_authorized_user.Credentials):
+        return {"credentials": "workforce identity federation (a user)"}
     if email:
         return {"credentials": "service account key", "service_account": str(email)}
-    return {"credentials": f"{kind} credentials"}
+    return {"credentials": type(found).__module__.removeprefix("google.")}
 
 
 def check(found: Credentials) -> None:
