@@ -52,14 +52,31 @@ def impersonation_url(clouds: Clouds) -> str:
     return f"{clouds.google.url}/v1/projects/-/serviceAccounts/{TARGET}:generateAccessToken"
 
 
-def copy_one(service_url: str, buckets: Buckets) -> None:
+def user_settings(workdir: Path, clouds: Clouds, s3_url: str, bucket: str) -> dict[str, str]:
+    """A developer's workstation: ADC from the impersonation file, test keys for S3."""
+    return {
+        "S3_ENDPOINT_URL": s3_url,
+        "AWS_ACCESS_KEY_ID": "test",
+        "AWS_SECRET_ACCESS_KEY": "test",
+        "GCS_ENDPOINT_URL": clouds.gcs.url,
+        "GCS_BUCKET_NAME": bucket,
+        "GOOGLE_APPLICATION_CREDENTIALS": str(impersonation_file(workdir / "adc.json", clouds)),
+    }
+
+
+def copy_one(workdir: Path, settings: dict[str, str], buckets: Buckets) -> dict[str, str]:
+    """Start the service, copy one object with it; returns what /health said of GCS."""
     data = buckets.put_random("impersonated.bin", 5000)
-    answer = httpx.post(
-        f"{service_url}/v1/replicate",
-        json={"s3_bucket": buckets.source, "s3_key": "impersonated.bin"},
-        timeout=30,
-    )
+    with running_service(workdir, settings) as service:
+        health = httpx.get(f"{service.url}/health").json()
+        answer = httpx.post(
+            f"{service.url}/v1/replicate",
+            json={"s3_bucket": buckets.source, "s3_key": "impersonated.bin"},
+            timeout=30,
+        )
     buckets.assert_replicated(answer, "impersonated.bin", data)
+    gcs: dict[str, str] = health["identities"]["gcs"]
+    return gcs
 
 
 def test_a_user_impersonating_a_service_account_writes_as_that_account(
@@ -72,18 +89,8 @@ def test_a_user_impersonating_a_service_account_writes_as_that_account(
             TARGET,
         )
     )
-    settings = {
-        "S3_ENDPOINT_URL": moto_server.url,
-        "AWS_ACCESS_KEY_ID": "test",
-        "AWS_SECRET_ACCESS_KEY": "test",
-        "GCS_ENDPOINT_URL": clouds.gcs.url,
-        "GCS_BUCKET_NAME": buckets.dest,
-        "GOOGLE_APPLICATION_CREDENTIALS": str(impersonation_file(tmp_path / "adc.json", clouds)),
-    }
-    with running_service(tmp_path, settings) as service:
-        health = httpx.get(f"{service.url}/health").json()
-        copy_one(service.url, buckets)
-    assert health["identities"]["gcs"] == {
+    settings = user_settings(tmp_path, clouds, moto_server.url, buckets.dest)
+    assert copy_one(tmp_path, settings, buckets) == {
         "credentials": "impersonation, from workforce identity federation (a user)",
         "service_account": TARGET,
     }
@@ -103,10 +110,7 @@ def test_a_federated_aws_role_impersonating_a_service_account_writes_as_that_acc
         clouds.google,
         service_account_impersonation_url=impersonation_url(clouds),
     )
-    with running_service(tmp_path, settings) as service:
-        health = httpx.get(f"{service.url}/health").json()
-        copy_one(service.url, buckets)
-    assert health["identities"]["gcs"] == {
+    assert copy_one(tmp_path, settings, buckets) == {
         "credentials": "workload identity federation from AWS",
         "audience": POOL,
         "service_account": TARGET,
@@ -118,14 +122,7 @@ def test_a_federated_aws_role_impersonating_a_service_account_writes_as_that_acc
 def test_impersonation_refused_is_named_at_start_up(
     tmp_path: Path, clouds: Clouds, moto_server: emulators.Emulator, dest_bucket: str
 ) -> None:
-    settings = {
-        "S3_ENDPOINT_URL": moto_server.url,
-        "AWS_ACCESS_KEY_ID": "test",
-        "AWS_SECRET_ACCESS_KEY": "test",
-        "GCS_ENDPOINT_URL": clouds.gcs.url,
-        "GCS_BUCKET_NAME": dest_bucket,
-        "GOOGLE_APPLICATION_CREDENTIALS": str(impersonation_file(tmp_path / "adc.json", clouds)),
-    }
+    settings = user_settings(tmp_path, clouds, moto_server.url, dest_bucket)
     result = start_and_exit(tmp_path, **settings)
     assert_refused_naming(result, f"GCS identity: impersonating {TARGET} refused")
     assert clouds.gcs.calls == []
