@@ -31,7 +31,7 @@ from app import errors
 
 METADATA_HOST = "metadata.google.internal"  # GCE_METADATA_HOST names another, as google-auth
 ID_TOKEN_PATH = "/computeMetadata/v1/instance/service-accounts/default/identity"
-METADATA_TIMEOUT = 5.0  # seconds; the metadata server is on the node
+METADATA_TIMEOUT = 10.0  # seconds; the metadata server is on the node, but may be busy
 
 
 class AwsIdentity:
@@ -164,6 +164,19 @@ def _refused(what: str, exc: bce.ClientError) -> errors.StartupError:
     return errors.StartupError(f"AWS identity: {what}: {error.get('Code')}: {error.get('Message')}")
 
 
+def credential_error(exc: Exception) -> errors.ReplicatorError | None:
+    """What a client call's failure to get credentials means, or None when it is another
+    failure: the S3 and SQS adapters ask before their own translation."""
+    if isinstance(exc, bce.ClientError) and exc.operation_name.startswith("AssumeRole"):
+        error = exc.response.get("Error", {})
+        return errors.AccessDenied(
+            f"AWS STS refused the role's credentials: {error.get('Code')}: {error.get('Message')}"
+        )
+    if isinstance(exc, TokenUnavailable):
+        return errors.TransientError(f"no web identity token: {exc}", cause="connection")
+    return None
+
+
 class _Shared(botocore.credentials.CredentialProvider):
     """A credential provider that hands a session the identity's own credentials."""
 
@@ -188,7 +201,7 @@ class _FileToken:
         try:
             return self._path.read_text().strip()
         except OSError as exc:
-            raise _TokenError(
+            raise TokenUnavailable(
                 msg=f"cannot read the web identity token file {self._path}: {exc.strerror}"
             ) from exc
 
@@ -206,17 +219,17 @@ class _MetadataIdToken:
         try:
             answer = self._pool.request("GET", self._url, headers={"Metadata-Flavor": "Google"})
         except urllib3.exceptions.HTTPError as exc:
-            raise _TokenError(msg=f"the metadata server did not answer: {exc}") from exc
+            raise TokenUnavailable(msg=f"the metadata server did not answer: {exc}") from exc
         if answer.status != 200:
             text = answer.data.decode("utf-8", "replace")[:200]
-            raise _TokenError(
+            raise TokenUnavailable(
                 msg=f"the metadata server refused an ID token: {answer.status} {text}"
             )
         return answer.data.decode().strip()
 
 
-class _TokenError(bce.BotoCoreError):
-    """No token to exchange: botocore reports its own errors the same way."""
+class TokenUnavailable(bce.BotoCoreError):
+    """No web identity token to exchange (the file, or the metadata server)."""
 
     fmt = "{msg}"
 

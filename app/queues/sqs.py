@@ -19,7 +19,7 @@ import botocore.exceptions as bce
 import botocore.session
 
 from app import errors, retry
-from app.identity.aws import AwsIdentity
+from app.identity.aws import AwsIdentity, credential_error
 
 LONG_POLL_SECONDS = 20  # SQS's maximum
 MAX_MESSAGES = 10  # per receive, SQS's maximum
@@ -70,6 +70,8 @@ def build_queue(
 
 
 def translate(exc: Exception, what: str) -> errors.ReplicatorError:
+    if (refused := credential_error(exc)) is not None:
+        return refused
     if isinstance(exc, bce.ClientError):
         error = exc.response.get("Error", {})
         code = str(error.get("Code", ""))

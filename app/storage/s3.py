@@ -19,7 +19,7 @@ import botocore.session
 import urllib3.exceptions
 
 from app import errors, retry
-from app.identity.aws import AwsIdentity
+from app.identity.aws import AwsIdentity, credential_error
 from app.storage import s3_listing
 from app.storage.base import ContentHeaders, ObjectInfo, bucket_request
 from app.storage.s3_direct import DirectGets, Moved
@@ -96,6 +96,8 @@ def build_source(
 def translate(exc: Exception, what: str, bucket: str | None = None) -> errors.ReplicatorError:
     """Map a botocore exception to the project's vocabulary; `what` names the object and
     `bucket` its bucket, when known."""
+    if (refused := credential_error(exc)) is not None:
+        return refused
     if isinstance(exc, bce.ClientError):
         error = exc.response.get("Error", {})
         code = str(error.get("Code", ""))

@@ -6,7 +6,8 @@ front of the suite's emulators, and the settings of the two ways to run with no 
 - on Google Cloud (GKE): the metadata server, whose ID token buys the AWS role through
   AssumeRoleWithWebIdentity and whose access token is the pod's service account at GCS.
 
-Access tokens and ID tokens last TOKEN_TTL seconds, so a test of a few seconds outlives them.
+Google access tokens last TOKEN_TTL seconds, the role's keys and ID tokens KEYS_TTL: a run of
+the scenarios outlives both many times over.
 """
 
 from __future__ import annotations
@@ -22,9 +23,15 @@ from pathlib import Path
 import pytest
 
 from app.dev import emulators
+from tests import test_startup
 from tests.identity import standins
 
-TOKEN_TTL = 2.0  # seconds every access token and ID token lasts
+TOKEN_TTL = 2.0  # seconds every Google access token lasts
+# Seconds the role's credentials and the metadata server's ID tokens last. botocore refreshes
+# role credentials from 15 minutes before they expire, so each use of them refreshes them,
+# with a fresh ID token. Longer than TOKEN_TTL only so that a token is still live when STS
+# checks it on a loaded machine.
+KEYS_TTL = 10.0
 ACCOUNT = "123456789012"  # moto's
 POD_ROLE = f"arn:aws:iam::{ACCOUNT}:role/replicator-pod"
 POOL = (
@@ -32,7 +39,8 @@ POOL = (
     "providers/eks"
 )
 GKE_ACCOUNT = "replicator@project.iam.gserviceaccount.com"
-AUDIENCE = "sts.amazonaws.com/replicator"  # what the AWS role's trust policy names (aud)
+AUDIENCE = "sts.amazonaws.com/replicator"  # what the AWS role's trust policy names (oaud)
+PROBE_TIMEOUT = "30"  # the stand-ins share a loaded machine with the suite
 
 
 @dataclass
@@ -65,9 +73,9 @@ class Clouds:
 def stood_up(moto: emulators.Emulator, gcs: emulators.Emulator) -> Iterator[Clouds]:
     """Every stand-in, in front of moto's server and fake-gcs-server."""
     tokens = standins.Tokens(ttl=TOKEN_TTL)
-    metadata = standins.Metadata(tokens, GKE_ACCOUNT, id_token_ttl=TOKEN_TTL)
+    metadata = standins.Metadata(tokens, GKE_ACCOUNT, id_token_ttl=KEYS_TTL)
     holder: list[Clouds] = []
-    sts = standins.AwsStsGate(moto.url, lambda t, r: holder[0].trusted(t, r))
+    sts = standins.AwsStsGate(moto.url, lambda t, r: holder[0].trusted(t, r), KEYS_TTL)
     google = standins.GoogleAuth(tokens, sts, moto.url, POOL, roles={POD_ROLE})
     gate = standins.GcsGate(gcs.url, tokens)
     holder.append(Clouds(tokens, metadata, sts, google, gate, set()))
@@ -120,6 +128,7 @@ def eks_settings(clouds: Clouds, workdir: Path, s3_url: str, bucket: str) -> dic
         "GOOGLE_APPLICATION_CREDENTIALS": str(federation_file(workdir / "gcs.json", clouds.google)),
         "GCS_BUCKET_NAME": bucket,
         "AWS_ENDPOINT_URL_STS": clouds.sts.url,
+        "PROBE_TIMEOUT": PROBE_TIMEOUT,
     }
 
 
@@ -134,4 +143,12 @@ def gke_settings(clouds: Clouds, s3_url: str, bucket: str) -> dict[str, str]:
         "AWS_ENDPOINT_URL_STS": clouds.sts.url,
         "GCE_METADATA_HOST": clouds.metadata.host,
         "GCE_METADATA_IP": clouds.metadata.host,
+        "PROBE_TIMEOUT": PROBE_TIMEOUT,
     }
+
+
+@pytest.fixture(autouse=True)
+def _patient_start_up(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A start-up here talks to several stand-ins in this process: on a machine loaded by the
+    rest of the suite it may take longer than tests/test_startup.py's safety net allows."""
+    monkeypatch.setattr(test_startup, "EXIT_TIMEOUT", 120)

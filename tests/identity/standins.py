@@ -70,6 +70,7 @@ class _Server:
     def __init__(self) -> None:
         server = self
         self.requests: list[tuple[str, str]] = []
+        self.failures: list[Exception] = []  # what handle() raised
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
@@ -90,7 +91,13 @@ class _Server:
     def _dispatch(self, request: BaseHTTPRequestHandler) -> None:
         body = _read_body(request)
         self.requests.append((request.command, request.path))
-        status, headers, content = self.handle(request.command, request.path, request.headers, body)
+        try:
+            status, headers, content = self.handle(
+                request.command, request.path, request.headers, body
+            )
+        except Exception as exc:  # a stand-in's own failure: say so, as a 500
+            self.failures.append(exc)
+            status, headers, content = 500, {}, repr(exc).encode()
         request.send_response(status)
         for name, value in headers.items():
             request.send_header(name, value)
@@ -224,15 +231,19 @@ def _sts_error(status: int, code: str, message: str) -> tuple[int, dict[str, str
 
 class AwsStsGate(_Server):
     """AWS's STS as moto serves it, except that AssumeRoleWithWebIdentity needs a token this
-    gate trusts: `trusted(token, role_arn)` returns None or why not. The keys STS hands out
-    are kept in `issued` (access key id -> secret, role ARN)."""
+    gate trusts (`trusted(token, role_arn)` returns None or why not), and the credentials it
+    hands out expire after `lifetime` seconds. They are kept in `issued` (access key id ->
+    secret, role ARN, expiry in time.time())."""
 
-    def __init__(self, moto_url: str, trusted: Callable[[str, str], str | None]) -> None:
+    def __init__(
+        self, moto_url: str, trusted: Callable[[str, str], str | None], lifetime: float
+    ) -> None:
         super().__init__()
         self._moto = moto_url
         self._trusted = trusted
+        self.lifetime = lifetime
         self._pool = urllib3.PoolManager(retries=False)
-        self.issued: dict[str, tuple[str, str]] = {}
+        self.issued: dict[str, tuple[str, str, float]] = {}
         self.assumed: list[str] = []  # the role of each AssumeRoleWithWebIdentity that passed
         self.refused: list[str] = []
 
@@ -256,8 +267,14 @@ class AwsStsGate(_Server):
             secret = re.search(r"<SecretAccessKey>([^<]+)</SecretAccessKey>", text)
             assert key is not None, text
             assert secret is not None, text
-            self.issued[key.group(1)] = (secret.group(1), form["RoleArn"])
+            expiry = time.time() + self.lifetime
+            self.issued[key.group(1)] = (secret.group(1), form["RoleArn"], expiry)
             self.assumed.append(form["RoleArn"])
+            stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(expiry))
+            text = re.sub(
+                r"<Expiration>[^<]+</Expiration>", f"<Expiration>{stamp}</Expiration>", text
+            )
+            return 200, {"Content-Type": "text/xml"}, text.encode()
         return (
             answer.status,
             {"Content-Type": answer.headers.get("Content-Type", "text/xml")},
@@ -282,7 +299,7 @@ def sigv4_problem(signed: dict[str, Any], secret_for: Callable[[str], str | None
     key_id, day, region, signed_names, signature = match.groups()
     secret = secret_for(key_id)
     if secret is None:
-        return f"the subject token is signed with keys STS never issued ({key_id})"
+        return f"the subject token is signed with keys STS never issued, or expired ({key_id})"
     url = urllib.parse.urlsplit(signed["url"])
     query = "&".join(
         f"{urllib.parse.quote(k, safe='-_.~')}={urllib.parse.quote(v, safe='-_.~')}"
@@ -398,7 +415,7 @@ class GoogleAuth(_Server):
             return refuse("The subject token is not a GetCallerIdentity request")
         if headers.get("x-goog-cloud-target-resource") != self.audience:
             return refuse("The subject token names another target resource")
-        problem = sigv4_problem(signed, lambda key: self._sts.issued.get(key, (None,))[0])
+        problem = sigv4_problem(signed, self._live_secret)
         if problem:
             return refuse(problem)
         # As Google does: send the signed request to STS, which says who signed it.
@@ -427,6 +444,11 @@ class GoogleAuth(_Server):
                 "expires_in": self.tokens.ttl,
             },
         )
+
+    def _live_secret(self, key: str) -> str | None:
+        """The secret of keys AWS STS issued and that have not expired."""
+        secret, _, expiry = self._sts.issued.get(key, (None, None, 0.0))
+        return secret if expiry > time.time() else None
 
     def _impersonate(self, account: str, headers: Any) -> tuple[int, dict[str, str], bytes]:
         caller = self.tokens.identity(headers.get("Authorization", "").removeprefix("Bearer "))

@@ -13,7 +13,7 @@ from app.config import Settings
 from app.dev import emulators
 from app.wiring import build_identities
 from tests.conftest import Buckets
-from tests.identity.conftest import POOL, Clouds, eks_settings, federation_file
+from tests.identity.conftest import POOL, PROBE_TIMEOUT, Clouds, eks_settings, federation_file
 from tests.service_process import running_service
 from tests.test_startup import assert_refused_naming, start_and_exit
 
@@ -61,6 +61,7 @@ def user_settings(workdir: Path, clouds: Clouds, s3_url: str, bucket: str) -> di
         "GCS_ENDPOINT_URL": clouds.gcs.url,
         "GCS_BUCKET_NAME": bucket,
         "GOOGLE_APPLICATION_CREDENTIALS": str(impersonation_file(workdir / "adc.json", clouds)),
+        "PROBE_TIMEOUT": PROBE_TIMEOUT,
     }
 
 
