@@ -45,11 +45,20 @@ class Settings(BaseSettings):
     s3_endpoint_url: str | None = None
     s3_direct_gets: bool = True  # false: every S3 GET goes through boto3
 
+    # Without keys: AWS_ROLE_ARN with AWS_WEB_IDENTITY_TOKEN_FILE (EKS), or with
+    # AWS_WEB_IDENTITY_AUDIENCE and no token file (an ID token from Google's metadata server);
+    # else boto3's chain (app/identity/aws.py).
+    aws_role_arn: str | None = None
+    aws_web_identity_token_file: Path | None = None
+    aws_web_identity_audience: str | None = None
+
     gcs_bucket_name: str = Field(
         validation_alias=AliasChoices("GCS_BUCKET_NAME", "TARGET_GCS_BUCKET", "gcs_bucket_name"),
     )
-    storage_emulator_host: str | None = None
-    google_application_credentials: Path | None = None
+    storage_emulator_host: str | None = None  # an emulator: no credentials
+    gcs_endpoint_url: str | None = None  # the JSON API elsewhere (VPC-SC, PSC), with credentials
+    google_application_credentials: Path | None = None  # unset: ADC (the metadata server)
+    google_impersonate_service_account: str | None = None  # an email; needs Token Creator
     local_gcs_path: Path | None = None
 
     max_retries: int = Field(3, ge=0, le=20)
@@ -103,7 +112,13 @@ class Settings(BaseSettings):
     parallel_composite_part_size: int = Field(32 * MiB, ge=256 * 1024, le=1024 * MiB)
     parallel_composite_workers: int = Field(4, ge=1, le=32)
 
-    @field_validator("s3_endpoint_url", "storage_emulator_host", "sqs_endpoint_url", mode="before")
+    @field_validator(
+        "s3_endpoint_url",
+        "storage_emulator_host",
+        "gcs_endpoint_url",
+        "sqs_endpoint_url",
+        mode="before",
+    )
     @classmethod
     def _url_with_scheme(cls, value: Any) -> Any:
         if isinstance(value, str):
@@ -203,12 +218,16 @@ class Settings(BaseSettings):
         if bool(self.aws_access_key_id) != bool(self.aws_secret_access_key):
             missing = "AWS_SECRET_ACCESS_KEY" if self.aws_access_key_id else "AWS_ACCESS_KEY_ID"
             raise ValueError(f"{missing}: required when the other AWS key is set")
-        if self.uses_real_gcs:
-            if self.google_application_credentials is None:
-                raise ValueError(
-                    "GOOGLE_APPLICATION_CREDENTIALS: required when neither "
-                    "STORAGE_EMULATOR_HOST nor LOCAL_GCS_PATH is set"
-                )
+        if self.aws_web_identity_audience and not self.aws_role_arn:
+            raise ValueError("AWS_ROLE_ARN: required when AWS_WEB_IDENTITY_AUDIENCE is set")
+        if self.aws_web_identity_token_file and not self.aws_role_arn:
+            raise ValueError("AWS_ROLE_ARN: required when AWS_WEB_IDENTITY_TOKEN_FILE is set")
+        if self.gcs_endpoint_url and self.storage_emulator_host:
+            raise ValueError(
+                "GCS_ENDPOINT_URL: set it or STORAGE_EMULATOR_HOST (an emulator, no "
+                "credentials), not both"
+            )
+        if self.uses_real_gcs and self.google_application_credentials is not None:
             if not self.google_application_credentials.is_file():
                 path = self.google_application_credentials
                 raise ValueError(f"GOOGLE_APPLICATION_CREDENTIALS: no file at {path}")
@@ -232,7 +251,7 @@ class Settings(BaseSettings):
         if self.local_gcs_path is not None:
             gcs_target = f"LOCAL {self.local_gcs_path}"
         else:
-            gcs_target = self.storage_emulator_host or "REAL GCS"
+            gcs_target = self.storage_emulator_host or self.gcs_endpoint_url or "REAL GCS"
         return {
             "s3_target": self.s3_endpoint_url or "REAL AWS",
             "gcs_target": gcs_target,

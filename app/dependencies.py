@@ -18,7 +18,7 @@ from app.ledger.base import Ledger
 from app.replication.batch import Batch
 from app.replication.objects import DestinationObjects
 from app.replication.replicator import Replicator
-from app.wiring import Probe, Services
+from app.wiring import Identities, Probe, Services
 
 
 def _services(request: Request) -> Services:
@@ -55,6 +55,10 @@ async def get_probe(request: Request) -> Probe:
     return _services(request).probe
 
 
+async def get_identities(request: Request) -> Identities:
+    return _services(request).identities
+
+
 async def get_ledger(request: Request) -> Ledger:
     return _services(request).ledger
 
@@ -67,3 +71,4 @@ IntakeDep = Annotated[EventIntake, Depends(get_intake)]
 JobsDep = Annotated[Jobs, Depends(get_jobs)]
 ProbeDep = Annotated[Probe, Depends(get_probe)]
 LedgerDep = Annotated[Ledger, Depends(get_ledger)]
+IdentitiesDep = Annotated[Identities, Depends(get_identities)]

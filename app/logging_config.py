@@ -90,3 +90,6 @@ def setup_logging(log_format: str = "rich", level: str = "INFO") -> None:
     logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
     for noisy in ("botocore", "boto3", "urllib3", "google", "httpx"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # botocore logs a traceback for each failed credential refresh, then raises it when the
+    # credentials are due (the caller reports it in one line) or keeps the current ones.
+    logging.getLogger("botocore.credentials").setLevel(logging.ERROR)

@@ -7,13 +7,16 @@ does, when asked.
 
 from __future__ import annotations
 
+import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any
 
+from google.auth.credentials import Credentials
 from pydantic import SecretStr
 
-from app import metrics
+from app import errors, metrics
 from app.bulk.check import Check
 from app.bulk.enqueue import Enqueue
 from app.bulk.jobs import Jobs
@@ -23,6 +26,8 @@ from app.events.converge import Converger
 from app.events.dead_letters import DeadLetters
 from app.events.intake import EventIntake
 from app.events.sns import SnsVerifier
+from app.identity import google
+from app.identity.aws import AwsIdentity
 from app.ledger.base import Ledger
 from app.ledger.failures import FailureNotes, NoFailureNotes, RedisFailureNotes
 from app.ledger.local import LocalLedger
@@ -40,23 +45,69 @@ REQUEST_THREADS = 40  # threads that serve the synchronous routes (anyio's limit
 LOOKUP_THREADS = 64  # destination lookups beside the source's, and multipart part layouts
 
 
+@dataclass
+class Identities:
+    """Who the service is at each cloud: built once, shared by every client."""
+
+    aws: AwsIdentity
+    google: Credentials | None  # None: an emulator or LOCAL_GCS_PATH
+
+    def describe(self) -> dict[str, dict[str, str]]:
+        """For /health and /ready: which identity each side uses, never a secret."""
+        gcs = google.describe(self.google) if self.google is not None else {"credentials": "none"}
+        return {"aws": self.aws.describe(), "gcs": gcs}
+
+
+def build_identities(settings: Settings) -> Identities:
+    """Reads credential files; talks to no server."""
+    aws = AwsIdentity(
+        region=settings.aws_region,
+        access_key_id=_secret(settings.aws_access_key_id),
+        secret_access_key=_secret(settings.aws_secret_access_key),
+        role_arn=settings.aws_role_arn,
+        token_file=settings.aws_web_identity_token_file,
+        audience=settings.aws_web_identity_audience,
+    )
+    gcs: Credentials | None = None
+    if settings.uses_real_gcs:
+        gcs = google.credentials(
+            credentials_file=settings.google_application_credentials,
+            impersonate=settings.google_impersonate_service_account,
+            aws=aws,
+        )
+    return Identities(aws, gcs)
+
+
 class Probe:
     """Clients with short timeouts and no retries, for the start-up probe and /ready. They are
     built on the first run, so commands that never probe (sync, check) do not pay for them
     (about 0.1 s of a command's start-up)."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, identities: Identities) -> None:
         self._settings = settings
+        self._identities = identities
         self._lock = threading.Lock()
-        self._clients: tuple[Source, Destination] | None = None
+        self._clients: tuple[Source, Destination, Any] | None = None
 
     def run(self) -> None:
-        """Reach S3 and GCS now; StartupError on the first failure."""
-        source, destination = self._built()
+        """Reach S3 and GCS now, one step after the other: the AWS identity (credentials, then
+        STS GetCallerIdentity where STS is AWS's or AWS_ENDPOINT_URL_STS names it), the
+        Google identity (a token), S3, the GCS bucket. StartupError naming the first step
+        that failed."""
+        source, destination, sts = self._built()
+        self._identities.aws.check(sts)
+        if self._identities.google is not None:
+            google.check(self._identities.google)
         source.probe()
-        destination.probe(self._settings.gcs_bucket_name)
+        try:
+            destination.probe(self._settings.gcs_bucket_name)
+        except errors.StartupError as exc:
+            if isinstance(exc.__cause__, errors.AccessDenied) and self._identities.google:
+                who = google.describe(self._identities.google)
+                raise errors.StartupError(f"{exc} (identity: {_one_line(who)})") from exc
+            raise
 
-    def _built(self) -> tuple[Source, Destination]:
+    def _built(self) -> tuple[Source, Destination, Any]:
         with self._lock:
             if self._clients is None:
                 quick = self._settings.model_copy(
@@ -65,14 +116,32 @@ class Probe:
                         "read_timeout": self._settings.probe_timeout,
                     }
                 )
-                self._clients = _clients(quick, RetryPolicy(max_retries=0), connections=2)
+                source, destination = _clients(
+                    quick, self._identities, RetryPolicy(max_retries=0), connections=2
+                )
+                sts = None
+                if self._settings.s3_endpoint_url is None or _sts_configured():
+                    # An S3 emulator or private endpoint, and no STS endpoint named: the
+                    # caller is not looked up (AWS's STS may not be reachable from here).
+                    sts = self._identities.aws.sts_client(timeout=self._settings.probe_timeout)
+                self._clients = source, destination, sts
             return self._clients
+
+
+def _sts_configured() -> bool:
+    """AWS_ENDPOINT_URL_STS (or AWS_ENDPOINT_URL) names the STS boto3 reaches."""
+    return bool(os.environ.get("AWS_ENDPOINT_URL_STS") or os.environ.get("AWS_ENDPOINT_URL"))
+
+
+def _one_line(described: dict[str, str]) -> str:
+    return ", ".join(f"{name} {value}" for name, value in described.items())
 
 
 @dataclass
 class Services:
     settings: Settings
     retry: RetryPolicy
+    identities: Identities
     source: Source
     destination: Destination
     replicator: Replicator
@@ -123,7 +192,8 @@ def build(settings: Settings, *, wait_for_leases: bool = True) -> Services:
     # One connection per thread that may talk to a cloud at once, so no call waits for, or
     # churns, a connection.
     connections = REQUEST_THREADS + batch_threads + LOOKUP_THREADS + part_threads + job_threads
-    source, destination = _clients(settings, retry, connections)
+    identities = build_identities(settings)
+    source, destination = _clients(settings, identities, retry, connections)
     lookups = ThreadPoolExecutor(LOOKUP_THREADS, thread_name_prefix="lookup")
     batch_workers = ThreadPoolExecutor(batch_threads, thread_name_prefix="batch")
     parts = ThreadPoolExecutor(part_threads, thread_name_prefix="part")
@@ -148,7 +218,7 @@ def build(settings: Settings, *, wait_for_leases: bool = True) -> Services:
         delete_policy=settings.delete_policy,
         overwrite=settings.overwrite,
     )
-    queue = build_queue(settings)
+    queue = build_queue(settings, identities.aws)
     verifier = build_sns_verifier(settings)
     sync = Sync(replicator, retry, ledger)
     check = Check(source, destination, retry)
@@ -156,13 +226,14 @@ def build(settings: Settings, *, wait_for_leases: bool = True) -> Services:
     return Services(
         settings=settings,
         retry=retry,
+        identities=identities,
         source=source,
         destination=destination,
         replicator=replicator,
         batch=Batch(replicator, retry, batch_workers, settings.batch_concurrency),
         events=events,
         objects=DestinationObjects(destination, retry),
-        probe=Probe(settings),  # clients of its own: a probe never waits behind copies
+        probe=Probe(settings, identities),  # clients of its own: a probe never waits behind copies
         queue=queue,
         sns=verifier,
         intake=EventIntake(verifier, events, queue, retry),
@@ -209,15 +280,14 @@ def build_failure_notes(settings: Settings) -> FailureNotes:
     )
 
 
-def build_queue(settings: Settings) -> sqs.SqsQueue | None:
+def build_queue(settings: Settings, aws: AwsIdentity) -> sqs.SqsQueue | None:
     if settings.sqs_queue_url is None:
         return None
     return sqs.build_queue(
         url=settings.sqs_queue_url,
         endpoint_url=settings.sqs_endpoint_url,
         region=settings.aws_region,
-        access_key_id=_secret(settings.aws_access_key_id),
-        secret_access_key=_secret(settings.aws_secret_access_key),
+        identity=aws,
         connect_timeout=settings.connect_timeout,
     )
 
@@ -231,14 +301,13 @@ def build_sns_verifier(settings: Settings) -> SnsVerifier | None:
 
 
 def _clients(
-    settings: Settings, retry: RetryPolicy, connections: int
+    settings: Settings, identities: Identities, retry: RetryPolicy, connections: int
 ) -> tuple[Source, Destination]:
     """The S3 source and the destination for these settings. Talks to no cloud."""
     source = s3.build_source(
         endpoint_url=settings.s3_endpoint_url,
         region=settings.aws_region,
-        access_key_id=_secret(settings.aws_access_key_id),
-        secret_access_key=_secret(settings.aws_secret_access_key),
+        identity=identities.aws,
         connect_timeout=settings.connect_timeout,
         read_timeout=settings.read_timeout,
         max_pool_connections=connections,
@@ -250,6 +319,8 @@ def _clients(
     else:
         destination = gcs.build_destination(
             emulator_host=settings.storage_emulator_host,
+            endpoint_url=settings.gcs_endpoint_url,
+            credentials=identities.google,
             retry=retry,
             chunk_size=settings.upload_chunk_size,
             timeout=(settings.connect_timeout, settings.read_timeout),

@@ -198,7 +198,14 @@ def test_one_line_per_problem_naming_the_variable() -> None:
 @pytest.mark.parametrize(
     ("environment", "named"),
     [
-        ({"GCS_BUCKET_NAME": "dest"}, "GOOGLE_APPLICATION_CREDENTIALS"),
+        (
+            {"GCS_BUCKET_NAME": "dest", "AWS_WEB_IDENTITY_AUDIENCE": "sts.amazonaws.com"},
+            "AWS_ROLE_ARN",
+        ),
+        (
+            {"GCS_BUCKET_NAME": "dest", "GCS_ENDPOINT_URL": "h:1", "STORAGE_EMULATOR_HOST": "h:2"},
+            "GCS_ENDPOINT_URL",
+        ),
         (
             {"GCS_BUCKET_NAME": "dest", "GOOGLE_APPLICATION_CREDENTIALS": "/no/such/key.json"},
             "GOOGLE_APPLICATION_CREDENTIALS",
@@ -207,7 +214,8 @@ def test_one_line_per_problem_naming_the_variable() -> None:
     ],
 )
 def test_conditional_requirements(environment: dict[str, str], named: str) -> None:
-    """Real GCS needs a key file; one AWS key needs the other."""
+    """A credential file named must exist; one AWS key needs the other; an audience needs a
+    role; an emulator takes no endpoint beside it."""
     if named == "AWS_ACCESS_KEY_ID":
         environment = {**environment, "AWS_SECRET_ACCESS_KEY": SECRET}
     [line] = problems(**environment)
@@ -227,7 +235,8 @@ def test_credentials_are_not_needed_with_an_emulator_or_a_directory(tmp_path: Pa
     [
         {"MAX_RETRIES": "lots"},
         {"RETRY_DELAY": "-1"},
-        {"STORAGE_EMULATOR_HOST": ""},  # real GCS, so the credentials rule fires
+        # real GCS, so the credential file's rule fires
+        {"STORAGE_EMULATOR_HOST": "", "GOOGLE_APPLICATION_CREDENTIALS": "/no/such/key.json"},
     ],
 )
 def test_secrets_never_appear_in_the_error(

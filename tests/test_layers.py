@@ -26,7 +26,7 @@ LAYERS: list[tuple[str, ...]] = [
         "app.rules",
     ),
     # adapters: one module or package per provider, each behind a small protocol
-    ("app.config", "app.storage", "app.queues", "app.ledger"),
+    ("app.config", "app.identity", "app.storage", "app.queues", "app.ledger"),
     # the engine, then what drives many keys or events through it
     ("app.replication",),
     ("app.events", "app.bulk"),

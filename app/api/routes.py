@@ -15,6 +15,7 @@ from app.api import schemas
 from app.api.security import accepts, require_api_key, require_api_key_or_basic
 from app.dependencies import (
     BatchDep,
+    IdentitiesDep,
     IntakeDep,
     LedgerDep,
     ObjectsDep,
@@ -343,19 +344,21 @@ def metrics() -> Response:
 
 @service_router.get("/health")
 @service_router.get("/")
-async def health(settings: SettingsDep) -> schemas.HealthResponse:
-    """Liveness, and where the service points; cheap, talks to no cloud. Never a secret.
-    Served on the event loop, not the request threads, so a liveness probe is answered
-    even while every request thread is busy copying."""
-    return schemas.HealthResponse(current_config=settings.describe())
+async def health(settings: SettingsDep, identities: IdentitiesDep) -> schemas.HealthResponse:
+    """Liveness, where the service points and as whom; cheap, talks to no cloud. Never a
+    secret. Served on the event loop, not the request threads, so a liveness probe is
+    answered even while every request thread is busy copying."""
+    return schemas.HealthResponse(
+        current_config=settings.describe(), identities=identities.describe()
+    )
 
 
 @service_router.get("/ready", responses={503: {"model": schemas.ErrorResponse}})
-def ready(probe: ProbeDep, ledger: LedgerDep) -> schemas.ReadyResponse:
+def ready(probe: ProbeDep, ledger: LedgerDep, identities: IdentitiesDep) -> schemas.ReadyResponse:
     """200 only when S3 and GCS both answer now (short timeouts, no retries); the ledger's
     state is reported but never makes it fail (the ledger is an optimisation)."""
     try:
         probe.run()
     except errors.StartupError as exc:
         raise errors.NotReady(str(exc)) from exc
-    return schemas.ReadyResponse(ledger=ledger.state)
+    return schemas.ReadyResponse(ledger=ledger.state, identities=identities.describe())

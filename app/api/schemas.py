@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal, Self
+from typing import Annotated, Literal, Self
 
 from pydantic import AliasChoices, BaseModel, Field, model_validator
 
@@ -172,12 +172,37 @@ class ObjectResponse(BaseModel):
     metadata: dict[str, str]
 
 
+IdentitiesField = Annotated[
+    dict[str, dict[str, str]],
+    Field(
+        description="Which identity each side uses (never a secret): for aws, how the "
+        "credentials are found, the role, and the caller's ARN once a probe asked STS; for "
+        "gcs, the service account or the workload identity federation in use",
+        examples=[
+            {
+                "aws": {
+                    "credentials": "web identity token file /var/run/secrets/eks/token",
+                    "role": "arn:aws:iam::123456789012:role/replicator",
+                    "arn": "arn:aws:sts::123456789012:assumed-role/replicator/pod",
+                },
+                "gcs": {
+                    "credentials": "workload identity federation from AWS",
+                    "audience": "//iam.googleapis.com/projects/1/locations/global/"
+                    "workloadIdentityPools/aws/providers/eks",
+                },
+            }
+        ],
+    ),
+]
+
+
 class ReadyResponse(BaseModel):
     status: Literal["ready"] = "ready"
     ledger: Literal["local", "up", "down"] = Field(
         description="local: in-process (no LEDGER_URL); up/down: whether the shared ledger "
         "answers (while down, every decision looks at both clouds)"
     )
+    identities: IdentitiesField
 
 
 class HealthResponse(BaseModel):
@@ -192,6 +217,7 @@ class HealthResponse(BaseModel):
             }
         ]
     )
+    identities: IdentitiesField
 
 
 class ErrorResponse(BaseModel):

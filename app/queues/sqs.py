@@ -16,8 +16,10 @@ from typing import Any
 import boto3
 import botocore.config
 import botocore.exceptions as bce
+import botocore.session
 
 from app import errors, retry
+from app.identity.aws import AwsIdentity, credential_error
 
 LONG_POLL_SECONDS = 20  # SQS's maximum
 MAX_MESSAGES = 10  # per receive, SQS's maximum
@@ -53,24 +55,32 @@ def build_queue(
     url: str,
     endpoint_url: str | None,
     region: str,
-    access_key_id: str | None,
-    secret_access_key: str | None,
+    access_key_id: str | None = None,
+    secret_access_key: str | None = None,
+    identity: AwsIdentity | None = None,
     connect_timeout: float,
 ) -> SqsQueue:
-    """The queue at `url`; talks to no cloud. The read timeout leaves room for long polls."""
+    """The queue at `url`, with `identity`'s credentials (shared with the other AWS clients),
+    else the keys given, else boto3's chain; talks to no cloud. The read timeout leaves room
+    for long polls."""
     config = botocore.config.Config(
         region_name=region,
         connect_timeout=connect_timeout,
         read_timeout=LONG_POLL_SECONDS + 10,
         retries={"total_max_attempts": 1, "mode": "standard"},
     )
-    session = boto3.session.Session(
-        aws_access_key_id=access_key_id, aws_secret_access_key=secret_access_key
+    identity = identity or AwsIdentity(
+        region=region, access_key_id=access_key_id, secret_access_key=secret_access_key
     )
+    core = botocore.session.get_session()
+    identity.install(core)
+    session = boto3.session.Session(botocore_session=core)
     return SqsQueue(session.client("sqs", endpoint_url=endpoint_url, config=config), url)
 
 
 def translate(exc: Exception, what: str) -> errors.ReplicatorError:
+    if (refused := credential_error(exc)) is not None:
+        return refused
     if isinstance(exc, bce.ClientError):
         error = exc.response.get("Error", {})
         code = str(error.get("Code", ""))
@@ -86,7 +96,9 @@ def translate(exc: Exception, what: str) -> errors.ReplicatorError:
     if isinstance(exc, bce.ConnectionError | bce.HTTPClientError):
         return errors.TransientError(f"SQS unreachable for {what}: {exc}", cause="connection")
     if isinstance(exc, bce.NoCredentialsError):
-        return errors.AccessDenied("no AWS credentials found (set AWS_ACCESS_KEY_ID)")
+        return errors.AccessDenied(
+            "no AWS credentials found (set AWS_ACCESS_KEY_ID, or run with a role)"
+        )
     return errors.ReplicatorError(f"unexpected SQS failure for {what}: {exc!r}")
 
 

@@ -19,6 +19,7 @@ import botocore.session
 import urllib3.exceptions
 
 from app import errors, retry
+from app.identity.aws import AwsIdentity, credential_error
 from app.storage import s3_listing
 from app.storage.base import ContentHeaders, ObjectInfo, bucket_request
 from app.storage.s3_direct import DirectGets, Moved
@@ -47,8 +48,9 @@ def build_source(
     *,
     endpoint_url: str | None,
     region: str,
-    access_key_id: str | None,
-    secret_access_key: str | None,
+    access_key_id: str | None = None,
+    secret_access_key: str | None = None,
+    identity: AwsIdentity | None = None,
     connect_timeout: float,
     read_timeout: float,
     max_pool_connections: int,
@@ -56,7 +58,11 @@ def build_source(
     list_page_size: int = MAX_KEYS,
 ) -> S3Source:
     """The boto3 client, and the direct GETs beside it (see s3_direct) when `direct_gets` is
-    on; off, every GET goes through boto3. Talks to no cloud."""
+    on; off, every GET goes through boto3. Its credentials are `identity`'s (shared with the
+    other AWS clients), else the keys given, else boto3's chain. Talks to no cloud."""
+    identity = identity or AwsIdentity(
+        region=region, access_key_id=access_key_id, secret_access_key=secret_access_key
+    )
     config = botocore.config.Config(
         region_name=region,
         signature_version="s3v4",
@@ -71,11 +77,8 @@ def build_source(
     core = botocore.session.get_session()
     # Timestamps (LastModified) are never used here; parsing them costs a share of every HEAD.
     core.get_component("response_parser_factory").set_parser_defaults(timestamp_parser=str)
-    session = boto3.session.Session(
-        aws_access_key_id=access_key_id,
-        aws_secret_access_key=secret_access_key,
-        botocore_session=core,
-    )
+    identity.install(core)
+    session = boto3.session.Session(botocore_session=core)
     client = session.client("s3", endpoint_url=endpoint_url, config=config)
     s3_listing.read_contents_quickly(client)
     credentials = session.get_credentials()  # the provider chain's, refreshing; shared with boto3
@@ -93,6 +96,8 @@ def build_source(
 def translate(exc: Exception, what: str, bucket: str | None = None) -> errors.ReplicatorError:
     """Map a botocore exception to the project's vocabulary; `what` names the object and
     `bucket` its bucket, when known."""
+    if (refused := credential_error(exc)) is not None:
+        return refused
     if isinstance(exc, bce.ClientError):
         error = exc.response.get("Error", {})
         code = str(error.get("Code", ""))
@@ -121,7 +126,9 @@ def translate(exc: Exception, what: str, bucket: str | None = None) -> errors.Re
             f"S3 unreachable while reading {what}: {exc}", cause=_cause(exc)
         )
     if isinstance(exc, bce.NoCredentialsError):
-        return errors.AccessDenied("no AWS credentials found (set AWS_ACCESS_KEY_ID)")
+        return errors.AccessDenied(
+            "no AWS credentials found (set AWS_ACCESS_KEY_ID, or run with a role)"
+        )
     return errors.ReplicatorError(f"unexpected S3 failure for {what}: {exc!r}")
 
 

@@ -9,6 +9,7 @@ import logging
 import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -22,15 +23,21 @@ METRICS_PATH = "/metrics"
 PATHS = (HEALTH_PATH, READY_PATH, METRICS_PATH)  # every other path is a 404
 
 
-def serve(port: int, ready: Callable[[], dict[str, str]]) -> ThreadingHTTPServer:
+def serve(
+    port: int,
+    ready: Callable[[], dict[str, Any]],
+    identities: Callable[[], dict[str, Any]] = dict,
+) -> ThreadingHTTPServer:
     """Start serving on 0.0.0.0:`port` in a daemon thread. `ready` raises StartupError when
     a cloud or the queue does not answer, else returns what /ready reports besides its status
-    (the ledger's state, as the service's /ready)."""
+    (the ledger's state, as the service's /ready). /health reports `identities()`: which
+    identity each side uses, never a secret."""
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
             if self.path == HEALTH_PATH:
-                self._send(200, "application/json", b'{"status":"ok"}')
+                body = json.dumps({"status": "ok", "identities": identities()}).encode()
+                self._send(200, "application/json", body)
             elif self.path == READY_PATH:
                 try:
                     report = ready()

@@ -9,6 +9,7 @@ import signal
 import sys
 import threading
 from types import FrameType
+from typing import Any
 
 from app import errors, wiring
 from app.config import load_settings
@@ -69,12 +70,17 @@ def run() -> int:
         queue, dead_letters, lambda: services.ledger.state, settings.queue_stats_seconds
     ).start()
 
-    def ready() -> dict[str, str]:
+    def ready() -> dict[str, Any]:
         services.probe.run()
         queue.probe()
-        return {"ledger": services.ledger.state}  # reported; never makes it fail
+        # The ledger's state is reported; it never makes the worker unready.
+        return {"ledger": services.ledger.state, "identities": services.identities.describe()}
 
-    server = health.serve(settings.worker_port, ready) if settings.worker_port else None
+    server = (
+        health.serve(settings.worker_port, ready, services.identities.describe)
+        if settings.worker_port
+        else None
+    )
     threading.Thread(target=services.sweep_stale_parts, name="sweep", daemon=True).start()
 
     def stop(signum: int, _: FrameType | None) -> None:

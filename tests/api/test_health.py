@@ -46,7 +46,7 @@ def test_health_reports_the_configured_endpoints(
 
     assert response.status_code == 200
     body = response.json()
-    assert set(body) == {"status", "message", "current_config"}
+    assert set(body) == {"status", "message", "current_config", "identities"}
     assert body["status"] == "ok"
     assert isinstance(body["message"], str)
     assert body["message"]
@@ -54,6 +54,10 @@ def test_health_reports_the_configured_endpoints(
         "s3_target": moto_server.url,
         "gcs_target": gcs_server.url,
         "gcs_bucket": dest_bucket,
+    }
+    assert body["identities"] == {
+        "aws": {"credentials": "static keys (AWS_ACCESS_KEY_ID)"},
+        "gcs": {"credentials": "none"},
     }
 
 

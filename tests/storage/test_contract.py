@@ -17,6 +17,7 @@ from pathlib import Path
 
 import google_crc32c
 import pytest
+from google.auth.credentials import AnonymousCredentials
 from google.cloud import storage
 
 from app import errors
@@ -495,7 +496,7 @@ def lister(target: Target, request: pytest.FixtureRequest) -> Target:
     few dozen objects span several)."""
     if isinstance(target.destination, gcs.GCSDestination):
         server = request.getfixturevalue("gcs_server")
-        http = transport.connect(server.url, max_pool_connections=4)
+        http = transport.Http(AnonymousCredentials(), server.url, max_pool_connections=4)
         paged = gcs.GCSDestination(
             http, RetryPolicy(2, 0.01, 0.1), chunk_size=CHUNK, timeout=(2, 10), page_size=10
         )

@@ -11,6 +11,7 @@ from typing import Any
 
 import google_crc32c
 import pytest
+from google.auth.credentials import AnonymousCredentials
 from google.cloud import storage
 
 from app import errors
@@ -29,7 +30,7 @@ SESSION_PUT = "upload_id="  # every PUT to a resumable session: chunks and statu
 
 
 def destination(proxy: FaultProxy, *, page_size: int = 1000) -> gcs.GCSDestination:
-    http = transport.connect(proxy.url, max_pool_connections=4)
+    http = transport.Http(AnonymousCredentials(), proxy.url, max_pool_connections=4)
     return gcs.GCSDestination(
         http,
         RetryPolicy(RETRIES, 0.01, 0.05),

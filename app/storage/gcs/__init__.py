@@ -13,6 +13,8 @@
 
 from __future__ import annotations
 
+from google.auth.credentials import AnonymousCredentials, Credentials
+
 from app.retry import RetryPolicy
 from app.storage.gcs import transport
 from app.storage.gcs.destination import GCSDestination
@@ -23,15 +25,25 @@ __all__ = ["GCSDestination", "build_destination"]
 
 def build_destination(
     *,
-    emulator_host: str | None,
+    emulator_host: str | None = None,
+    endpoint_url: str | None = None,
+    credentials: Credentials | None = None,
     retry: RetryPolicy,
     chunk_size: int,
     timeout: Timeout,
     max_pool_connections: int,
     target: str = "REAL GCS",
 ) -> GCSDestination:
-    """The destination for real GCS with Application Default Credentials, or for the emulator
-    at `emulator_host` (STORAGE_EMULATOR_HOST) without any. `retry` is used only inside
-    uploads and compose (see GCSDestination). Talks to no server."""
-    http = transport.connect(emulator_host, max_pool_connections=max_pool_connections)
+    """The destination at the emulator at `emulator_host` (STORAGE_EMULATOR_HOST) without
+    credentials, else at `endpoint_url` (GCS_ENDPOINT_URL; None: GCS's own) with
+    `credentials` (app.identity.google builds them). `retry` is used only inside uploads and
+    compose (see GCSDestination). Talks to no server."""
+    if emulator_host:
+        http = transport.Http(
+            AnonymousCredentials(), emulator_host, max_pool_connections=max_pool_connections
+        )
+    else:
+        assert credentials is not None, "real GCS needs credentials"
+        base_url = endpoint_url or transport.GCS_URL
+        http = transport.Http(credentials, base_url, max_pool_connections=max_pool_connections)
     return GCSDestination(http, retry, chunk_size=chunk_size, timeout=timeout, target=target)

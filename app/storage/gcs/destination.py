@@ -77,6 +77,10 @@ class GCSDestination:
             raise errors.StartupError(
                 f"GCS bucket '{bucket}' does not exist at {self.target} (GCS_BUCKET_NAME)"
             ) from exc
+        except errors.AccessDenied as exc:
+            raise errors.StartupError(
+                f"GCS bucket '{bucket}' at {self.target} refused our identity: {exc.detail}"
+            ) from exc
         except errors.ReplicatorError as exc:
             raise errors.StartupError(f"cannot reach GCS at {self.target}: {exc}") from exc
 

@@ -10,9 +10,7 @@ added here as google-auth's transports add them, refreshed (through requests, wh
 the proxy variables) and tried once more on a 401. urllib3's own retries are off: app.retry
 owns the policy.
 
-Credentials come from `google.auth.default` (a service-account file named by
-GOOGLE_APPLICATION_CREDENTIALS, workload identity, the metadata server, gcloud's user
-credentials), anonymous for an emulator.
+The credentials are built by app.identity.google (anonymous for an emulator).
 """
 
 from __future__ import annotations
@@ -26,17 +24,12 @@ from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 import certifi
-import google.auth
 import google.auth.exceptions
 import google.auth.transport
 import urllib3
 from google.auth.credentials import AnonymousCredentials, Credentials
-from google.oauth2 import service_account
-
-from app import errors
 
 GCS_URL = "https://storage.googleapis.com"
-SCOPES = ("https://www.googleapis.com/auth/devstorage.read_write",)
 # What a call raises when the network, not the server, failed (a token refresh that could
 # not reach its endpoint included).
 NETWORK_ERRORS = (urllib3.exceptions.HTTPError, google.auth.exceptions.TransportError)
@@ -58,7 +51,8 @@ class Response:
 
 
 class Http:
-    """Calls to one JSON API endpoint (`base_url`: GCS or an emulator) with `credentials`."""
+    """Calls to one JSON API endpoint (`base_url`: GCS, a private endpoint, or an emulator)
+    with `credentials`."""
 
     def __init__(
         self, credentials: Credentials, base_url: str, *, max_pool_connections: int
@@ -150,24 +144,6 @@ class _TokenRequests(google.auth.transport.Request):
 
             self._request = google.auth.transport.requests.Request(requests.Session())
         return self._request(*args, **kwargs)
-
-
-def connect(emulator_host: str | None, *, max_pool_connections: int) -> Http:
-    """The transport to real GCS with Application Default Credentials, or to the emulator at
-    `emulator_host` (STORAGE_EMULATOR_HOST) without any. Reads credential files, talks to no
-    server."""
-    if emulator_host:
-        return Http(
-            AnonymousCredentials(), emulator_host, max_pool_connections=max_pool_connections
-        )
-    try:
-        credentials, _ = google.auth.default(scopes=list(SCOPES))
-    except google.auth.exceptions.DefaultCredentialsError as exc:
-        raise errors.StartupError(f"GOOGLE_APPLICATION_CREDENTIALS: {exc}") from None
-    if isinstance(credentials, service_account.Credentials):
-        # A service account signs its own tokens (a self-signed JWT): no token endpoint call.
-        credentials = credentials.with_always_use_jwt_access(True)
-    return Http(credentials, GCS_URL, max_pool_connections=max_pool_connections)
 
 
 def _pool(base_url: str, size: int) -> urllib3.PoolManager:
