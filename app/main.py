@@ -19,7 +19,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 from starlette.types import Message, Receive, Scope, Send
 
-from app import errors, wiring
+from app import errors, names, wiring
 from app.api import answers, docs, failures, jobs
 from app.api.middleware import RequestEdge
 from app.api.routes import router, service_router
@@ -59,7 +59,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app = FastAPI(
         title="cross-cloud-replicator",
-        version="0.1.0",
+        version=names.VERSION,
         summary="Streams objects from Amazon S3 into Google Cloud Storage, verified, exactly once.",
         lifespan=lifespan,
         docs_url=None,  # app/api/docs.py serves /docs and /redoc without a CDN

@@ -17,7 +17,7 @@ import boto3
 import botocore.config
 import botocore.exceptions as bce
 
-from app import errors, retry
+from app import errors, names, retry
 
 LONG_POLL_SECONDS = 20  # SQS's maximum
 MAX_MESSAGES = 10  # per receive, SQS's maximum
@@ -63,6 +63,7 @@ def build_queue(
         connect_timeout=connect_timeout,
         read_timeout=LONG_POLL_SECONDS + 10,
         retries={"total_max_attempts": 1, "mode": "standard"},
+        user_agent_extra=names.USER_AGENT,
     )
     session = boto3.session.Session(
         aws_access_key_id=access_key_id, aws_secret_access_key=secret_access_key

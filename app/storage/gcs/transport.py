@@ -33,7 +33,7 @@ import urllib3
 from google.auth.credentials import AnonymousCredentials, Credentials
 from google.oauth2 import service_account
 
-from app import errors
+from app import errors, names
 
 GCS_URL = "https://storage.googleapis.com"
 SCOPES = ("https://www.googleapis.com/auth/devstorage.read_write",)
@@ -116,7 +116,7 @@ class Http:
         if params:
             url = f"{url}?{urlencode(params)}"
         for attempt in (1, 2):
-            sent = dict(headers or {})
+            sent = {"User-Agent": names.USER_AGENT, **(headers or {})}
             self._credentials.before_request(self._refresh, method, url, sent)
             answer = self._pool.urlopen(
                 method,
