@@ -246,7 +246,9 @@ def _clients(
     )
     destination: Destination
     if settings.local_gcs_path is not None:
-        destination = local.LocalDestination(settings.local_gcs_path)
+        directory = local.LocalDestination(settings.local_gcs_path)
+        directory.create_bucket(settings.gcs_bucket_name)
+        destination = directory
     else:
         destination = gcs.build_destination(
             emulator_host=settings.storage_emulator_host,
