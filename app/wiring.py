@@ -52,9 +52,18 @@ class Probe:
 
     def run(self) -> None:
         """Reach S3 and GCS now; StartupError on the first failure."""
-        source, destination = self._built()
+        self.reach_source()
+        self.reach_destination(self._settings.gcs_bucket_name)
+
+    def reach_source(self) -> None:
+        """Reach S3 now; StartupError when it does not answer or refuses the credentials."""
+        source, _ = self._built()
         source.probe()
-        destination.probe(self._settings.gcs_bucket_name)
+
+    def reach_destination(self, bucket: str) -> None:
+        """Reach `bucket` at the destination now; StartupError when it cannot be."""
+        _, destination = self._built()
+        destination.probe(bucket)
 
     def _built(self) -> tuple[Source, Destination]:
         with self._lock:
