@@ -29,7 +29,7 @@ from tests.service_process import REPO, START_TIMEOUT, STOP_TIMEOUT, service_env
 class MakeDev:
     process: subprocess.Popen[bytes]
     log: Path
-    ports: dict[str, int]  # API, S3, GCS
+    ports: dict[str, int]  # API, S3, GCS, WORKER: free ones, never the defaults
 
     def output(self) -> str:
         return self.log.read_text()
@@ -49,7 +49,7 @@ class MakeDev:
 @contextlib.contextmanager
 def make_dev(workdir: Path) -> Iterator[MakeDev]:
     """`python -m app.dev` on three free ports, once its API answers /health."""
-    ports = {name: emulators.free_port() for name in ("API", "S3", "GCS")}
+    ports = {name: emulators.free_port() for name in ("API", "S3", "GCS", "WORKER")}
     env = service_env({f"DEV_{name}_PORT": str(port) for name, port in ports.items()})
     log = workdir / "make-dev.log"
     with log.open("wb") as out:
