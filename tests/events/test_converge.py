@@ -273,12 +273,12 @@ def test_every_source_delete_leaves_a_log_line_and_a_count(
 ) -> None:
     events = services(delete_policy=policy).events
     buckets.put("traced.txt", b"deleted at the source")
-    events.settle(s3_event(buckets.source, "traced.txt"))
+    converge(events, s3_event(buckets.source, "traced.txt"))
     buckets.s3.delete_object(Bucket=buckets.source, Key="traced.txt")
     before = deletes_counted(outcome)
 
     with caplog.at_level(logging.INFO, logger="app.events.converge"):
-        events.settle(s3_event(buckets.source, "traced.txt", REMOVED))
+        converge(events, s3_event(buckets.source, "traced.txt", REMOVED))
 
     assert deletes_counted(outcome) == before + 1
     lines = [r.getMessage() for r in caplog.records if r.name == "app.events.converge"]
