@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from app.dev import emulators
 from app.replication import identity
 from tests.conftest import Buckets
 from tests.faults import Fault, FaultProxy
