@@ -22,6 +22,8 @@ $(STAMP): requirements.lock pyproject.toml
 	@$(BIN)/python -m compileall -q app
 	@touch $@
 
+# Stop it with Ctrl-C, or from a script with SIGTERM to make's pid (`make dev & ... kill $!`):
+# make passes SIGTERM on to its recipe, never SIGINT (docs/development.md).
 dev: $(STAMP)  ## the service on :8000 with moto (:9000), fake-gcs-server (:4443) and demo data
 	@$(BIN)/python -m app.dev
 

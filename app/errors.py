@@ -1,7 +1,8 @@
 """The error vocabulary. Adapters raise these; one handler in main.py turns them into JSON.
 
-Each class carries its HTTP status and the `error` word clients see, so the mapping to HTTP
-lives here and nowhere else.
+Each class carries its HTTP status and the `error` word clients see, and `body()` is the one
+JSON body every error answer has (the service's, its request edge's and the worker's health
+server's), so the mapping to HTTP lives here and nowhere else.
 """
 
 from __future__ import annotations
@@ -15,6 +16,10 @@ class ReplicatorError(Exception):
     def __init__(self, detail: str) -> None:
         super().__init__(detail)
         self.detail = detail
+
+    def body(self) -> dict[str, str]:
+        """The JSON body of the HTTP answer: `{"error": kind, "detail": detail}`."""
+        return {"error": self.kind, "detail": self.detail}
 
 
 class InvalidRequest(ReplicatorError):
@@ -46,6 +51,21 @@ class Forbidden(ReplicatorError):
         super().__init__("forbidden")
         self.args = (reason,)
         self.reason = reason
+
+    def body(self) -> dict[str, str]:
+        return {"error": self.kind}
+
+
+class NotFound(ReplicatorError):
+    """No route at this path (an object or a job that is missing is ObjectNotFound)."""
+
+    status_code = 404
+    kind = "not_found"
+
+
+class MethodNotAllowed(ReplicatorError):
+    status_code = 405
+    kind = "method_not_allowed"
 
 
 class PayloadTooLarge(ReplicatorError):

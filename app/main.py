@@ -19,8 +19,8 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 from starlette.types import Message, Receive, Scope, Send
 
-from app import errors, wiring
-from app.api import docs, failures, jobs
+from app import errors, names, wiring
+from app.api import answers, docs, failures, jobs
 from app.api.middleware import RequestEdge
 from app.api.routes import router, service_router
 from app.config import Settings, load_settings
@@ -59,7 +59,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app = FastAPI(
         title="cross-cloud-replicator",
-        version="0.1.0",
+        version=names.VERSION,
         summary="Streams objects from Amazon S3 into Google Cloud Storage, verified, exactly once.",
         lifespan=lifespan,
         docs_url=None,  # app/api/docs.py serves /docs and /redoc without a CDN
@@ -70,6 +70,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(failures.router)
     app.include_router(service_router)
     docs.add_docs(app)
+    app.openapi = lambda: answers.without_fastapis_422(FastAPI.openapi(app))  # type: ignore[method-assign]
     app.add_exception_handler(errors.ReplicatorError, _replicator_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(HTTPException, _http_error)
@@ -109,8 +110,7 @@ async def _replicator_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, errors.ReplicatorError)
     if isinstance(exc, errors.Forbidden):  # why is for the logs only
         log.warning("%s %s -> 403: %s", request.method, request.url.path, exc.reason)
-        return JSONResponse({"error": exc.kind}, status_code=exc.status_code)
-    if exc.status_code >= 500:
+    elif exc.status_code >= 500:
         log.error(
             "%s %s -> %d %s: %s",
             request.method,
@@ -119,11 +119,7 @@ async def _replicator_error(request: Request, exc: Exception) -> JSONResponse:
             exc.kind,
             exc.detail,
         )
-    return JSONResponse(
-        {"error": exc.kind, "detail": exc.detail},
-        status_code=exc.status_code,
-        headers=exc.headers or None,
-    )
+    return answers.error_response(exc)
 
 
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
@@ -135,18 +131,28 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
         if error["type"] == "json_invalid":  # its location is a character offset, not a field
             reason = error.get("ctx", {}).get("error")
             where, message = "", f"the request body is not valid JSON ({reason})"
+        elif error["type"] == "missing" and tuple(error["loc"]) == ("body",):
+            message = "the request body is missing: send a JSON object"
+        elif error["type"] == "extra_forbidden":
+            message = "not a field of this request (misspelled?)"
         problems.append(f"{where}: {message}" if where else message)
-    return JSONResponse({"error": "invalid_request", "detail": "; ".join(problems)}, 422)
+    return answers.error_response(errors.InvalidRequest("; ".join(problems)))
 
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+    """What routing itself answers: 404 for a path no route has, 405 for a method."""
     assert isinstance(exc, HTTPException)
-    kind = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-    return JSONResponse(
-        {"error": kind, "detail": str(exc.detail)},
-        status_code=exc.status_code,
-        headers=getattr(exc, "headers", None),
-    )
+    error: errors.ReplicatorError
+    if exc.status_code == 404:
+        error = errors.NotFound(f"no route at {request.url.path}")
+    elif exc.status_code == 405:
+        error = errors.MethodNotAllowed(f"{request.method} is not allowed at {request.url.path}")
+    else:
+        error = errors.ReplicatorError(str(exc.detail))
+        error.status_code = exc.status_code
+        error.kind = "http_error"
+    error.headers = dict(exc.headers or {})
+    return answers.error_response(error)
 
 
 app = create_app()

@@ -99,3 +99,11 @@ JOB_OBJECTS = Counter(
     ["kind", "outcome"],
 )
 JOB_BYTES = Counter("replicator_job_bytes", "Bytes copied by sync jobs over HTTP")
+
+DELETE_EVENTS = Counter(
+    "replicator_delete_events",
+    "Source deletes settled, by what was done to the copy: deleted (DELETE_POLICY=propagate), "
+    "kept (DELETE_POLICY=ignore), gone (no copy to delete), not_ours (the destination object "
+    "was not written by the replicator), recreated (the source has the key again: copied)",
+    ["outcome"],
+)

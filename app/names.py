@@ -1,4 +1,5 @@
-"""Naming rules for buckets and object keys, as S3 and GCS enforce them.
+"""Naming rules for buckets and object keys, as S3 and GCS enforce them, and the name the
+service gives itself.
 
 Checked at the API edge so bad input is refused with a 422 naming the problem before
 anything is read or written.
@@ -6,13 +7,25 @@ anything is read or written.
 
 from __future__ import annotations
 
+import importlib.metadata
 import ipaddress
+import platform
 import re
 from typing import Annotated
 
 from pydantic import AfterValidator, Field
 
 MAX_KEY_BYTES = 1024
+
+PRODUCT = "cross-cloud-replicator"
+try:
+    VERSION = importlib.metadata.version(PRODUCT)
+except importlib.metadata.PackageNotFoundError:  # run from a checkout that was not installed
+    VERSION = "0+unknown"
+# Every call to a cloud says who made it: operators read it in GCS's audit logs
+# (callerSuppliedUserAgent) and CloudTrail's (userAgent). On S3 it is botocore's own, with
+# this appended.
+USER_AGENT = f"{PRODUCT}/{VERSION} python/{platform.python_version()}"
 
 # The custom metadata in which a destination object records its source. S3 stores user metadata
 # keys in lower case, so these capitalised keys can never collide with metadata copied from S3.

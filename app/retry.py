@@ -104,5 +104,4 @@ def _record_retry(state: tenacity.RetryCallState) -> None:
     exc = state.outcome.exception() if state.outcome else None
     metrics.RETRIES.labels(getattr(exc, "cause", "unknown")).inc()
     delay = state.next_action.sleep if state.next_action else 0.0
-    name = getattr(state.fn, "__qualname__", "call")
-    log.warning("retrying %s in %.2fs after attempt %d: %s", name, delay, state.attempt_number, exc)
+    log.warning("%s (attempt %d; trying again in %.2fs)", exc, state.attempt_number, delay)

@@ -91,16 +91,26 @@ class Probe:
 
     def run(self) -> None:
         """Reach S3 and GCS now, one step after the other: the AWS identity (credentials, then
-        STS GetCallerIdentity where STS is AWS's or AWS_ENDPOINT_URL_STS names it), the
-        Google identity (a token), S3, the GCS bucket. StartupError naming the first step
-        that failed."""
-        source, destination, sts = self._built()
+        STS GetCallerIdentity where STS is AWS's or AWS_ENDPOINT_URL_STS names it), S3, the
+        Google identity (a token), the GCS bucket. StartupError naming the first step that
+        failed."""
+        self.reach_source()
+        self.reach_destination(self._settings.gcs_bucket_name)
+
+    def reach_source(self) -> None:
+        """The AWS identity, then S3; StartupError when either fails."""
+        source, _, sts = self._built()
         self._identities.aws.check(sts)
+        source.probe()
+
+    def reach_destination(self, bucket: str) -> None:
+        """The Google identity, then `bucket` at the destination; StartupError when it cannot
+        be reached as whom we are."""
+        _, destination, _ = self._built()
         if self._identities.google is not None:
             google.check(self._identities.google)
-        source.probe()
         try:
-            destination.probe(self._settings.gcs_bucket_name)
+            destination.probe(bucket)
         except errors.StartupError as exc:
             if isinstance(exc.__cause__, errors.AccessDenied) and self._identities.google:
                 who = google.describe(self._identities.google)
@@ -315,7 +325,9 @@ def _clients(
     )
     destination: Destination
     if settings.local_gcs_path is not None:
-        destination = local.LocalDestination(settings.local_gcs_path)
+        directory = local.LocalDestination(settings.local_gcs_path)
+        directory.create_bucket(settings.gcs_bucket_name)
+        destination = directory
     else:
         destination = gcs.build_destination(
             emulator_host=settings.storage_emulator_host,

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, Field
 
 from app import errors
-from app.api import schemas
+from app.api import answers
 from app.api.security import require_api_key
 from app.events.dead_letters import DeadLetters
 
@@ -41,14 +41,14 @@ async def get_dead_letters(request: Request) -> DeadLetters:
     return found
 
 
-_RESPONSES: dict[int | str, dict[str, Any]] = {
-    422: {
-        "model": schemas.ErrorResponse,
-        "description": "No queue (SQS_QUEUE_URL), or its redrive policy names no dead-letter "
-        "queue.",
-    },
-    503: {"model": schemas.ErrorResponse, "description": "SQS could not be reached."},
-}
+_RESPONSES = answers.responses(
+    401,
+    422,
+    503,
+    s422="No queue (SQS_QUEUE_URL), or its redrive policy names no dead-letter queue; or "
+    "`limit` is not a whole number from 1 to 1000.",
+    s503="SQS could not be reached.",
+)
 
 
 @router.get("/v1/failures", responses=_RESPONSES, dependencies=[Depends(require_api_key)])

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import datetime
 import re
-from typing import Any, Literal, Self
+from typing import Literal, Self
 
 from fastapi import APIRouter, Depends, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, Field, field_validator, model_validator
 
-from app.api.schemas import ErrorResponse
+from app.api import answers, schemas
 from app.api.security import accepts, require_api_key
 from app.bulk.check import CheckOptions
 from app.bulk.compare import Location
@@ -26,7 +26,7 @@ SYNC_ONLY = ("dry_run", "delete", "max_delete")
 CHECK_ONLY = ("checksum",)
 
 
-class JobBody(BaseModel):
+class JobBody(schemas.RequestBody):
     kind: Literal["sync", "check"]
     source: str = Field(description="s3://bucket[/prefix]")
     destination: str = Field(description="gs://bucket[/prefix]; any bucket, not only the default")
@@ -38,7 +38,6 @@ class JobBody(BaseModel):
     checksum: bool = Field(False, description="check: also compare the checksums both expose")
 
     model_config = {
-        "extra": "forbid",
         "json_schema_extra": {
             "examples": [
                 {
@@ -141,20 +140,22 @@ def _response(job: JobView) -> JobResponse:
     )
 
 
-def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
-    text = {
-        404: "No such job in this process (it keeps the last 100; a restart forgets them).",
-        409: "A job runs already for this source and destination: the detail names it.",
-        422: "Invalid input: the detail names the field and the rule. Nothing was started.",
-        429: "MAX_RUNNING_JOBS jobs are running: start this one when one has ended.",
-    }
-    return {code: {"model": ErrorResponse, "description": text[code]} for code in codes}
+_NO_JOB = "No such job in this process (it keeps the last 100; a restart forgets them)."
 
 
 @router.post(
     "/v1/jobs",
     status_code=202,
-    responses=_errors(409, 422, 429),
+    responses=answers.responses(
+        401,
+        409,
+        *answers.BODY,
+        429,
+        s409="A job runs already for this source and destination: the detail names it.",
+        s422="Invalid input: the detail names each field (unknown ones too) and its rule. "
+        "Nothing was started.",
+        s429="MAX_RUNNING_JOBS jobs are running: start this one when one has ended.",
+    ),
     dependencies=[Depends(accepts("application/json"))],
 )
 def start_job(
@@ -192,13 +193,13 @@ def start_job(
     return _response(job)
 
 
-@router.get("/v1/jobs")
+@router.get("/v1/jobs", responses=answers.responses(401))
 def list_jobs(jobs: JobsDep) -> JobList:
     """The running jobs and the last 100 that ended, newest first."""
     return JobList(jobs=[_response(job) for job in jobs.recent()])
 
 
-@router.get("/v1/jobs/{id}", responses=_errors(404))
+@router.get("/v1/jobs/{id}", responses=answers.responses(401, 404, s404=_NO_JOB))
 def get_job(id: str, jobs: JobsDep) -> JobResponse:
     """A job's status, counts so far and first errors."""
     return _response(jobs.get(id))
@@ -213,7 +214,7 @@ def get_job(id: str, jobs: JobsDep) -> JobResponse:
             "description": "One line per key settled so far: `<outcome> <key>` for sync, "
             "rclone's `--combined` marks for check.",
         },
-        **_errors(404),
+        **answers.responses(401, 404, s404=_NO_JOB),
     },
 )
 def job_report(id: str, jobs: JobsDep) -> StreamingResponse:
@@ -224,7 +225,10 @@ def job_report(id: str, jobs: JobsDep) -> StreamingResponse:
 @router.delete(
     "/v1/jobs/{id}",
     response_model=JobResponse,
-    responses={200: {"description": "The job had ended already"}, **_errors(404)},
+    responses={
+        200: {"description": "The job had ended already"},
+        **answers.responses(401, 404, s404=_NO_JOB),
+    },
     status_code=202,
 )
 def cancel_job(id: str, jobs: JobsDep) -> JobResponse | JSONResponse:

@@ -7,7 +7,6 @@ with it (app/api/security.py), so that routing answers 404 and 405 first."""
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import time
@@ -20,6 +19,7 @@ from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app import errors, metrics
+from app.api import answers
 from app.logging_config import request_id
 
 log = logging.getLogger("app.requests")
@@ -60,7 +60,7 @@ class RequestEdge:
                 body, problem = await _read_body(receive, limit)
                 receive = _replay(body, receive)
             if problem is not None:
-                await _send_error(problem, send_with_id)
+                await _send_error(problem, scope, send_with_id)
             else:
                 await self.app(scope, receive, send_with_id)
         except Exception:
@@ -70,7 +70,7 @@ class RequestEdge:
             if response.started:
                 raise
             detail = f"an unexpected error occurred (request id {rid}); see the logs"
-            await _send_error(errors.ReplicatorError(detail), send_with_id)
+            await _send_error(errors.ReplicatorError(detail), scope, send_with_id)
         finally:
             elapsed = time.perf_counter() - started
             route = getattr(scope.get("route"), "path", None) or "other"
@@ -147,8 +147,9 @@ def _replay(body: bytes, receive: Receive) -> Receive:
     return replay
 
 
-async def _send_error(error: errors.ReplicatorError, send: Send) -> None:
-    body = json.dumps({"error": error.kind, "detail": error.detail}, separators=(",", ":")).encode()
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-    await send({"type": "http.response.start", "status": error.status_code, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
+async def _send_error(error: errors.ReplicatorError, scope: Scope, send: Send) -> None:
+    await answers.error_response(error)(scope, _no_body, send)
+
+
+async def _no_body() -> Message:
+    return {"type": "http.request", "body": b"", "more_body": False}

@@ -11,7 +11,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.convertors import Convertor, register_url_convertor
 
 from app import errors
-from app.api import schemas
+from app.api import answers, schemas
 from app.api.security import accepts, require_api_key, require_api_key_or_basic
 from app.dependencies import (
     BatchDep,
@@ -33,16 +33,16 @@ from app.replication.replicator import ReplicationRequest, ReplicationResult
 router = APIRouter()
 service_router = APIRouter(tags=["service"])  # liveness and readiness: always open
 
-_ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": schemas.ErrorResponse, "description": text}
-    for code, text in {
-        404: "The source bucket or object (or the destination bucket) does not exist.",
-        409: "Another writer changed the destination object during the copy.",
-        422: "Invalid input: the detail names the field and the rule.",
-        502: "A cloud refused our credentials, or the bytes did not verify.",
-        503: "S3 or GCS could not be reached after the retries.",
-    }.items()
-}
+_COPY_ANSWERS = answers.responses(401, 404, 409, *answers.BODY, 502, 503)
+_OBJECT_ANSWERS = answers.responses(
+    401,
+    404,
+    422,
+    502,
+    503,
+    s404="The destination bucket or object does not exist.",
+    s422="The bucket or object name is not one GCS accepts: the detail says why.",
+)
 
 
 def _response(result: ReplicationResult) -> schemas.ReplicationResponse:
@@ -63,7 +63,7 @@ def _response(result: ReplicationResult) -> schemas.ReplicationResponse:
 
 @router.post(
     "/v1/replicate",
-    responses=_ERRORS,
+    responses=_COPY_ANSWERS,
     tags=["replication"],
     dependencies=[Depends(require_api_key), Depends(accepts("application/json"))],
 )
@@ -83,7 +83,7 @@ def replicate(
 
 @router.post(
     "/v1/replicate/batch",
-    responses=_ERRORS,
+    responses=answers.responses(401, *answers.BODY),
     tags=["replication"],
     response_model_exclude_none=True,
     dependencies=[Depends(require_api_key), Depends(accepts("application/json"))],
@@ -148,22 +148,18 @@ _EVENT_RESPONSES: dict[int | str, dict[str, Any]] = {
         "model": schemas.QueuedResponse,
         "description": "With SQS_QUEUE_URL set: the body is on the queue, as it came.",
     },
-    401: {"model": schemas.ErrorResponse, "description": "API_KEYS is set and no valid key came."},
-    403: {
-        "model": schemas.ForbiddenResponse,
-        "description": "An SNS message whose signature, certificate URL or topic is refused; "
+    **answers.responses(
+        401,
+        403,
+        *answers.BODY,
+        503,
+        s403="An SNS message whose signature, certificate URL or topic is refused; "
         "nothing was read or written.",
-    },
-    422: {
-        "model": schemas.ErrorResponse,
-        "description": "The body matches no shape AWS sends (or SNS refused a subscription "
+        s422="The body matches no shape AWS sends (or SNS refused a subscription "
         "confirmation); nothing was read or written.",
-    },
-    503: {
-        "model": schemas.ErrorResponse,
-        "description": "A record could not be settled now, or the queue refused the body: "
+        s503="A record could not be settled now, or the queue refused the body: "
         "deliver it again (records already settled are then skipped).",
-    },
+    ),
 }
 
 _EVENT_EXAMPLES = {
@@ -291,7 +287,7 @@ ObjectPath = Annotated[
 
 @router.get(
     "/v1/object/{bucket}/{key:anypath}",
-    responses=_ERRORS,
+    responses=_OBJECT_ANSWERS,
     tags=["objects"],
     dependencies=[Depends(require_api_key)],
 )
@@ -319,7 +315,7 @@ def get_object(
 @router.delete(
     "/v1/object/{bucket}/{key:anypath}",
     status_code=204,
-    responses=_ERRORS,
+    responses=_OBJECT_ANSWERS,
     tags=["objects"],
     dependencies=[Depends(require_api_key)],
 )
@@ -335,6 +331,7 @@ def delete_object(
     "/metrics",
     tags=["service"],
     response_class=Response,
+    responses=answers.responses(401),
     dependencies=[Depends(require_api_key)],
 )
 def metrics() -> Response:
@@ -342,8 +339,8 @@ def metrics() -> Response:
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
 
-@service_router.get("/health")
-@service_router.get("/")
+@service_router.get("/health", responses=answers.responses())
+@service_router.get("/", responses=answers.responses())
 async def health(settings: SettingsDep, identities: IdentitiesDep) -> schemas.HealthResponse:
     """Liveness, where the service points and as whom; cheap, talks to no cloud. Never a
     secret. Served on the event loop, not the request threads, so a liveness probe is
@@ -353,7 +350,10 @@ async def health(settings: SettingsDep, identities: IdentitiesDep) -> schemas.He
     )
 
 
-@service_router.get("/ready", responses={503: {"model": schemas.ErrorResponse}})
+@service_router.get(
+    "/ready",
+    responses=answers.responses(503, s503="S3 or GCS does not answer now: the detail says which."),
+)
 def ready(probe: ProbeDep, ledger: LedgerDep, identities: IdentitiesDep) -> schemas.ReadyResponse:
     """200 only when S3 and GCS both answer now (short timeouts, no retries); the ledger's
     state is reported but never makes it fail (the ledger is an optimisation)."""

@@ -2,15 +2,34 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, Self
+from typing import Annotated, Any, Literal, Self
 
-from pydantic import AliasChoices, BaseModel, Field, model_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, model_validator
 
 from app.names import GCSBucket, GCSKey, ObjectKey, S3Bucket, check_gcs_key
 from app.policy import Overwrite
 
 
-class ReplicateRequest(BaseModel):
+class RequestBody(BaseModel):
+    """A request schema. A field it does not have is refused (a 422 naming it), so a typo
+    never sends data somewhere the caller did not mean; so is a field given under two of
+    its names (`s3_bucket` and `src_bucket`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_name_per_field(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            for field in cls.model_fields.values():
+                if isinstance(field.validation_alias, AliasChoices):
+                    names = [n for n in field.validation_alias.choices if n in data]
+                    if len(names) > 1:
+                        raise ValueError(f"{' and '.join(map(str, names))} are one field: give one")
+        return data
+
+
+class ReplicateRequest(RequestBody):
     """Seed clients' `src_bucket`, `src_key`, `dest_bucket`, `dest_key` are accepted too."""
 
     s3_bucket: S3Bucket = Field(validation_alias=AliasChoices("s3_bucket", "src_bucket"))
@@ -68,7 +87,7 @@ class ReplicationResponse(BaseModel):
     message: str
 
 
-class BatchRequest(BaseModel):
+class BatchRequest(RequestBody):
     s3_bucket: S3Bucket = Field(validation_alias=AliasChoices("s3_bucket", "src_bucket"))
     s3_keys: list[ObjectKey] = Field(min_length=1, max_length=1000)
     gcs_bucket: GCSBucket | None = Field(

@@ -148,6 +148,8 @@ def start(args: argparse.Namespace, output: str | None, option: str) -> Started:
     keys = KeyFilter.from_globs(args.include, args.exclude)
     services = wiring.build(settings)
     try:
+        if settings.startup_probe:
+            reach(services, dst)
         inventory = None
         if args.inventory:
             src, inventory = _inventory(args, src, services)
@@ -181,6 +183,28 @@ def _inventory(
     except errors.ReplicatorError as exc:
         raise UsageError(f"--inventory: {exc.detail}") from None
     return src, loaded
+
+
+def reach(services: Services, destination: Location) -> None:
+    """A quick look at both sides before any work, as the service's start-up probe (short
+    timeouts, no retries): UsageError with one line, naming the setting that points at the
+    side that does not answer, instead of a listing retried and failed."""
+    from app import errors
+
+    settings = services.settings
+    try:
+        services.probe.reach_source()
+    except errors.StartupError as exc:
+        setting = "S3_ENDPOINT_URL" if settings.s3_endpoint_url else "AWS_REGION"
+        raise UsageError(f"{setting}: {exc}") from None
+    try:
+        services.probe.reach_destination(destination.bucket)
+    except errors.StartupError as exc:
+        if isinstance(exc.__cause__, errors.BucketNotFound):  # named on the command line
+            raise UsageError(f"gs://{destination.bucket} does not exist") from None
+        if settings.storage_emulator_host and settings.local_gcs_path is None:
+            raise UsageError(f"STORAGE_EMULATOR_HOST: {exc}") from None
+        raise UsageError(str(exc)) from None  # LOCAL_GCS_PATH's lines name it
 
 
 def open_output(path: str | None, option: str) -> IO[str] | None:

@@ -61,17 +61,19 @@ def sync_figures(snapshot: Snapshot) -> Figures:
 
 
 def check_figures(snapshot: Snapshot) -> Figures:
-    """Keys compared so far, by mark, and the rate."""
-    rate = snapshot["listed"] / snapshot.elapsed if snapshot.elapsed > 0 else 0.0
-    counts = ", ".join(
-        f"{snapshot[name]} {name}"
-        for name in ("identical", "missing", "extra", "different", "errors")
-    )
-    text = f"{snapshot['listed']} keys compared ({counts}), {rate:.0f} keys/s"
+    """Keys compared so far of those listed, by mark (the marks add up to the keys compared:
+    a key listed is compared once its mark is known, after its download with --download),
+    and the rate."""
+    marks = ("identical", "missing", "extra", "different", "errors")
+    compared = sum(snapshot[name] for name in marks)
+    more = "" if snapshot.listing_done else "+"
+    rate = compared / snapshot.elapsed if snapshot.elapsed > 0 else 0.0
+    counts = ", ".join(f"{snapshot[name]} {name}" for name in marks)
+    text = f"{compared}/{snapshot['listed']}{more} keys compared ({counts}), {rate:.0f} keys/s"
     if not snapshot.listing_done:
         text += ", listing"
     total = snapshot["listed"] if snapshot.listing_done else None
-    return Figures(text, snapshot["listed"], total)
+    return Figures(text, compared, total)
 
 
 def enqueue_figures(snapshot: Snapshot) -> Figures:

@@ -241,9 +241,13 @@ def _summary(snapshot: Any) -> dict[str, Any]:
 
 
 def _line(summary: dict[str, Any]) -> str:
+    """The summary for a person; a dry run says what it would have copied and deleted."""
+    copied, deleted = (
+        ("would copy", "would delete") if summary["dry_run"] else ("copied", "deleted")
+    )
     line = (
-        f"copied {summary['copied']}, skipped {summary['skipped']}, gone {summary['gone']}, "
-        f"deleted {summary['deleted']}, failed {summary['failed']}, {summary['bytes']} bytes in "
+        f"{copied} {summary['copied']}, skipped {summary['skipped']}, gone {summary['gone']}, "
+        f"{deleted} {summary['deleted']}, failed {summary['failed']}, {summary['bytes']} bytes in "
         f"{summary['duration_seconds']:.1f}s" + (" (dry run)" if summary["dry_run"] else "")
     )
     if summary["interrupted"]:

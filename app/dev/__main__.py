@@ -5,6 +5,11 @@ API on :8000, and a worker draining a queue that `source-bucket`'s notifications
 DEV_API_PORT, DEV_S3_PORT, DEV_GCS_PORT and DEV_WORKER_PORT move them. Ctrl-C (or SIGTERM)
 stops everything and frees the ports. If an emulator or the worker dies, one line says which,
 the rest stop, and the exit code is 1.
+
+From a script, `make dev &` then `kill $!`: SIGTERM, which GNU make passes on to this process.
+SIGINT sent to make's pid alone stops nothing: make keeps it to itself and waits for its
+children (and a script's background job ignores SIGINT from the start); a terminal's Ctrl-C
+works because it reaches the whole process group.
 """
 
 from __future__ import annotations
@@ -169,7 +174,7 @@ def main() -> int:
             f"GCS (fake-gcs-server) at {gcs.url} with gs://{destination_bucket}\n"
             f"API at http://127.0.0.1:{api_port} (docs at /docs); a worker drains {queue.url}, "
             f"fed by s3://{SOURCE_BUCKET}'s events (metrics at :{worker_port}/metrics).\n"
-            "Ctrl-C stops everything.",
+            "Ctrl-C stops everything (from a script: SIGTERM to make's pid).",
             flush=True,
         )
         config = uvicorn.Config("app.main:app", host="127.0.0.1", port=api_port, log_level="info")

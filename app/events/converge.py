@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import contextlib
 import enum
+import logging
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
@@ -57,6 +58,8 @@ from app.replication.replicator import (
 )
 from app.retry import RetryPolicy
 from app.storage.base import ObjectInfo
+
+log = logging.getLogger(__name__)
 
 LOOKS = 3  # looks at one key per event, when the destination keeps changing under us
 GONE = "already gone"
@@ -199,6 +202,7 @@ class Converger:
                 reason = "no longer at the source"
             else:
                 reason = "no longer at the source; DELETE_POLICY is ignore"
+                _log_delete(requests[0], "kept", "the copy stays (DELETE_POLICY=ignore)")
             return _outcome(record, requests[0].s3_key, EventAction.SKIPPED, reason)
         return self._delete(record, requests)
 
@@ -224,6 +228,7 @@ class Converger:
         reason = result.reason
         if record.action == "delete":
             reason = f"the source has it again (re-created): {reason}"
+            _log_delete(request, "recreated", f"the source has it again: {result.reason}")
         return _outcome(record, request.s3_key, action, reason)
 
     def _delete(self, record: EventRecord, requests: list[ReplicationRequest]) -> EventOutcome:
@@ -235,11 +240,16 @@ class Converger:
             if reason is None:
                 tombstone = LedgerEntry(request.s3_bucket, request.s3_key, None, record.sequencer)
                 self._ledger.note(request.gcs_bucket, request.gcs_key, tombstone)
+                _log_delete(request, "deleted", "the copy is deleted (DELETE_POLICY=propagate)")
                 return _outcome(
                     record, request.s3_key, EventAction.DELETED, "no longer at the source"
                 )
             reasons.append(reason)
         reason = NOT_OURS if NOT_OURS in reasons else reasons[0]
+        if reason == NOT_OURS:
+            _log_delete(requests[0], "not_ours", f"kept: {NOT_OURS}")
+        else:
+            _log_delete(requests[0], "gone", "no copy to delete")
         return _outcome(record, requests[0].s3_key, EventAction.SKIPPED, reason)
 
     def _remove_copy(self, request: ReplicationRequest) -> str | None:
@@ -377,6 +387,19 @@ def _copied_from(current: ObjectInfo, request: ReplicationRequest) -> bool:
     return (
         recorded.get(SOURCE_BUCKET) == request.s3_bucket
         and recorded.get(SOURCE_KEY) == request.s3_key
+    )
+
+
+def _log_delete(request: ReplicationRequest, outcome: str, what: str) -> None:
+    """One log line and one count (DELETE_EVENTS, by `outcome`) per source delete settled."""
+    metrics.DELETE_EVENTS.labels(outcome).inc()
+    log.info(
+        "deleted at the source: s3://%s/%s; gs://%s/%s: %s",
+        request.s3_bucket,
+        request.s3_key,
+        request.gcs_bucket,
+        request.gcs_key,
+        what,
     )
 
 

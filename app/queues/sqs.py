@@ -18,7 +18,7 @@ import botocore.config
 import botocore.exceptions as bce
 import botocore.session
 
-from app import errors, retry
+from app import errors, names, retry
 from app.identity.aws import AwsIdentity, credential_error
 
 LONG_POLL_SECONDS = 20  # SQS's maximum
@@ -68,6 +68,7 @@ def build_queue(
         connect_timeout=connect_timeout,
         read_timeout=LONG_POLL_SECONDS + 10,
         retries={"total_max_attempts": 1, "mode": "standard"},
+        user_agent_extra=names.USER_AGENT,
     )
     identity = identity or AwsIdentity(
         region=region, access_key_id=access_key_id, secret_access_key=secret_access_key

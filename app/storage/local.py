@@ -147,6 +147,17 @@ class LocalDestination:
         self._lock = threading.Lock()  # serialises precondition checks, renames and reads
         self.target = f"local:{root}"
 
+    def create_bucket(self, bucket: str) -> None:
+        """Make the root, the staging area and `bucket`'s directory if they are missing, as
+        a local destination's default bucket is made for the user whether or not the start-up
+        probe runs. A name that cannot be a directory, or a directory that cannot be made, is
+        left for the probe or the first write to report, in one line naming LOCAL_GCS_PATH."""
+        if not _BUCKET.fullmatch(bucket):
+            return
+        with contextlib.suppress(OSError):
+            (self._root / bucket).mkdir(parents=True, exist_ok=True)
+            self._staging.mkdir(exist_ok=True)
+
     def probe(self, bucket: str) -> None:
         """Create the root and the bucket's directory when they are missing, then check that
         files can be created and removed where writes go (the bucket and the staging area)

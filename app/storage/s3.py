@@ -18,7 +18,7 @@ import botocore.exceptions as bce
 import botocore.session
 import urllib3.exceptions
 
-from app import errors, retry
+from app import errors, names, retry
 from app.identity.aws import AwsIdentity, credential_error
 from app.storage import s3_listing
 from app.storage.base import ContentHeaders, ObjectInfo, bucket_request
@@ -69,6 +69,7 @@ def build_source(
         connect_timeout=connect_timeout,
         read_timeout=read_timeout,
         retries={"total_max_attempts": 1, "mode": "standard"},
+        user_agent_extra=names.USER_AGENT,
         max_pool_connections=max_pool_connections,
         s3={"addressing_style": "path"} if endpoint_url else {},
         request_checksum_calculation="when_required",

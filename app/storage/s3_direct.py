@@ -30,6 +30,8 @@ import botocore.exceptions as bce
 import botocore.httpsession
 import urllib3
 
+from app import names
+
 _ERROR_FIELD = re.compile(r"<(Code|Message)>([^<]*)</\1>")
 _PROXY_VARIABLES = ("http_proxy", "https_proxy", "all_proxy")
 # botocore's GetObject output names for the response headers the copy uses.
@@ -132,7 +134,10 @@ class DirectGets:
         request = botocore.awsrequest.AWSRequest(
             method="GET",
             url=url,
-            headers={header: params[name] for name, header in _HEADERS.items() if name in params},
+            headers={
+                "User-Agent": names.USER_AGENT,
+                **{header: params[name] for name, header in _HEADERS.items() if name in params},
+            },
         )
         botocore.auth.S3SigV4Auth(
             self._credentials.get_frozen_credentials(), "s3", region

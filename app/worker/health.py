@@ -42,15 +42,18 @@ def serve(
                 try:
                     report = ready()
                 except errors.StartupError as exc:
-                    body = json.dumps({"error": "not_ready", "detail": str(exc)}).encode()
-                    self._send(503, "application/json", body)
+                    self._send_error(errors.NotReady(str(exc)))
                 else:
                     body = json.dumps({"status": "ready", **report}).encode()
                     self._send(200, "application/json", body)
             elif self.path == METRICS_PATH:
                 self._send(200, CONTENT_TYPE_LATEST, generate_latest())
             else:
-                self._send(404, "application/json", b'{"error":"not_found"}')
+                paths = ", ".join(PATHS)
+                self._send_error(errors.NotFound(f"no such path: this server has {paths}"))
+
+        def _send_error(self, error: errors.ReplicatorError) -> None:
+            self._send(error.status_code, "application/json", json.dumps(error.body()).encode())
 
         def _send(self, status: int, media_type: str, body: bytes) -> None:
             self.send_response(status)

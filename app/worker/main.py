@@ -1,6 +1,14 @@
 """Start the worker: settings, the wiring, the start-up probe (S3, GCS and the queue), the
 health server, then the loop until SIGTERM or SIGINT. Exit codes: 0 after a clean stop, 2
-when it cannot start (one readable line on stderr)."""
+when it cannot start (one readable line on stderr).
+
+The worker does not check the signatures of SNS envelopes it finds on the queue, whatever
+SNS_VERIFY_SIGNATURES says: whoever may send to the queue could as well send the S3 event
+without an envelope (or SNS delivers it raw), so a signature proves nothing there. The
+boundary is the queue's access policy: allow sqs:SendMessage to the topic or bucket that
+feeds it (aws:SourceArn), and to nothing else. POST /v1/events, open to the network,
+verifies every SNS message.
+"""
 
 from __future__ import annotations
 
@@ -47,6 +55,12 @@ def run() -> int:
         log.warning(
             "%s has no redrive policy: a message that can never be converged will come back "
             "until it expires; give the queue a dead-letter queue",
+            queue.url,
+        )
+    if not settings.sns_verify_signatures:
+        log.warning(
+            "SNS_VERIFY_SIGNATURES=false changes nothing here: the worker never checks SNS "
+            "signatures; who may send to %s is the queue's access policy's to decide",
             queue.url,
         )
     worker = Worker(

@@ -238,7 +238,7 @@ def test_a_running_job_holds_its_source_and_destination(
         ({"source": "gs://wrong-scheme"}, "source: 'gs://wrong-scheme' is not a s3://"),
         ({"destination": "gs://Bad_Bucket"}, "destination: 'gs://Bad_Bucket'"),
         ({"kind": "copy"}, "kind:"),
-        ({"overwrite": "always"}, "overwrite: Extra inputs are not permitted"),
+        ({"overwrite": "always"}, "overwrite: not a field of this request (misspelled?)"),
         ({"include": ["ok/*", "[z-a]"]}, "include: '[z-a]' is not a glob"),
         ({"kind": "check", "delete": True}, "delete: not for a check job"),
         ({"kind": "check", "dry_run": True}, "dry_run: not for a check job"),

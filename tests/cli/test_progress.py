@@ -126,7 +126,7 @@ def test_a_terminal_shows_the_counts_and_keeps_each_key_line_whole(
     assert status == 0, lines
     [first, second, frame, summary] = lines  # each key's line printed above the display
     assert (first, second) == ("= a", "= b/c")
-    assert "2 keys compared (2 identical, 0 missing, 0 extra, 0 different, 0 errors)" in frame
+    assert "2/2 keys compared (2 identical, 0 missing, 0 extra, 0 different, 0 errors)" in frame
     assert summary == "2 identical, 0 missing, 0 extra, 0 different, 0 errors"
 
 
@@ -150,9 +150,39 @@ def test_off_a_terminal_a_progress_line_comes_every_interval(
     s3_proxy.add(Fault("GET", listing, "delay", stall_for=2, times=1))
     check = replicator("check", source, destination, cwd=tmp_path, **settings)
     assert check.returncode == 0, check.stderr
-    assert any(line.startswith("... 0 keys compared") for line in check.stderr.splitlines()), (
+    assert any(line.startswith("... 0/0+ keys compared") for line in check.stderr.splitlines()), (
         check.stderr
     )
+
+
+PROGRESS = re.compile(
+    r"\.\.\. (\d+)/(\d+)\+? keys compared \((\d+) identical, (\d+) missing, (\d+) extra, "
+    r"(\d+) different, (\d+) errors\)"
+)
+
+
+def test_check_downloads_progress_counts_add_up_mid_run(
+    tmp_path: Path, moto_server: emulators.Emulator, gcs_proxy: FaultProxy, buckets: Buckets
+) -> None:
+    for key in ("one", "two", "held"):
+        buckets.put_random(key, 2000)
+    settings = settings_for(
+        moto_server.url, gcs_proxy.url, buckets, REPLICATOR_PROGRESS_SECONDS="0.5"
+    )
+    source, destination = f"s3://{buckets.source}", f"gs://{buckets.dest}"
+    assert replicator("sync", source, destination, cwd=tmp_path, **settings).returncode == 0
+    gcs_proxy.add(Fault("GET", "/o/held?alt=media", "delay", stall_for=2, times=1))
+
+    check = replicator("check", source, destination, "--download", cwd=tmp_path, **settings)
+
+    assert check.returncode == 0, check.stderr
+    progress = [PROGRESS.match(line) for line in check.stderr.splitlines() if "compared" in line]
+    assert progress, check.stderr
+    for line in progress:
+        assert line is not None, check.stderr
+        compared, listed, *marks = (int(n) for n in line.groups())
+        assert compared == sum(marks) <= listed, line.group(0)
+    assert check.stderr.splitlines()[-1] == "3 identical, 0 missing, 0 extra, 0 different, 0 errors"
 
 
 Held = tuple[subprocess.Popen[str], dict[str, bytes], Fault]

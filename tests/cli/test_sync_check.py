@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from app.dev import emulators
 from app.replication import identity
 from tests.conftest import Buckets
 from tests.faults import Fault, FaultProxy
@@ -120,6 +121,10 @@ def test_dry_run_changes_nothing_and_says_what_it_would_do(run: Any, buckets: Bu
     assert as_json.returncode == 0, as_json.stderr
     assert summary(as_json) == sync_summary(copied=1, deleted=1, bytes=3, dry_run=True)
     assert as_json.stderr.splitlines()[:2] == ["would copy new", "would delete extra"]
+    assert result.stderr.splitlines()[-1].startswith(
+        "would copy 1, skipped 0, gone 0, would delete 1, failed 0, 3 bytes in "
+    )
+    assert result.stderr.splitlines()[-1].endswith("s (dry run)")
     assert dest_keys(buckets) == {"extra"}
 
 
@@ -219,6 +224,33 @@ def test_a_bad_source_exits_2_with_one_line(
     assert "Traceback" not in result.stderr
     [line] = result.stderr.splitlines()
     assert line.startswith(f"replicator {command}: ")
+
+
+@pytest.mark.parametrize("command", ["sync", "check"])
+@pytest.mark.parametrize("side", ["S3_ENDPOINT_URL", "STORAGE_EMULATOR_HOST"])
+def test_a_cloud_that_does_not_answer_is_one_line_naming_its_setting(
+    run: Any, buckets: Buckets, command: str, side: str
+) -> None:
+    closed = f"http://{emulators.HOST}:{emulators.free_port()}"  # nothing listens there
+    buckets.put("waiting.txt", b"never copied")
+
+    result = run(command, f"s3://{buckets.source}", f"gs://{buckets.dest}", **{side: closed})
+
+    assert result.returncode == 2, result.stderr
+    [line] = result.stderr.splitlines()
+    assert line.startswith(f"replicator {command}: {side}: cannot reach "), line
+    assert closed in line
+    assert result.stdout == ""
+    assert dest_keys(buckets) == set()
+
+
+def test_a_destination_bucket_that_does_not_exist_is_one_line(run: Any, buckets: Buckets) -> None:
+    result = run("sync", f"s3://{buckets.source}", "gs://no-such-bucket-for-sync-tests")
+
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.splitlines() == [
+        "replicator sync: gs://no-such-bucket-for-sync-tests does not exist"
+    ]
 
 
 def test_a_bad_setting_exits_2_with_the_services_line(run: Any, buckets: Buckets) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import logging
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -247,6 +248,45 @@ def test_delete_policy_ignore_never_deletes(buckets: Buckets, services: Build) -
         assert outcome.action == EventAction.SKIPPED
         assert "DELETE_POLICY is ignore" in outcome.reason
     assert buckets.destination_bytes("a.txt") == b"kept"
+
+
+def deletes_counted(outcome: str) -> float:
+    """replicator_delete_events_total{outcome=...}, as /metrics shows it."""
+    return REGISTRY.get_sample_value("replicator_delete_events_total", {"outcome": outcome}) or 0.0
+
+
+@pytest.mark.parametrize(
+    ("policy", "outcome", "said", "kept"),
+    [
+        ("ignore", "kept", "the copy stays (DELETE_POLICY=ignore)", True),
+        ("propagate", "deleted", "the copy is deleted (DELETE_POLICY=propagate)", False),
+    ],
+)
+def test_every_source_delete_leaves_a_log_line_and_a_count(
+    buckets: Buckets,
+    services: Build,
+    caplog: pytest.LogCaptureFixture,
+    policy: str,
+    outcome: str,
+    said: str,
+    kept: bool,
+) -> None:
+    events = services(delete_policy=policy).events
+    buckets.put("traced.txt", b"deleted at the source")
+    converge(events, s3_event(buckets.source, "traced.txt"))
+    buckets.s3.delete_object(Bucket=buckets.source, Key="traced.txt")
+    before = deletes_counted(outcome)
+
+    with caplog.at_level(logging.INFO, logger="app.events.converge"):
+        converge(events, s3_event(buckets.source, "traced.txt", REMOVED))
+
+    assert deletes_counted(outcome) == before + 1
+    lines = [r.getMessage() for r in caplog.records if r.name == "app.events.converge"]
+    assert lines == [
+        f"deleted at the source: s3://{buckets.source}/traced.txt; "
+        f"gs://{buckets.dest}/traced.txt: {said}"
+    ]
+    assert (blob(buckets, "traced.txt") is not None) is kept
 
 
 def test_an_event_the_parser_ignores_is_ignored_with_its_reason(

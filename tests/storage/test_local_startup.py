@@ -9,9 +9,12 @@ from typing import Any
 
 import httpx
 import pytest
+from fastapi.testclient import TestClient
 
 from app.dev import emulators
+from app.main import create_app
 from app.storage import local
+from tests.conftest import make_settings
 from tests.service_process import running_service
 from tests.test_startup import AWS_KEYS, assert_refused_naming, start_and_exit
 
@@ -75,3 +78,22 @@ def test_a_path_where_nothing_can_be_written_stops_the_server(
 
     [line] = assert_refused_naming(result, "LOCAL_GCS_PATH", str(path))
     assert not (path / BUCKET).exists()
+
+
+def test_without_the_probe_the_first_copy_still_finds_its_bucket(
+    tmp_path: Path, moto_server: emulators.Emulator, s3: Any, source_bucket: str
+) -> None:
+    root = tmp_path / "fresh"
+    data = os.urandom(2000)
+    s3.put_object(Bucket=source_bucket, Key="first.bin", Body=data)
+    settings = make_settings(
+        moto_server.url, "unused", BUCKET, local_gcs_path=root, startup_probe=False
+    )
+
+    with TestClient(create_app(settings)) as client:
+        response = client.post(
+            "/v1/replicate", json={"s3_bucket": source_bucket, "s3_key": "first.bin"}
+        )
+
+    assert response.status_code == 200, response.text
+    assert local.object_paths(root, BUCKET, "first.bin").data.read_bytes() == data

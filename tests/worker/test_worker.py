@@ -487,6 +487,26 @@ def test_a_queue_without_a_redrive_policy_is_warned_about(
         assert worker.process.poll() is None
 
 
+def test_sns_verify_signatures_false_is_said_to_do_nothing_in_the_worker(
+    aws: Aws, gcs_server: emulators.Emulator, gcs: storage.Client, tmp_path: Path
+) -> None:
+    settings = worker_settings(
+        aws, aws.url, gcs_server.url, gcs_bucket(gcs), aws.queue(), SNS_VERIFY_SIGNATURES="false"
+    )
+    with running_worker(tmp_path, settings) as worker:
+        missing = httpx.get(f"{worker.url}/no-such-path")
+        said = [line for line in worker.log.read_text().splitlines() if "SNS_VERIFY" in line]
+
+    assert len(said) == 1, said
+    assert "WARNING" in said[0]
+    assert "the worker never checks SNS signatures" in said[0]
+    assert missing.status_code == 404
+    assert missing.json() == {
+        "error": "not_found",
+        "detail": "no such path: this server has /health, /ready, /metrics",
+    }
+
+
 def test_a_queue_that_refuses_receive_stops_the_worker_with_one_line(
     aws: Aws, gcs_server: emulators.Emulator, gcs: storage.Client, tmp_path: Path
 ) -> None:

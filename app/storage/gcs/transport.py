@@ -29,6 +29,8 @@ import google.auth.transport
 import urllib3
 from google.auth.credentials import AnonymousCredentials, Credentials
 
+from app import names
+
 GCS_URL = "https://storage.googleapis.com"
 # What a call raises when the network, not the server, failed (a token refresh that could
 # not reach its endpoint included).
@@ -110,7 +112,7 @@ class Http:
         if params:
             url = f"{url}?{urlencode(params)}"
         for attempt in (1, 2):
-            sent = dict(headers or {})
+            sent = {"User-Agent": names.USER_AGENT, **(headers or {})}
             self._credentials.before_request(self._refresh, method, url, sent)
             answer = self._pool.urlopen(
                 method,
