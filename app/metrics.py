@@ -8,6 +8,12 @@ OBJECTS_REPLICATED = Counter("replicator_objects_replicated", "Objects copied to
 BYTES_REPLICATED = Counter("replicator_bytes_replicated", "Bytes copied to the destination")
 OBJECTS_SKIPPED = Counter("replicator_objects_skipped", "Requests answered without copying")
 OBJECTS_FAILED = Counter("replicator_objects_failed", "Requests that ended in an error", ["reason"])
+OBJECTS_UNVERIFIED = Counter(
+    "replicator_objects_unverified",
+    "Objects copied without anything S3 stated to check the bytes read against (an SSE-KMS "
+    "object without an S3 checksum): GCS checked the upload, nothing checked the read",
+    ["reason"],
+)
 RETRIES = Counter(
     "replicator_retries", "Retried operations, by the fault that caused them", ["cause"]
 )
@@ -29,6 +35,12 @@ MESSAGES_RETRIED = Counter(
 MESSAGES_PUT_BACK = Counter(
     "replicator_messages_put_back",
     "Queue messages put back for a moment: their key was being settled by another replica",
+)
+MESSAGES_UNREPLICABLE = Counter(
+    "replicator_messages_unreplicable",
+    "Queue messages for a key that cannot be copied as things stand (archived, sse_c, "
+    "retained), left for the dead-letter queue without retries, by reason",
+    ["reason"],
 )
 MESSAGES_POISONED = Counter(
     "replicator_messages_poisoned", "Queue messages that can never be settled (left for the DLQ)"

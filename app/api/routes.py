@@ -36,7 +36,10 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": schemas.ErrorResponse, "description": text}
     for code, text in {
         404: "The source bucket or object (or the destination bucket) does not exist.",
-        409: "Another writer changed the destination object during the copy.",
+        409: "Another writer changed the destination object during the copy, or the object "
+        "cannot be copied as it stands (`archived`: restore it first; `sse_c`: encrypted "
+        "with a customer-provided key; `retained`: the destination is under a retention "
+        "policy or hold).",
         422: "Invalid input: the detail names the field and the rule.",
         502: "A cloud refused our credentials, or the bytes did not verify.",
         503: "S3 or GCS could not be reached after the retries.",
@@ -57,6 +60,7 @@ def _response(result: ReplicationResult) -> schemas.ReplicationResponse:
         crc32c=dest.checksums.crc32c,
         generation=dest.generation,
         message=f"{result.action}: {result.reason}",
+        unverified=result.unverified,
     )
 
 
@@ -112,19 +116,22 @@ def replicate_batch(
     ]
     count = {
         outcome: sum(1 for r in results if (r.action or r.status) == outcome)
-        for outcome in ("replicated", "skipped", "not_found", "error")
+        for outcome in ("replicated", "skipped", "not_found", "archived", "error")
     }
     summary = schemas.BatchSummary(
         total=len(results),
         replicated=count["replicated"],
         skipped=count["skipped"],
         not_found=count["not_found"],
+        archived=count["archived"],
         failed=count["error"],
     )
     return schemas.BatchResponse(results=results, summary=summary)
 
 
 def _batch_item(key: str, outcome: ReplicationResult | errors.ReplicatorError) -> schemas.BatchItem:
+    if isinstance(outcome, errors.Archived):
+        return schemas.BatchItem(key=key, status="archived", error=outcome.detail)
     if isinstance(outcome, errors.ObjectNotFound):
         return schemas.BatchItem(key=key, status="not_found", error=outcome.detail)
     if isinstance(outcome, errors.ReplicatorError):
@@ -139,6 +146,7 @@ def _batch_item(key: str, outcome: ReplicationResult | errors.ReplicatorError) -
         crc32c=result.crc32c,
         generation=result.generation,
         message=result.message,
+        unverified=result.unverified or None,
     )
 
 

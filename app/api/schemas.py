@@ -66,6 +66,11 @@ class ReplicationResponse(BaseModel):
     crc32c: str | None = Field(description="Base64 CRC32C of the destination object")
     generation: int | None
     message: str
+    unverified: bool = Field(
+        False,
+        description="True when S3 stated nothing to check the bytes read against (an SSE-KMS "
+        "object without an S3 checksum): GCS checked the upload, nothing checked the read",
+    )
 
 
 class BatchRequest(BaseModel):
@@ -100,13 +105,14 @@ class BatchRequest(BaseModel):
 
 class BatchItem(BaseModel):
     key: str
-    status: Literal["success", "not_found", "error"]
+    status: Literal["success", "not_found", "archived", "error"]
     action: Literal["replicated", "skipped"] | None = None
     size: int | None = None
     md5: str | None = None
     crc32c: str | None = None
     generation: int | None = None
     message: str | None = None
+    unverified: bool | None = Field(None, description="As in the single replication's answer")
     error: str | None = Field(None, description="What went wrong, when status is not success")
 
 
@@ -115,6 +121,7 @@ class BatchSummary(BaseModel):
     replicated: int
     skipped: int
     not_found: int
+    archived: int = Field(0, description="Keys in an archive storage class: restore them first")
     failed: int
 
 

@@ -8,17 +8,33 @@ from __future__ import annotations
 
 import logging
 from concurrent.futures import Executor
+from dataclasses import dataclass
 
 from app import errors, metrics
 from app.logging_config import in_context
 from app.replication.composite import CompositeCopy
-from app.replication.digest import is_multipart_etag
+from app.replication.digest import needs_parts
 from app.replication.identity import destination_metadata
 from app.replication.stream import SourceStream
 from app.retry import RetryPolicy
 from app.storage.base import Body, Checksums, Composer, Destination, ObjectInfo, Source
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Copied:
+    """What the destination holds now, and what S3 stated that the bytes read were checked
+    against (an ETag, S3's checksums); empty when S3 stated nothing checkable: the copy is
+    then `unverified` (GCS still checked its upload against the checksums computed while
+    streaming)."""
+
+    written: ObjectInfo
+    checked: tuple[str, ...]
+
+    @property
+    def verified(self) -> bool:
+        return bool(self.checked)
 
 
 class Copier:
@@ -48,7 +64,7 @@ class Copier:
         key: str,
         generation: int,
         body: Body | None,
-    ) -> ObjectInfo:
+    ) -> Copied:
         """Write `source` to gs://bucket/key if it is at `generation` (0: absent). `body`, when
         given, is the object already open at its first byte; it is always closed."""
         with metrics.IN_FLIGHT.track_inprogress(), metrics.COPY_SECONDS.time():
@@ -61,7 +77,7 @@ class Copier:
                     body.close()
                 raise
             if composer is not None and self._composite is not None:
-                written, read = self._composite.copy(
+                written, read, checked = self._composite.copy(
                     source, part_sizes, body, composer, bucket, key, metadata, generation
                 )
             else:
@@ -82,13 +98,16 @@ class Copier:
                         source.headers,
                         metadata,
                         if_generation_match=generation,
+                        custom_time=source.modified,
                     )
                 finally:
                     stream.close()
-                read = stream.checksums()
+                read, checked = stream.checksums(), stream.checked()
             self._verify(source, written, read)
+        if not checked:
+            metrics.OBJECTS_UNVERIFIED.labels(_unverified_because(source)).inc()
         log.info(
-            "replicated s3://%s/%s -> gs://%s/%s (%d bytes, crc32c %s%s)",
+            "replicated s3://%s/%s -> gs://%s/%s (%d bytes, crc32c %s%s; %s)",
             source.bucket,
             source.key,
             written.bucket,
@@ -96,8 +115,9 @@ class Copier:
             written.size,
             written.checksums.crc32c,
             ", composed in parallel" if composer is not None else "",
+            f"verified against {', '.join(checked)}" if checked else "UNVERIFIED at the source",
         )
-        return written
+        return Copied(written, checked)
 
     def _composer(self, source: ObjectInfo, bucket: str) -> Composer | None:
         """The destination, when this object goes up as a parallel composite upload."""
@@ -129,7 +149,7 @@ class Copier:
     def _part_sizes(self, source: ObjectInfo) -> list[int] | None:
         """The part layout of a multipart upload, needed to check its ETag. S3 reports it one
         part at a time, so the parts after the first are asked for concurrently."""
-        if not is_multipart_etag(source.etag):
+        if not needs_parts(source):
             return None
         first, count = self._retry.call(self._source.part_size, source, 1)
 
@@ -147,3 +167,8 @@ class Copier:
             log.error(
                 "could not remove unverified gs://%s/%s: %s", written.bucket, written.key, exc
             )
+
+
+def _unverified_because(source: ObjectInfo) -> str:
+    """The metrics label of a copy S3 stated nothing checkable about."""
+    return "sse_kms" if source.encryption else "no_checksum"

@@ -43,16 +43,22 @@ class ReplicationRequest:
 @dataclass(frozen=True)
 class ReplicationResult:
     """`recorded`: the ledger was told what the destination holds now (with the request's
-    event), while the key was held."""
+    event), while the key was held. `unverified`: a copy whose bytes S3 stated nothing
+    checkable about (an SSE-KMS object without an S3 checksum; app.replication.digest)."""
 
     action: Action
     source: ObjectInfo
     destination: ObjectInfo
     reason: str
     recorded: bool = False
+    unverified: bool = False
 
 
 Fetch = Callable[[], tuple[ObjectInfo, Body]]
+UNVERIFIED = (
+    "S3 stated no checksum to check the bytes read against (an SSE-KMS ETag is not an MD5); "
+    "GCS checked the upload against the checksums computed while reading"
+)
 
 
 class Replicator:
@@ -123,7 +129,7 @@ class Replicator:
                 source, body = fetch()
             assert source is not None
             try:
-                written = self._copier.copy(
+                copied = self._copier.copy(
                     source, request.gcs_bucket, request.gcs_key, generation, body
                 )
             except errors.PreconditionFailed:
@@ -135,8 +141,14 @@ class Replicator:
                         Action.SKIPPED, source, current, "written concurrently", True
                     )
                 raise
-            held.record(written, sequencer)
-        return ReplicationResult(Action.REPLICATED, source, written, "copied", True)
+            held.record(copied.written, sequencer)
+        if copied.verified:
+            reason = f"copied (verified against {', '.join(copied.checked)})"
+            return ReplicationResult(Action.REPLICATED, source, copied.written, reason, True)
+        reason = f"copied, unverified: {UNVERIFIED}"
+        return ReplicationResult(
+            Action.REPLICATED, source, copied.written, reason, True, unverified=True
+        )
 
     def head_destination(self, request: ReplicationRequest) -> ObjectInfo | None:
         def head() -> ObjectInfo | None:

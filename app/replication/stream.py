@@ -81,6 +81,11 @@ class SourceStream:
         """Digests of the bytes read; final (and verified) once the last byte was returned."""
         return self._digest.checksums()
 
+    def checked(self) -> tuple[str, ...]:
+        """What S3 stated that the bytes read were checked against, once the last byte was
+        returned; empty when S3 stated nothing checkable (the copy is unverified)."""
+        return self._digest.checked
+
     def close(self) -> None:
         self._closed = True
         if self._opened is not None:  # opened but never read
