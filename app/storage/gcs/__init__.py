@@ -16,6 +16,7 @@ from __future__ import annotations
 from app.retry import RetryPolicy
 from app.storage.gcs import transport
 from app.storage.gcs.destination import GCSDestination
+from app.storage.gcs.resources import Placement
 from app.storage.gcs.transport import Timeout
 
 __all__ = ["GCSDestination", "build_destination"]
@@ -29,9 +30,18 @@ def build_destination(
     timeout: Timeout,
     max_pool_connections: int,
     target: str = "REAL GCS",
+    storage_class: str | None = None,
+    kms_key: str | None = None,
 ) -> GCSDestination:
     """The destination for real GCS with Application Default Credentials, or for the emulator
     at `emulator_host` (STORAGE_EMULATOR_HOST) without any. `retry` is used only inside
     uploads and compose (see GCSDestination). Talks to no server."""
     http = transport.connect(emulator_host, max_pool_connections=max_pool_connections)
-    return GCSDestination(http, retry, chunk_size=chunk_size, timeout=timeout, target=target)
+    return GCSDestination(
+        http,
+        retry,
+        chunk_size=chunk_size,
+        timeout=timeout,
+        target=target,
+        placement=Placement(storage_class=storage_class, kms_key=kms_key),
+    )
