@@ -20,13 +20,13 @@ from dataclasses import dataclass
 
 from app import errors
 from app.bulk import fingerprints
-from app.bulk.compare import Compared, Location, compare, unwritable
+from app.bulk.compare import Compared, Location, compare, require_key_order, unwritable
 from app.bulk.patterns import KeyFilter
 from app.bulk.tally import Snapshot, Tally
 from app.logging_config import in_context
 from app.replication.identity import holds
 from app.retry import RetryPolicy
-from app.storage.base import Destination, ObjectInfo, Source
+from app.storage.base import ARCHIVE_CLASSES, Destination, ObjectInfo, Source
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +39,7 @@ class Mark(enum.StrEnum):
     EXTRA = "+"
     DIFFERENT = "*"
     ERROR = "!"
+    ARCHIVED = "~"  # ours: at the source in an archive storage class, not at the destination
 
 
 COUNT_OF = {
@@ -47,6 +48,7 @@ COUNT_OF = {
     Mark.EXTRA: "extra",
     Mark.DIFFERENT: "different",
     Mark.ERROR: "errors",
+    Mark.ARCHIVED: "archived",
 }
 
 # The key below the prefix, its mark, and why: for `=`, NOT_COMPARABLE when --checksum found
@@ -62,6 +64,8 @@ def classify(pair: Compared, dst: Location) -> tuple[Mark, str]:
     if reason := unwritable(dst, pair.key):
         return Mark.ERROR, reason
     if pair.right is None:
+        if pair.left.storage_class in ARCHIVE_CLASSES:
+            return Mark.ARCHIVED, f"archived at the source ({pair.left.storage_class})"
         return Mark.MISSING, "missing at the destination"
     if pair.left.size != pair.right.size:
         return Mark.DIFFERENT, f"size {pair.left.size} at the source, {pair.right.size} here"
@@ -110,6 +114,7 @@ class Check:
         in `tally`; stop early when `stop` is set (`tally.stopped`: keys being looked at
         finish and are reported, those waiting are not). Raises app.errors exceptions when a
         listing fails, after reporting the keys listed before."""
+        require_key_order(src)
         tally = tally or Tally()
         stop = stop or threading.Event()
         waiting = _InOrder(report, tally)
@@ -171,9 +176,11 @@ class Check:
 
     def _compare_checksums(self, listed: ObjectInfo, copy: ObjectInfo) -> Verdict:
         """From the listings when they hold a checksum in common (a single-part ETag is an
-        MD5); otherwise one HEAD of the source, for its additional checksums."""
+        MD5); otherwise, or when they differ, one HEAD of the source: for its additional
+        checksums, and its encryption (an SSE-KMS object's ETag is no MD5, which a listing
+        does not tell)."""
         agreement = fingerprints.compare_checksums(listed, copy)
-        if not agreement.compared and copy.checksums.crc32c:
+        if (not agreement.compared or agreement.difference) and copy.checksums.crc32c:
             current = self._retry.call(self._source.head, listed.bucket, listed.key)
             if not holds(copy, current):
                 return Verdict(
@@ -238,5 +245,7 @@ class _InOrder:
 
 
 def differs(snapshot: Snapshot) -> bool:
-    """Whether any key was not identical (or could not be compared)."""
-    return any(snapshot[COUNT_OF[mark]] for mark in Mark if mark != Mark.IDENTICAL)
+    """Whether any key was not identical (or could not be compared). Archived keys are
+    reported and counted apart, not as differences: sync skips them by default too."""
+    ignored = (Mark.IDENTICAL, Mark.ARCHIVED)
+    return any(snapshot[COUNT_OF[mark]] for mark in Mark if mark not in ignored)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from app import names
+from app import errors, names
 from app.bulk.patterns import KeyFilter
 from app.replication.listing import Pair, ahead, merge, resumed
 from app.retry import RetryPolicy
@@ -66,6 +66,20 @@ def compare(
         lambda obj: obj.key[len(dst.prefix) :],
     )
     return (pair for pair in listed if pair.key and keys.matches(pair.key))
+
+
+DIRECTORY_BUCKET_SUFFIX = "--x-s3"  # S3 Express One Zone directory buckets end so
+
+
+def require_key_order(src: Location) -> None:
+    """InvalidRequest when `src` cannot be listed in key order, which merging two listings
+    needs: an S3 directory bucket (S3 Express One Zone) lists in no particular order."""
+    if src.scheme == "s3" and src.bucket.endswith(DIRECTORY_BUCKET_SUFFIX):
+        raise errors.InvalidRequest(
+            f"{src} is an S3 directory bucket (S3 Express One Zone), which does not list in "
+            "key order: sync and check cannot compare it with the destination; copy its "
+            "objects one by one (POST /v1/replicate, or replicator enqueue)"
+        )
 
 
 def unwritable(dst: Location, key: str) -> str:

@@ -1,9 +1,9 @@
 """What two copies of an object can be compared by, short of their bytes, and their bytes.
 
 Checksums both sides can expose for the same bytes:
-- MD5: a single-part S3 object's ETag is the hex MD5 of its bytes (not under SSE-KMS or
-  SSE-C, whose objects the replicator cannot verify either: app.replication.digest relies on
-  the same); GCS reports `md5Hash` for every object it did not compose. A multipart ETag
+- MD5: a single-part S3 object's ETag is the hex MD5 of its bytes, unless it is encrypted
+  with SSE-KMS or DSSE-KMS (a listing does not say: a difference is looked at again with a
+  HEAD, which does); GCS reports `md5Hash` for every object it did not compose. A multipart ETag
   (`<hex>-N`) is an MD5 of part MD5s, comparable with nothing GCS has.
 - CRC32C: S3's additional checksum when it covers the full object (type FULL_OBJECT, or a
   single-part object's, without a `-N` suffix); GCS reports `crc32c` for every object. A
@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from app import errors
 from app.replication.digest import is_multipart_etag
 from app.replication.stream import READ_PIECE
-from app.storage.base import Body, ObjectInfo
+from app.storage.base import Body, ObjectInfo, etag_is_md5
 
 
 @dataclass(frozen=True)
@@ -37,7 +37,12 @@ def compare_checksums(source: ObjectInfo, copy: ObjectInfo) -> Agreement:
     """Compare every checksum that `source` (an S3 listing or HEAD) and `copy` (a destination
     object) both expose for the same bytes."""
     pairs: list[tuple[str, str | None, str | None, Callable[[str], str]]] = [
-        ("MD5", md5_of_etag(source.etag), copy.checksums.md5, _hex),
+        (
+            "MD5",
+            md5_of_etag(source.etag) if etag_is_md5(source) else None,
+            copy.checksums.md5,
+            _hex,
+        ),
         ("CRC32C", full_object_crc32c(source), copy.checksums.crc32c, str),
     ]
     compared: list[str] = []

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import IO
 
 from app import errors
-from app.bulk.compare import Compared, Location, compare, unwritable
+from app.bulk.compare import Compared, Location, compare, require_key_order, unwritable
 from app.bulk.patterns import KeyFilter
 from app.bulk.tally import Tally
 from app.ledger.base import Ledger
@@ -47,6 +47,7 @@ class Outcome(enum.StrEnum):
     SKIPPED = "skipped"
     DELETED = "deleted"
     FAILED = "failed"
+    ARCHIVED = "archived"  # in an archive storage class: not read until restored
     WOULD_COPY = "would copy"
     WOULD_DELETE = "would delete"
 
@@ -62,6 +63,11 @@ class SyncOptions:
     delete: bool = False
     max_delete: int | None = None
     concurrency: int = 16
+    # Archived keys (GLACIER, DEEP_ARCHIVE, Intelligent-Tiering archive tiers) are reported
+    # and counted as `archived`, not failed: a lifecycle rule archived them on purpose, and
+    # a sync that failed on each of them for ever would hide the failures that matter. Off,
+    # each is a failure naming its storage class (and the sync exits non-zero).
+    skip_archived: bool = True
 
 
 class Sync:
@@ -85,6 +91,7 @@ class Sync:
         starts any more, the copies in flight finish and nothing is deleted (`tally.stopped`).
         Raises app.errors exceptions when a listing fails (copies started finish; nothing
         more starts), TooManyDeletes."""
+        require_key_order(src)
         tally = tally or Tally()
         stop = stop or threading.Event()
         too_many = False
@@ -110,6 +117,13 @@ class Sync:
                 request = self._request(src, dst, key, options.overwrite)
                 try:
                     result = counted(self._copy, request, listed, pair.right)
+                except errors.Archived as exc:
+                    if not options.skip_archived:
+                        settled(key, Outcome.FAILED, f"{exc.kind}: {exc.detail}")
+                        return
+                    tally.add(found=-1, found_bytes=-listed.size, archived=1)
+                    report(key, Outcome.ARCHIVED, exc.storage_class)
+                    return
                 except errors.ReplicatorError as exc:
                     settled(key, Outcome.FAILED, f"{exc.kind}: {exc.detail}")
                     return
@@ -118,6 +132,7 @@ class Sync:
                     settled(key, Outcome.FAILED, f"internal_error: {exc!r}")
                     return
                 if result.action == Action.REPLICATED:
+                    tally.add(unverified=int(result.unverified))
                     settled(key, Outcome.COPIED, result.reason, result.destination.size)
                 else:  # it changed, or another replica copied it: no longer work to do
                     tally.add(found=-1, found_bytes=-listed.size)

@@ -82,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
     finally:
         bulk_run.close()
     snapshot = tally.snapshot()
-    counts = ["identical", "missing", "extra", "different", "errors"]
+    counts = ["identical", "missing", "extra", "different", "errors", "archived"]
     if args.checksum:
         counts.append("unverified")  # identical by size and record: no checksum to compare
     summary = {name: snapshot[name] for name in counts}

@@ -53,6 +53,14 @@ def add_parser(commands: argparse._SubParsersAction[Any]) -> None:
         metavar="N",
         help="objects copied at once (default: BATCH_CONCURRENCY)",
     )
+    parser.add_argument(
+        "--skip-archived",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="report keys in an archive storage class (GLACIER, DEEP_ARCHIVE, Intelligent-"
+        "Tiering archive tiers) as `archived` and go on (default); --no-skip-archived: each "
+        "is a failure naming its class. Restored objects are copied either way",
+    )
     parser.add_argument("--report", metavar="FILE", help="one JSON line per key: what happened")
     parser.add_argument(
         "--enqueue",
@@ -106,6 +114,7 @@ def _copy(args: argparse.Namespace, bulk_run: bulk.Started, report: Callable[...
         delete=args.delete,
         max_delete=args.max_delete,
         concurrency=args.concurrency or services.settings.batch_concurrency,
+        skip_archived=args.skip_archived,
     )
     try:
         with bulk.watched("sync", progress.sync_figures) as (tally, stop):
@@ -178,7 +187,7 @@ def _enqueue(args: argparse.Namespace, bulk_run: bulk.Started, report: Callable[
 
 
 def _summary(snapshot: Any) -> dict[str, Any]:
-    counts = ("copied", "skipped", "deleted", "failed", "bytes")
+    counts = ("copied", "skipped", "deleted", "failed", "archived", "unverified", "bytes")
     return {
         **{name: snapshot[name] for name in counts},
         "duration_seconds": round(snapshot.elapsed, 3),
@@ -191,6 +200,10 @@ def _line(summary: dict[str, Any]) -> str:
         f"{summary['deleted']}, failed {summary['failed']}, {summary['bytes']} bytes in "
         f"{summary['duration_seconds']:.1f}s" + (" (dry run)" if summary["dry_run"] else "")
     )
+    if summary["archived"]:
+        line += f"; {summary['archived']} archived, not copied (restore them first)"
+    if summary["unverified"]:
+        line += f"; {summary['unverified']} copied unverified (S3 stated no checksum)"
     if summary["interrupted"]:
         return f"interrupted: {line}: nothing more was started, nothing deleted"
     return line

@@ -32,6 +32,7 @@ redelivering the event may help; other app.errors failures come back as an outco
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import enum
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -68,7 +69,8 @@ class EventAction(enum.StrEnum):
 @dataclass(frozen=True)
 class EventOutcome:
     """What settling one event did. `s3_key` is the key the source has it under (for
-    EventBridge, the form that was found); `error` is set when it failed for good."""
+    EventBridge, the form that was found); `error` is set when it failed for good, and
+    `error_kind` then says how (an app.errors `kind`: "archived", "sse_c", ...)."""
 
     s3_bucket: str
     s3_key: str
@@ -76,6 +78,7 @@ class EventOutcome:
     action: EventAction
     reason: str
     error: str | None = None
+    error_kind: str | None = None
 
 
 class _LookAgain(Exception):
@@ -140,9 +143,10 @@ class EventSettler:
         except errors.UploadSessionLost as exc:
             raise errors.TransientError(exc.detail, cause="stream_broken") from exc
         except errors.ReplicatorError as exc:
-            return _outcome(
+            failed = _outcome(
                 record, requests[0].s3_key, EventAction.SKIPPED, f"failed: {exc.kind}", exc.detail
             )
+            return dataclasses.replace(failed, error_kind=exc.kind)
         raise errors.TransientError(
             f"gs://{requests[0].gcs_bucket}/{requests[0].gcs_key} changed {LOOKS} times while "
             "this event was settled; deliver it again later"

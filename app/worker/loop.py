@@ -12,6 +12,14 @@
 - A body that can never be settled (no known shape, invalid JSON) is poison: logged with its
   id and receive count and left alone, so the queue's redrive policy moves it to the
   dead-letter queue after `maxReceiveCount` receives. It never stops the worker.
+- A key that cannot be copied as things stand (errors.Unreplicable: archived, encrypted with
+  a customer's key (SSE-C), a destination under retention) is not retried with a backoff:
+  no wait helps until someone acts. The rule: with a dead-letter queue, its message is made
+  visible again at once, so it reaches the dead-letter queue after `maxReceiveCount` quick
+  receives, where an operator finds the key (and redrives it once the object is restored);
+  without one, it is deleted, since it would otherwise come back until it expires. Either
+  way it is logged at ERROR with the key and its reason, and counted in
+  `replicator_messages_unreplicable{reason}` (and `replicator_objects_failed{reason}`).
 - While a message is being settled, a heartbeat keeps it invisible (ChangeMessageVisibility),
   so a copy longer than the visibility timeout is never started by a second worker.
 - `stop()`: no more receives; what is in flight finishes; a message received after the stop
@@ -57,7 +65,10 @@ class Worker:
         wait: int,
         put_back: float = 1.0,
         put_back_max: float | None = None,
+        dead_letter_queue: bool = True,
     ) -> None:
+        """`dead_letter_queue`: the queue has a redrive policy (see the module's rule for
+        keys that cannot be copied)."""
         self._queue = queue
         self._events = events
         self._retry = retry
@@ -69,6 +80,7 @@ class Worker:
         self._backoff = backoff
         self._put_back = put_back
         self._put_back_max = max(put_back, put_back_max or put_back)
+        self._dead_letter_queue = dead_letter_queue
         self._stopping = threading.Event()
         self.refused: errors.AccessDenied | None = None  # the queue refused ReceiveMessage
         self._in_flight: dict[str, tuple[Message, float]] = {}  # id -> (message, hidden until)
@@ -166,18 +178,24 @@ class Worker:
             owners += [message] * len(parsed.records)
         failed: dict[str, str] = {}  # message id -> the first problem of its records
         leased: dict[str, str] = {}  # the same, for records whose key another replica holds
+        stuck: dict[str, str] = {}  # the same, for keys that cannot be copied as they stand
         with self._tracked([m for m in messages if m in owners]):
             outcomes = self._events.settle_all(records) if records else []
         for record, owner, outcome in zip(records, owners, outcomes, strict=True):
             problem = _problem(outcome)
             if isinstance(outcome, errors.KeyLeased):
                 leased.setdefault(owner.id, problem)
+            elif isinstance(outcome, EventOutcome) and _unreplicable(outcome):
+                stuck.setdefault(owner.id, problem)
+                self._count_unreplicable(owner, outcome)
             elif problem:
                 failed.setdefault(owner.id, problem)
             elif isinstance(outcome, EventOutcome) and record.event_time is not None:
                 lag = time.time() - record.event_time.timestamp()
                 metrics.EVENT_LAG_SECONDS.observe(max(0.0, lag))
         unsettled = failed.keys() | leased.keys()
+        if self._dead_letter_queue:
+            unsettled |= stuck.keys()
         settled += [m for m in dict.fromkeys(owners) if m.id not in unsettled]
         self._delete(settled)
         for message in dict.fromkeys(owners):
@@ -185,6 +203,22 @@ class Worker:
                 self._retry_later(message, failed[message.id])
             elif message.id in leased:
                 self._put_back_for_a_while(message, leased[message.id])
+            elif message.id in stuck and self._dead_letter_queue:
+                self._release([message])  # on to the dead-letter queue, without waiting
+
+    @staticmethod
+    def _count_unreplicable(message: Message, outcome: EventOutcome) -> None:
+        reason = outcome.error_kind or "unreplicable"
+        metrics.MESSAGES_UNREPLICABLE.labels(reason).inc()
+        log.error(
+            "s3://%s/%s cannot be copied as it stands (%s), message %s received %d times: %s",
+            outcome.s3_bucket,
+            outcome.s3_key,
+            reason,
+            message.id,
+            message.receive_count,
+            outcome.error,
+        )
 
     def _delete(self, messages: list[Message]) -> None:
         if not messages:
@@ -269,6 +303,10 @@ class Worker:
                     self._queue.hide(message, self._visibility)
                 except errors.ReplicatorError as exc:
                     log.warning("heartbeat for message %s failed: %s", message.id, exc)
+
+
+def _unreplicable(outcome: EventOutcome) -> bool:
+    return outcome.error is not None and outcome.error_kind in errors.UNREPLICABLE_KINDS
 
 
 def _problem(outcome: EventOutcome | errors.TransientError) -> str:
