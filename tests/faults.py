@@ -11,6 +11,9 @@ Each message is read whole before it is passed on (the tests move a few MiB), so
 on exact body offsets; bodies are re-framed with Content-Length, whatever framing (length,
 chunked, until-close) the sender used. Every request is recorded in `proxy.requests`, so a
 test can count attempts and measure the gaps between them.
+
+A subclass may answer as a real cloud does where an emulator does not: `intercept` answers a
+request itself (None: forward it), `rewrite` changes the upstream's answer (tests/real_s3.py).
 """
 
 from __future__ import annotations
@@ -259,7 +262,12 @@ class FaultProxy:
         if self._resumable_status and _is_status_query(method, request):
             client.sendall(self._session_status(request))
             return True
-        response = self._forward(request, method)
+        own = self.intercept(method, request)
+        if own is not None and fault is None:
+            body = b"" if method == "HEAD" else own.body
+            client.sendall(own.head(body_length=len(own.body)) + body)
+            return True
+        response = self.rewrite(method, request, self._forward(request, method))
         if action == "reset_after_upload":
             _reset(client)
             return False
@@ -276,6 +284,15 @@ class FaultProxy:
         self._count(method, len(body))
         client.sendall(head + body)
         return True
+
+    def intercept(self, method: str, request: Message) -> Message | None:
+        """An answer of the proxy's own instead of the upstream's (and the request may be
+        changed before it is forwarded); None: forward it. Subclasses say."""
+        return None
+
+    def rewrite(self, method: str, request: Message, response: Message) -> Message:
+        """The upstream's answer as the client sees it. Subclasses say."""
+        return response
 
     def _count(self, method: str, sent: int) -> None:
         with self._lock:
