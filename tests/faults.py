@@ -32,6 +32,7 @@ from typing import BinaryIO
 from urllib.parse import urlsplit
 
 ACTIONS = ("reset", "status", "stall", "delay", "truncate", "flip", "reset_after_upload")
+SEEN_BODY = 1024 * 1024  # request bodies up to this size are kept in `proxy.requests`
 HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "expect", "proxy-connection"}
 S3_SLOW_DOWN = (
     b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>SlowDown</Code>'
@@ -96,6 +97,7 @@ class Seen:
     headers: dict[str, str]  # names in lower case
     at: float  # time.monotonic() when its head arrived
     fault: str | None  # the action applied to it, if any
+    body: bytes = b""  # the request's body, when it is at most SEEN_BODY bytes
 
 
 def s3_sender(request: Seen) -> str:
@@ -227,7 +229,8 @@ class FaultProxy:
                     fault = next((f for f in self.faults if f.claims(method, target)), None)
                     headers = {k.lower(): v for k, v in request.headers}
                     action = fault.action if fault else None
-                    self.requests.append(Seen(method, target, headers, arrived, action))
+                    body = request.body if len(request.body) <= SEEN_BODY else b""
+                    self.requests.append(Seen(method, target, headers, arrived, action, body))
                 if not self._respond(client, request, method, fault):
                     return
                 if (request.header("connection") or "").lower() == "close":

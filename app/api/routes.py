@@ -123,7 +123,7 @@ def replicate_batch(
         replicated=count["replicated"],
         skipped=count["skipped"],
         not_found=count["not_found"],
-        archived=count["archived"],
+        archived=count["archived"] or None,
         failed=count["error"],
     )
     return schemas.BatchResponse(results=results, summary=summary)

@@ -121,7 +121,9 @@ class BatchSummary(BaseModel):
     replicated: int
     skipped: int
     not_found: int
-    archived: int = Field(0, description="Keys in an archive storage class: restore them first")
+    archived: int | None = Field(
+        None, description="Keys in an archive storage class (restore them first); absent: none"
+    )
     failed: int
 
 

@@ -187,9 +187,11 @@ def _enqueue(args: argparse.Namespace, bulk_run: bulk.Started, report: Callable[
 
 
 def _summary(snapshot: Any) -> dict[str, Any]:
-    counts = ("copied", "skipped", "deleted", "failed", "archived", "unverified", "bytes")
+    counts = ("copied", "skipped", "deleted", "failed", "bytes")
     return {
         **{name: snapshot[name] for name in counts},
+        # Only when there are some: most buckets have neither.
+        **{name: snapshot[name] for name in ("archived", "unverified") if snapshot[name]},
         "duration_seconds": round(snapshot.elapsed, 3),
     }
 
@@ -200,9 +202,9 @@ def _line(summary: dict[str, Any]) -> str:
         f"{summary['deleted']}, failed {summary['failed']}, {summary['bytes']} bytes in "
         f"{summary['duration_seconds']:.1f}s" + (" (dry run)" if summary["dry_run"] else "")
     )
-    if summary["archived"]:
+    if summary.get("archived"):
         line += f"; {summary['archived']} archived, not copied (restore them first)"
-    if summary["unverified"]:
+    if summary.get("unverified"):
         line += f"; {summary['unverified']} copied unverified (S3 stated no checksum)"
     if summary["interrupted"]:
         return f"interrupted: {line}: nothing more was started, nothing deleted"
