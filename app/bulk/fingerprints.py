@@ -8,7 +8,10 @@ Checksums both sides can expose for the same bytes:
 - CRC32C: S3's additional checksum when it covers the full object (type FULL_OBJECT, or a
   single-part object's, without a `-N` suffix); GCS reports `crc32c` for every object. A
   COMPOSITE one (`-N`) is a checksum of part checksums, comparable with nothing GCS has.
-S3's CRC32, CRC64NVME, SHA-1 and SHA-256 have no counterpart at GCS.
+- S3's own checksums (CRC64NVME, CRC32, ...; from a HEAD, not a listing), which have no
+  counterpart at GCS, against those the copy recorded it was verified against when it was
+  written (`Replicator-Source-Checksums`): the same value says S3 still describes the bytes
+  the copy was verified to hold.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from app import errors
+from app.replication import identity
 from app.replication.digest import is_multipart_etag
 from app.replication.stream import READ_PIECE
 from app.storage.base import Body, ObjectInfo, etag_is_md5
@@ -45,6 +49,10 @@ def compare_checksums(source: ObjectInfo, copy: ObjectInfo) -> Agreement:
         ),
         ("CRC32C", full_object_crc32c(source), copy.checksums.crc32c, str),
     ]
+    recorded = identity.recorded_checksums(copy)
+    for algorithm, value in sorted(source.s3_checksums.items()):
+        if algorithm in recorded:
+            pairs.append((f"S3 {algorithm} (recorded at copy)", value, recorded[algorithm], str))
     compared: list[str] = []
     for name, ours, theirs, shown in pairs:
         if ours is None or theirs is None:
