@@ -60,6 +60,7 @@ def _response(result: ReplicationResult) -> schemas.ReplicationResponse:
         crc32c=dest.checksums.crc32c,
         generation=dest.generation,
         message=f"{result.action}: {result.reason}",
+        verified_against=list(result.checked),
         unverified=result.unverified,
     )
 

@@ -66,6 +66,11 @@ class ReplicationResponse(BaseModel):
     crc32c: str | None = Field(description="Base64 CRC32C of the destination object")
     generation: int | None
     message: str
+    verified_against: list[str] = Field(
+        [],
+        description="A copy's bytes were checked, as they were read, against these (the ETag "
+        "as an MD5, S3's CRC64NVME, CRC32, ... checksums); empty for a skip",
+    )
     unverified: bool = Field(
         False,
         description="True when S3 stated nothing to check the bytes read against (an SSE-KMS "

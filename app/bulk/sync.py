@@ -133,7 +133,10 @@ class Sync:
                     return
                 if result.action == Action.REPLICATED:
                     tally.add(unverified=int(result.unverified))
-                    settled(key, Outcome.COPIED, result.reason, result.destination.size)
+                    detail = result.reason
+                    if result.checked:
+                        detail += f" (verified against {', '.join(result.checked)})"
+                    settled(key, Outcome.COPIED, detail, result.destination.size)
                 else:  # it changed, or another replica copied it: no longer work to do
                     tally.add(found=-1, found_bytes=-listed.size)
                     settled(key, Outcome.SKIPPED, result.reason)

@@ -17,7 +17,15 @@ from app.replication.digest import needs_parts
 from app.replication.identity import destination_metadata
 from app.replication.stream import SourceStream
 from app.retry import RetryPolicy
-from app.storage.base import Body, Checksums, Composer, Destination, ObjectInfo, Source
+from app.storage.base import (
+    KMS_ENCRYPTIONS,
+    Body,
+    Checksums,
+    Composer,
+    Destination,
+    ObjectInfo,
+    Source,
+)
 
 log = logging.getLogger(__name__)
 
@@ -171,4 +179,4 @@ class Copier:
 
 def _unverified_because(source: ObjectInfo) -> str:
     """The metrics label of a copy S3 stated nothing checkable about."""
-    return "sse_kms" if source.encryption else "no_checksum"
+    return "sse_kms" if source.encryption in KMS_ENCRYPTIONS else "no_checksum"

@@ -43,8 +43,9 @@ class ReplicationRequest:
 @dataclass(frozen=True)
 class ReplicationResult:
     """`recorded`: the ledger was told what the destination holds now (with the request's
-    event), while the key was held. `unverified`: a copy whose bytes S3 stated nothing
-    checkable about (an SSE-KMS object without an S3 checksum; app.replication.digest)."""
+    event), while the key was held. `checked`: what S3 stated that a copy's bytes were
+    checked against; `unverified`: a copy whose bytes S3 stated nothing checkable about (an
+    SSE-KMS object without an S3 checksum; app.replication.digest)."""
 
     action: Action
     source: ObjectInfo
@@ -52,6 +53,7 @@ class ReplicationResult:
     reason: str
     recorded: bool = False
     unverified: bool = False
+    checked: tuple[str, ...] = ()
 
 
 Fetch = Callable[[], tuple[ObjectInfo, Body]]
@@ -143,8 +145,9 @@ class Replicator:
                 raise
             held.record(copied.written, sequencer)
         if copied.verified:
-            reason = f"copied (verified against {', '.join(copied.checked)})"
-            return ReplicationResult(Action.REPLICATED, source, copied.written, reason, True)
+            return ReplicationResult(
+                Action.REPLICATED, source, copied.written, "copied", True, checked=copied.checked
+            )
         reason = f"copied, unverified: {UNVERIFIED}"
         return ReplicationResult(
             Action.REPLICATED, source, copied.written, reason, True, unverified=True

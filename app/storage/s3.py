@@ -178,8 +178,8 @@ def _archived(what: str, error: Mapping[str, Any]) -> errors.Archived:
     if tier := error.get("AccessTier"):
         storage_class = f"{storage_class} {tier}"
     return errors.Archived(
-        f"{what} is archived ({storage_class}): restore it first (S3 RestoreObject, or "
-        "`replicator restore`); once restored it copies normally",
+        f"{what} is archived ({storage_class}): restore it first (S3 RestoreObject, such as "
+        "`aws s3api restore-object`); once restored it copies normally",
         storage_class=storage_class,
     )
 
