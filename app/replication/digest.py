@@ -17,9 +17,11 @@ reported `unverified`: nothing S3 stated was there to check the bytes read again
 CRC32C of the whole stream is always computed: it is what GCS reports for every object,
 composite or not, and so what the destination is checked against.
 
-CRC64NVME comes from awscrt, AWS's own C library (what botocore uses for it): 2.4 GB/s on
-one core here over 1 MiB pieces, against 0.6-0.7 GB/s for MD5 on the same stream, so the
-extra checksum does not slow a copy that already computes MD5 and CRC32C.
+CRC64NVME comes from awscrt, AWS's own C library (what botocore uses for it). Measured over a
+64 MiB stream in 1 MiB pieces, best of 3: 2.4 GB/s on one core at a quiet moment; on this
+2-core machine at load average 36, 0.30 GB/s against 0.24 GB/s for CRC32C, 0.13 GB/s for
+CRC32 and 0.04 GB/s for MD5 on the same stream. It is the fastest digest a copy computes, so
+checking it does not slow a copy.
 """
 
 from __future__ import annotations
