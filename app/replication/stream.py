@@ -65,6 +65,9 @@ class SourceStream:
         if self._current is None or self._position == len(self._current):
             self._release_current()
             if self._delivered == self._obj.size:
+                if not self._started:  # an empty object: nothing read, still checked
+                    self._started = True
+                    self._digest.verify()
                 return memoryview(b"")
             self._start_reader()
             item = self._ready.get()
