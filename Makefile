@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-from-lock
 UV = $$(command -v uv || echo $(BIN)/uv)
 
-.PHONY: dev test lint format bench lock clean
+.PHONY: dev test lint format bench soak lock clean
 
 # The project itself goes in last, editable (code edits need no reinstall), without its
 # dependencies and with the locked hatchling: everything installed is hash-checked. Bytecode is
@@ -39,6 +39,9 @@ lint: $(STAMP)  ## ruff check, ruff format --check and mypy: what pre-commit and
 
 bench: $(STAMP)  ## throughput and memory, side by side with rclone
 	@$(BIN)/python -m benchmarks
+
+soak: $(STAMP)  ## the whole system for SOAK_SECONDS (600) under churn and faults, then checked
+	@$(BIN)/python -m soak
 
 format: $(STAMP)
 	$(BIN)/ruff format .

@@ -91,6 +91,10 @@ class Settings(BaseSettings):
     replication_rules: Annotated[tuple[rules.Rule, ...], NoDecode] = ()
     upload_chunk_size: int = Field(64 * MiB, ge=256 * 1024, le=1024 * MiB)
     batch_concurrency: int = Field(16, ge=1, le=256)
+    # Key ranges a sync or check lists at once, on each side (app.bulk.ranges); 1: one stream.
+    list_concurrency: int = Field(16, ge=1, le=256)
+    # A source with no more keys than this is listed as one stream, without probing.
+    list_split_min_keys: int = Field(10_000, ge=0)
     max_running_jobs: int = Field(4, ge=1, le=64)  # sync and check jobs over HTTP at once
     # The queue of S3 events: the worker drains it; with it set, POST /v1/events queues.
     sqs_queue_url: str | None = None
@@ -99,6 +103,8 @@ class Settings(BaseSettings):
     worker_port: int = Field(8080, ge=0, le=65535)  # /health, /ready, /metrics; 0: none
     worker_retry_backoff: float = Field(10.0, ge=0, le=900)  # seconds, doubled per receive
     sqs_wait_seconds: int = Field(20, ge=1, le=20)  # long polling; a stop waits for it
+    # Seconds between the worker's looks at the queue's and dead-letter queue's depth.
+    queue_stats_seconds: float = Field(30.0, ge=0.5, le=3600)
     # The ledger shared by replicas (redis:// or rediss://, with its password: a secret);
     # unset: the in-process one. Leases live LEDGER_LOCK_TTL seconds unless renewed; records
     # of what was settled, LEDGER_TTL seconds (longer than an SQS retention period).

@@ -124,7 +124,7 @@ class DestinationRetained(Unreplicable):
 
 UNREPLICABLE_KINDS = frozenset(
     {Unreplicable.kind, Archived.kind, CustomerKeyEncrypted.kind, DestinationRetained.kind}
-)
+)  # the `reason` label of replicator_messages_unreplicable
 
 
 class IntegrityError(ReplicatorError):
@@ -134,12 +134,22 @@ class IntegrityError(ReplicatorError):
     kind = "integrity_error"
 
 
+# The causes of a TransientError: a bounded set, the `cause` label of `replicator_retries`.
+TRANSIENT_CAUSES = (
+    "connection",
+    "timeout",
+    "throttled",
+    "server_error",
+    "stream_broken",
+    "leased",
+)
+
+
 class TransientError(ReplicatorError):
     """A fault worth retrying: connection trouble, timeouts, 408/429/5xx, S3 SlowDown.
 
-    `cause` is one of "connection", "timeout", "throttled", "server_error", "stream_broken",
-    "leased" (a bounded set, used as a metrics label); `retry_after` is the server's hint in
-    seconds.
+    `cause` is one of TRANSIENT_CAUSES (a bounded set, used as a metrics label);
+    `retry_after` is the server's hint in seconds.
     """
 
     status_code = 503
@@ -165,6 +175,17 @@ class UploadSessionLost(ReplicatorError):
 
     status_code = 503
     kind = "unavailable"
+
+
+def failure_kinds() -> list[str]:
+    """Every `kind` a failure may have, from the classes above (and any defined since): the
+    values of the `reason` label of `replicator_objects_failed`."""
+    kinds, classes = {ReplicatorError.kind}, [ReplicatorError]
+    while classes:
+        for subclass in classes.pop().__subclasses__():
+            kinds.add(subclass.kind)
+            classes.append(subclass)
+    return sorted(kinds)
 
 
 class StartupError(Exception):

@@ -20,7 +20,7 @@ from starlette.exceptions import HTTPException
 from starlette.types import Message, Receive, Scope, Send
 
 from app import errors, wiring
-from app.api import docs, jobs
+from app.api import docs, failures, jobs
 from app.api.middleware import RequestEdge
 from app.api.routes import router, service_router
 from app.config import Settings, load_settings
@@ -67,6 +67,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.include_router(router)
     app.include_router(jobs.router)
+    app.include_router(failures.router)
     app.include_router(service_router)
     docs.add_docs(app)
     app.add_exception_handler(errors.ReplicatorError, _replicator_error)

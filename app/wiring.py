@@ -19,10 +19,12 @@ from app.bulk.enqueue import Enqueue
 from app.bulk.jobs import Jobs
 from app.bulk.sync import Sync
 from app.config import Settings
-from app.events.converge import EventSettler
+from app.events.converge import Converger
+from app.events.dead_letters import DeadLetters
 from app.events.intake import EventIntake
 from app.events.sns import SnsVerifier
 from app.ledger.base import Ledger
+from app.ledger.failures import FailureNotes, NoFailureNotes, RedisFailureNotes
 from app.ledger.local import LocalLedger
 from app.queues import sqs
 from app.replication.batch import Batch
@@ -75,7 +77,7 @@ class Services:
     destination: Destination
     replicator: Replicator
     batch: Batch
-    events: EventSettler
+    events: Converger
     objects: DestinationObjects
     probe: Probe
     queue: sqs.SqsQueue | None  # with SQS_QUEUE_URL: the worker drains it, the intake feeds it
@@ -86,6 +88,8 @@ class Services:
     check: Check  # `replicator check`, and check jobs
     enqueue: Enqueue | None  # `replicator sync --enqueue`: with SQS_QUEUE_URL
     jobs: Jobs  # sync and check jobs over HTTP (/v1/jobs)
+    failure_notes: FailureNotes  # why keys failed, noted by the worker (in the ledger's Redis)
+    dead_letters: DeadLetters | None  # `replicator failures`, `redrive`: with SQS_QUEUE_URL
     request_threads: int
     pools: list[ThreadPoolExecutor] = field(default_factory=list)
 
@@ -100,6 +104,8 @@ class Services:
         for pool in self.pools:
             pool.shutdown(wait=True, cancel_futures=True)
         self.ledger.close()
+        if isinstance(self.failure_notes, RedisFailureNotes):
+            self.failure_notes.close()
 
 
 def build(settings: Settings, *, wait_for_leases: bool = True) -> Services:
@@ -132,7 +138,7 @@ def build(settings: Settings, *, wait_for_leases: bool = True) -> Services:
     # One ledger for copies and deletes: they exclude each other.
     ledger = build_ledger(settings, wait_for_leases)
     replicator = Replicator(source, destination, retry, copier, ledger, lookups)
-    events = EventSettler(
+    events = Converger(
         replicator,
         Batch(replicator, retry, batch_workers, settings.worker_concurrency),
         retry,
@@ -146,6 +152,7 @@ def build(settings: Settings, *, wait_for_leases: bool = True) -> Services:
     verifier = build_sns_verifier(settings)
     sync = Sync(replicator, retry, ledger)
     check = Check(source, destination, retry)
+    notes = build_failure_notes(settings)
     return Services(
         settings=settings,
         retry=retry,
@@ -168,6 +175,8 @@ def build(settings: Settings, *, wait_for_leases: bool = True) -> Services:
             else None
         ),
         jobs=Jobs(sync, check, max_running=settings.max_running_jobs),
+        failure_notes=notes,
+        dead_letters=DeadLetters(queue, notes, retry) if queue is not None else None,
         request_threads=REQUEST_THREADS,
         pools=[batch_workers, lookups, parts],
     )
@@ -185,8 +194,18 @@ def build_ledger(settings: Settings, wait_for_leases: bool = True) -> Ledger:
     return RedisLedger.from_url(
         settings.ledger_url.get_secret_value(),
         lock_ttl=settings.ledger_lock_ttl,
-        record_ttl=settings.ledger_ttl,
+        entry_ttl=settings.ledger_ttl,
         wait=wait_for_leases,
+    )
+
+
+def build_failure_notes(settings: Settings) -> FailureNotes:
+    """Notes of why keys failed, in the shared ledger's Redis; none without one (see
+    app.ledger.failures). Talks to Redis only when first used."""
+    if settings.ledger_url is None:
+        return NoFailureNotes()
+    return RedisFailureNotes.from_url(
+        settings.ledger_url.get_secret_value(), ttl=settings.ledger_ttl
     )
 
 

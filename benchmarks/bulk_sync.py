@@ -34,18 +34,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import boto3
-import botocore.config
-
 from benchmarks.measure import Comparison, Contender, alternate, timed
-from benchmarks.rclone import INSTALL_HINT, Rclone
+from benchmarks.rclone import FLAGS, INSTALL_HINT, Rclone
 from benchmarks.rclone import env as rclone_env
 from benchmarks.small_batch import verify
-from benchmarks.stack import CREDENTIALS, REPO, Stack, service_env
+from benchmarks.stack import REPO, Stack, s3_client, service_env
 
 PREFIX = "sync/"
 EMPTY_PREFIX = "empty/"
-RCLONE_FLAGS = ("--transfers", "16", "--checkers", "16")
+RCLONE_FLAGS = FLAGS["batch"]  # sync
+RCLONE_CHECK_FLAGS = ("--checkers", "16", "--fast-list")
 FILL_THREADS = 16  # more only adds contention: moto serves one request per core at a time
 STARTUP_RUNS = 3  # per repetition, of each start-up command
 REPLICATOR = str(Path(sys.executable).parent / "replicator")
@@ -147,18 +145,7 @@ class Sets:
 def fill(stack: Stack, bucket: str, count: int, size: int) -> None:
     """`count` objects of `size` random bytes under PREFIX: PUTs from FILL_THREADS threads
     sharing one client (and its connection pool)."""
-    s3 = boto3.client(
-        "s3",
-        endpoint_url=stack.moto.url,
-        region_name="us-east-1",
-        aws_access_key_id=CREDENTIALS["AWS_ACCESS_KEY_ID"],
-        aws_secret_access_key=CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
-        config=botocore.config.Config(
-            max_pool_connections=FILL_THREADS,
-            request_checksum_calculation="when_required",
-            response_checksum_validation="when_required",
-        ),
-    )
+    s3 = s3_client(stack.moto.url, FILL_THREADS)
     s3.create_bucket(Bucket=bucket)
 
     def one(i: int) -> None:
@@ -191,7 +178,8 @@ def run(
         time.monotonic() - started, 1
     )
 
-    sync_label, check_label = "rclone sync " + " ".join(RCLONE_FLAGS), "rclone check"
+    sync_label = "rclone sync " + " ".join(RCLONE_FLAGS)
+    check_label = "rclone check " + " ".join(RCLONE_CHECK_FLAGS)
     comparisons = {
         "sync": _pair(f"sync of {count:,} x {size // 1024} KiB, empty destination", sync_label),
         "sync-again": _pair(f"second sync of {count:,}, nothing changed", sync_label),
@@ -246,7 +234,7 @@ class _Runner:
             return _replicator(verb, bucket, destination)
         if self.rclone is None:
             return None
-        flags = RCLONE_FLAGS if verb == "sync" else ()
+        flags = RCLONE_FLAGS if verb == "sync" else RCLONE_CHECK_FLAGS
         return self.rclone.command(verb, f"{bucket}/{PREFIX}", f"{destination}/{PREFIX}", *flags)
 
     def timed(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.metadata
 import os
 import platform
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -25,6 +26,7 @@ def describe() -> dict[str, object]:
         "os": platform.platform(),
         "python": platform.python_version(),
         "rclone": rclone.version() or "not installed",
+        "rclone_debian": rclone.version(shutil.which("rclone", path=os.defpath)) or "not installed",
         "packages": {name: _version(name) for name in _PACKAGES},
         "commit": _commit(),
         "service_settings": service_settings(),

@@ -1,18 +1,21 @@
 """Scenario 2: many small objects under one prefix. One `POST /v1/replicate/batch` vs
-`rclone copy --transfers 16` of the same prefix, each into a bucket of its own per run."""
+`rclone copy` of the same prefix (at the service's concurrency, 16), each into a bucket of
+its own per run; Debian's rclone too, when installed. The CPU each process spent per object
+is in the report: the cost per million objects."""
 
 from __future__ import annotations
 
 import functools
 import os
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 from benchmarks.measure import Comparison, Contender, alternate, attempt
-from benchmarks.rclone import INSTALL_HINT, Rclone
+from benchmarks.rclone import FLAGS, INSTALL_HINT, Rclone
 from benchmarks.stack import SOURCE_BUCKET, NotCopied, Service, ServiceError, Stack
 
 PREFIX = "small/"
-RCLONE_TRANSFERS = "16"
+RCLONE_FLAGS = FLAGS["batch"]
 
 
 def seed(stack: Stack, count: int, size: int) -> list[str]:
@@ -39,17 +42,25 @@ def verify(stack: Stack, bucket: str, prefix: str, count: int, size: int) -> Non
 
 
 def run(
-    stack: Stack, service: Service, rclone: Rclone | None, count: int, size: int, repeat: int
+    stack: Stack,
+    service: Service,
+    rclone: Rclone | None,
+    count: int,
+    size: int,
+    repeat: int,
+    debian: Rclone | None = None,
 ) -> Comparison:
     keys = seed(stack, count, size)
     comparison = Comparison(
-        f"{len(keys):,} x {size // 1024} KiB objects",
+        f"{len(keys):,} x {size // 1024} KiB objects from {stack.s3_name}",
         "objects/s",
         {
             "service": Contender("service (one POST /v1/replicate/batch)"),
-            "rclone": Contender(f"rclone copy --transfers {RCLONE_TRANSFERS}"),
+            "rclone": Contender(f"rclone 1.75 copy {' '.join(RCLONE_FLAGS)}"),
         },
     )
+    if debian is not None:
+        comparison.contenders["rclone_debian"] = Contender("Debian's rclone, same flags")
 
     # Each returns the number of objects it copied; `verify` lists the bucket afterwards.
     def service_batch(bucket: str) -> float:
@@ -59,19 +70,24 @@ def run(
             raise ServiceError(f"the batch replicated {summary['replicated']}: {summary}")
         return len(keys)
 
-    def rclone_copy(bucket: str) -> float:
-        assert rclone is not None
-        flags = ("--transfers", RCLONE_TRANSFERS)
-        rclone.copy(f"{SOURCE_BUCKET}/{PREFIX}", f"{bucket}/{PREFIX}", *flags)
+    def rclone_copy(tool: Rclone | None, bucket: str) -> float:
+        assert tool is not None
+        tool.copy(f"{SOURCE_BUCKET}/{PREFIX}", f"{bucket}/{PREFIX}", *RCLONE_FLAGS)
         return len(keys)
 
-    runs = {"service": service_batch, "rclone": rclone_copy}
+    runs: dict[str, Callable[[str], float]] = {
+        "service": service_batch,
+        "rclone": functools.partial(rclone_copy, rclone),
+        "rclone_debian": functools.partial(rclone_copy, debian),
+    }
+    if debian is None:
+        del runs["rclone_debian"]
     if rclone is None:
         del runs["rclone"]
         comparison.contenders["rclone"].errors.append(INSTALL_HINT)
     for repetition in range(repeat):
         for name in alternate(list(runs), repetition):
-            bucket = f"bench-small-{name}-r{repetition}"
+            bucket = f"bench-small-{stack.s3_name}-{name.replace('_', '-')}-r{repetition}"
             stack.gcs_client.create_bucket(bucket)
             attempt(
                 comparison.contenders[name],

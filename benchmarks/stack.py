@@ -1,9 +1,11 @@
-"""The systems under test, each its own process on a free loopback port: moto as S3,
-fake-gcs-server as GCS, and the service under uvicorn (so its peak RSS is its own)."""
+"""The systems under test, each its own process on a free loopback port: moto as S3 (or
+SeaweedFS, a second S3), fake-gcs-server as GCS, and the service under uvicorn (so its peak
+RSS is its own)."""
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import os
 import subprocess
@@ -36,16 +38,19 @@ class NotCopied(RuntimeError):
 
 @dataclass
 class Stack:
-    moto: emulators.Emulator
-    gcs: emulators.Emulator
+    moto: emulators.Emulator  # the S3 the contenders reach (its url), and its process
+    gcs: emulators.Emulator  # the GCS the contenders reach, and its process
     s3: Any  # a boto3 S3 client for seeding and for the raw limits
     sqs: Any  # a boto3 SQS client (moto serves it on the same port) for event plumbing
-    gcs_client: storage.Client
+    gcs_client: storage.Client  # straight to fake-gcs-server: checks, never timed
     workdir: Path
+    s3_name: str = "moto"  # the S3 process's name in the CPU readings
+    others: dict[str, int] = dataclasses.field(default_factory=dict)  # more processes to read
 
     def pids(self, service: Service | None = None) -> dict[str, int]:
         """The processes whose CPU time a run reports, by name."""
-        pids = {"moto": self.moto.process.pid, "fake-gcs": self.gcs.process.pid}
+        pids = {self.s3_name: self.moto.process.pid, "fake-gcs": self.gcs.process.pid}
+        pids.update(self.others)
         if service is not None:
             pids["service"] = service.process.pid
         return pids
@@ -77,23 +82,46 @@ def emulators_running(workdir: Path) -> Iterator[Stack]:
             aws_access_key_id=CREDENTIALS["AWS_ACCESS_KEY_ID"],
             aws_secret_access_key=CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
         )
-        s3 = moto_client(
-            "s3",
-            config=botocore.config.Config(
-                max_pool_connections=CLIENT_POOL,
-                request_checksum_calculation="when_required",
-                response_checksum_validation="when_required",
-            ),
-        )
+        s3 = s3_client(moto.url)
         sqs = moto_client("sqs", config=botocore.config.Config(max_pool_connections=CLIENT_POOL))
-        gcs_client = storage.Client(
-            project="bench",
-            credentials=AnonymousCredentials(),
-            client_options={"api_endpoint": gcs.url},
-        )
+        gcs_client = gcs_client_for(gcs.url)
         s3.create_bucket(Bucket=SOURCE_BUCKET)
         gcs_client.create_bucket(DESTINATION_BUCKET)
         yield Stack(moto, gcs, s3, sqs, gcs_client, workdir)
+
+
+@contextlib.contextmanager
+def seaweedfs_running(base: Stack) -> Iterator[Stack]:
+    """`base` with SeaweedFS (`weed mini`, data in the workdir) as its S3, holding an empty
+    SOURCE_BUCKET; the same fake-gcs-server."""
+    data_dir = base.workdir / f"seaweedfs-{emulators.free_port()}"
+    data_dir.mkdir()
+    with emulators.running(emulators.start_seaweedfs(data_dir)) as weed:
+        stack = dataclasses.replace(base, moto=weed, s3=s3_client(weed.url), s3_name="seaweedfs")
+        stack.s3.create_bucket(Bucket=SOURCE_BUCKET)
+        yield stack
+
+
+def s3_client(url: str, pool: int = CLIENT_POOL) -> Any:
+    """A boto3 S3 client of the harness's, at the S3 server at `url`, with `pool` connections."""
+    return boto3.client(
+        "s3",
+        endpoint_url=url,
+        region_name="us-east-1",
+        aws_access_key_id=CREDENTIALS["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+        config=botocore.config.Config(
+            max_pool_connections=pool,
+            request_checksum_calculation="when_required",
+            response_checksum_validation="when_required",
+        ),
+    )
+
+
+def gcs_client_for(url: str) -> storage.Client:
+    return storage.Client(
+        project="bench", credentials=AnonymousCredentials(), client_options={"api_endpoint": url}
+    )
 
 
 class ServiceError(RuntimeError):

@@ -32,6 +32,7 @@ import json
 import os
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -128,8 +129,9 @@ def _notify(stack: Stack, queue: plumbing.Queue) -> None:
 
 
 def _notification_template(stack: Stack) -> dict[str, Any]:
-    """The record moto sends for a PUT into EVENTS_BUCKET, read off a queue of its own."""
-    queue = plumbing.queue_with_dead_letters(stack.sqs, "bench-template")
+    """The record moto sends for a PUT into EVENTS_BUCKET, read off a queue of its own (a new
+    one each time: moto, as SQS, refuses a second purge of a queue within 60 s)."""
+    queue = plumbing.queue_with_dead_letters(stack.sqs, f"bench-template-{uuid.uuid4().hex[:8]}")
     _notify(stack, queue)
     stack.s3.put_object(Bucket=EVENTS_BUCKET, Key="template.bin", Body=b"template")
     answer = stack.sqs.receive_message(QueueUrl=queue.url, WaitTimeSeconds=5)
@@ -233,7 +235,7 @@ def _worker_run(
             verify = functools.partial(small_batch.verify, stack, bucket, prefix, count, size)
             attempt(contender, pids, functools.partial(feeder.feed_until, deleted, done), verify)
             worker.process.terminate()
-            time.sleep(0.2)  # for the signal to land: a message before it would be settled
+            time.sleep(0.2)  # for the signal to land: a message before it would be converged
             _wake(stack, queue, receive_loops(concurrency()))
     except ServiceError as exc:  # it did not start
         contender.errors.append(str(exc)[:300])

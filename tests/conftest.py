@@ -1,6 +1,7 @@
 """Real emulators for the whole suite: moto's server as S3 and fake-gcs-server as GCS, each a
 process on a free loopback port (never the `make dev` ports), reached over HTTP by the real SDKs;
-and a real Redis (valkey-server) for the shared ledger, started the same way.
+SeaweedFS as a second, independent S3 for the source contract; and a real Redis (valkey-server)
+for the shared ledger, started the same way.
 
 Each test gets fresh, uniquely named buckets, so tests never see each other's objects.
 """
@@ -32,6 +33,14 @@ from tests.faults import FaultProxy
 @pytest.fixture(scope="session")
 def moto_server() -> Iterator[emulators.Emulator]:
     with emulators.running(emulators.start_moto()) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def seaweedfs_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[emulators.Emulator]:
+    """`weed mini`, its data in a temporary directory; the access key is "test"."""
+    data_dir = tmp_path_factory.mktemp("seaweedfs")
+    with emulators.running(emulators.start_seaweedfs(data_dir)) as server:
         yield server
 
 

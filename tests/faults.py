@@ -21,6 +21,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import http
+import random
 import select
 import socket
 import struct
@@ -44,8 +45,10 @@ S3_SLOW_DOWN = (
 class Fault:
     """One scripted misbehaviour.
 
-    Matches requests by `method` (None: any) and a substring of the request target (path and
-    query). Fires on the `nth` match only, else on the first `times` matches, else on every match.
+    Matches requests by `method` (None: any), a substring of the request target (path and
+    query) and, with `operation`, the AWS JSON protocol's action (the end of
+    `X-Amz-Target`: "ReceiveMessage"). Fires on the `nth` match only, else on the first
+    `times` matches, else with `chance` (0 to 1) on each match, else on every match.
     Actions:
       reset               close the client connection (RST) without forwarding or answering
       status              answer `status` with `body` and `headers` without forwarding
@@ -67,6 +70,8 @@ class Fault:
     body: bytes = b""
     headers: dict[str, str] = field(default_factory=dict)
     stall_for: float = 30.0
+    operation: str | None = None
+    chance: float | None = None
     matched: int = 0  # requests that matched, whether the fault fired or not
     fired: int = 0
 
@@ -76,16 +81,23 @@ class Fault:
         if self.action in ("truncate", "flip") and self.at is None:
             raise ValueError(f"{self.action} needs `at`, a body offset")
 
-    def claims(self, method: str, target: str) -> bool:
+    def claims(self, method: str, target: str, amz_target: str = "") -> bool:
         if (self.method and method != self.method.upper()) or self.path not in target:
+            return False
+        if self.operation and not amz_target.endswith(f".{self.operation}"):
             return False
         self.matched += 1
         if self.nth is not None:
             fire = self.matched == self.nth
+        elif self.times is not None:
+            fire = self.matched <= self.times
         else:
-            fire = self.times is None or self.matched <= self.times
+            fire = self.chance is None or _dice.random() < self.chance
         self.fired += fire
         return fire
+
+
+_dice = random.Random(20)  # the faults that fire by chance: the same run, the same faults
 
 
 @dataclass(frozen=True)
@@ -150,13 +162,19 @@ class FaultProxy:
     session's chunks: 308 with the Range it kept, or the final 200 again once it is complete.
     fake-gcs-server would finalise an incomplete upload with whatever it holds, and forgets a
     complete one (404); real GCS does neither.
+
+    `keep_host=True` passes the client's Host header on unchanged, for an upstream that checks
+    SigV4 signatures (which cover the Host the client signed); otherwise it names the upstream.
     """
 
-    def __init__(self, upstream: str, *, resumable_status: bool = False) -> None:
+    def __init__(
+        self, upstream: str, *, resumable_status: bool = False, keep_host: bool = False
+    ) -> None:
         parts = urlsplit(upstream)
         self.upstream = f"http://{parts.netloc}"
         self._upstream_address = (parts.hostname or "127.0.0.1", parts.port or 80)
         self._resumable_status = resumable_status
+        self._keep_host = keep_host
         self._sessions: dict[str, int | Message] = {}  # session -> bytes kept, or its final answer
         self._listener = socket.create_server(("127.0.0.1", 0))
         self._listener.settimeout(0.1)
@@ -226,7 +244,10 @@ class FaultProxy:
                 request.body = _read_body(reader, request, bodyless=False)
                 method, target = request.start.split(" ")[:2]
                 with self._lock:
-                    fault = next((f for f in self.faults if f.claims(method, target)), None)
+                    operation = request.header("x-amz-target") or ""
+                    fault = next(
+                        (f for f in self.faults if f.claims(method, target, operation)), None
+                    )
                     headers = {k.lower(): v for k, v in request.headers}
                     action = fault.action if fault else None
                     body = request.body if len(request.body) <= SEEN_BODY else b""
@@ -315,8 +336,11 @@ class FaultProxy:
         An upstream that refuses or drops the connection raises OSError: the client's
         connection is closed, as a gateway whose backend died would."""
         host, port = self._upstream_address
-        headers = [(k, v) for k, v in request.headers if k.lower() != "host"]
-        headers += [("Host", f"{host}:{port}"), ("Connection", "close")]
+        if self._keep_host:
+            headers = list(request.headers) + [("Connection", "close")]
+        else:
+            headers = [(k, v) for k, v in request.headers if k.lower() != "host"]
+            headers += [("Host", f"{host}:{port}"), ("Connection", "close")]
         with socket.create_connection(self._upstream_address, timeout=30) as upstream:
             upstream.sendall(Message(request.start, headers, request.body).wire())
             with upstream.makefile("rb") as reader:

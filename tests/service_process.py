@@ -73,16 +73,17 @@ def service_command(port: int) -> list[str]:
 
 
 def replicator(
-    *args: str, cwd: Path | None = None, **settings: str
+    *args: str, cwd: Path | None = None, timeout: float = RUN_TIMEOUT, **settings: str
 ) -> subprocess.CompletedProcess[str]:
-    """Run the `replicator` console script to its end with only `settings`."""
+    """Run the `replicator` console script to its end with only `settings` (killed after
+    `timeout` seconds: a safety net, never a measure)."""
     return subprocess.run(
         [str(REPLICATOR), *args],
         cwd=cwd,
         env=service_env(settings),
         capture_output=True,
         text=True,
-        timeout=RUN_TIMEOUT,
+        timeout=timeout,
     )
 
 

@@ -177,9 +177,16 @@ def start_job(
             delete=body.delete,
             max_delete=body.max_delete,
             concurrency=settings.batch_concurrency,
+            list_concurrency=settings.list_concurrency,
+            list_split_min_keys=settings.list_split_min_keys,
         )
     else:
-        options = CheckOptions(keys=keys, checksum=body.checksum)
+        options = CheckOptions(
+            keys=keys,
+            checksum=body.checksum,
+            list_concurrency=settings.list_concurrency,
+            list_split_min_keys=settings.list_split_min_keys,
+        )
     request = JobRequest(
         Kind(body.kind),
         Location.parse(body.source, "s3"),

@@ -1,5 +1,7 @@
 """The request edge: a request id for every request, the body size limit, a JSON answer for
-unexpected failures, and one log line per request. Pure ASGI, so it sees requests before any
+unexpected failures, one log line per request, and its time in
+`replicator_http_request_duration_seconds` by route template (never the path asked for: a
+label of bounded values). Pure ASGI, so it sees requests before any
 route does. What a route accepts (media types, credentials) is the route's own rule, declared
 with it (app/api/security.py), so that routing answers 404 and 405 first."""
 
@@ -17,7 +19,7 @@ from starlette.datastructures import Headers
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app import errors
+from app import errors, metrics
 from app.logging_config import request_id
 
 log = logging.getLogger("app.requests")
@@ -70,9 +72,16 @@ class RequestEdge:
             detail = f"an unexpected error occurred (request id {rid}); see the logs"
             await _send_error(errors.ReplicatorError(detail), send_with_id)
         finally:
-            elapsed = (time.perf_counter() - started) * 1000
+            elapsed = time.perf_counter() - started
+            route = getattr(scope.get("route"), "path", None) or "other"
+            status = f"{response.status // 100}xx"
+            metrics.HTTP_SECONDS.labels(scope["method"], route, status).observe(elapsed)
             log.info(
-                "%s %s -> %d in %.1f ms", scope["method"], scope["path"], response.status, elapsed
+                "%s %s -> %d in %.1f ms",
+                scope["method"],
+                scope["path"],
+                response.status,
+                elapsed * 1000,
             )
             request_id.reset(token)
 

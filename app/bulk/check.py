@@ -12,16 +12,28 @@ from __future__ import annotations
 
 import collections
 import enum
+import json
 import logging
+import tempfile
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import IO
 
 from app import errors
 from app.bulk import fingerprints
-from app.bulk.compare import Compared, Location, compare, require_key_order, unwritable
+from app.bulk.compare import (
+    Compared,
+    Location,
+    compare_scope,
+    key_ranges,
+    require_key_order,
+    unwritable,
+)
+from app.bulk.inventory import Inventory
 from app.bulk.patterns import KeyFilter
+from app.bulk.ranges import range_of
 from app.bulk.tally import Snapshot, Tally
 from app.logging_config import in_context
 from app.replication.identity import holds
@@ -53,7 +65,7 @@ COUNT_OF = {
 
 # The key below the prefix, its mark, and why: for `=`, NOT_COMPARABLE when --checksum found
 # nothing to compare, else "".
-Report = Callable[[str, Mark, str], None]
+CheckReport = Callable[[str, Mark, str], None]
 
 
 def classify(pair: Compared, dst: Location) -> tuple[Mark, str]:
@@ -80,6 +92,9 @@ class CheckOptions:
     checksum: bool = False  # also compare every checksum both sides expose
     download: bool = False  # also read both sides and compare their bytes' digests
     concurrency: int = 16  # keys looked at closer at once
+    list_concurrency: int = 1  # key ranges listed at once (app.bulk.ranges)
+    list_split_min_keys: int = 0  # a source of no more keys is listed as one range
+    inventory: Inventory | None = None  # the source's listing, when not listed
 
 
 @dataclass(frozen=True)
@@ -106,7 +121,7 @@ class Check:
         src: Location,
         dst: Location,
         options: CheckOptions,
-        report: Report,
+        report: CheckReport,
         tally: Tally | None = None,
         stop: threading.Event | None = None,
     ) -> Tally:
@@ -117,25 +132,42 @@ class Check:
         require_key_order(src)
         tally = tally or Tally()
         stop = stop or threading.Event()
-        waiting = _InOrder(report, tally)
-        with ThreadPoolExecutor(options.concurrency, thread_name_prefix="check") as pool:
-            try:
-                pairs = compare(
-                    self._source, self._destination, src, dst, options.keys, self._retry
-                )
-                for pair in pairs:
-                    if stop.is_set():
-                        tally.mark(stopped=True)
-                        break
-                    tally.add(listed=1)
-                    waiting.add(pair.key, self._verdict(pair, dst, options, pool, tally))
-                    waiting.report_settled(keep=options.concurrency * 2)
-                else:
-                    tally.mark(listing_done=True)
-            finally:
-                if stop.is_set():
-                    waiting.cancel()
-                waiting.report_settled(keep=0)
+        ranges = key_ranges(self._source, src, options, self._retry)
+        with _Held(report, len(ranges)) as held:
+            waiting = [_InOrder(held.reporter(i), tally) for i in range(len(ranges))]
+
+            def range_ended(index: int) -> None:
+                waiting[index].report_settled(keep=0)
+                held.end(index)
+
+            with ThreadPoolExecutor(options.concurrency, thread_name_prefix="check") as pool:
+                try:
+                    _, pairs = compare_scope(
+                        self._source,
+                        self._destination,
+                        src,
+                        dst,
+                        options,
+                        self._retry,
+                        ranges,
+                        range_ended,
+                    )
+                    for pair in pairs:
+                        if stop.is_set():
+                            tally.mark(stopped=True)
+                            break
+                        tally.add(listed=1)
+                        in_order = waiting[range_of(ranges, pair.key)]
+                        in_order.add(pair.key, self._verdict(pair, dst, options, pool, tally))
+                        in_order.report_settled(keep=options.concurrency * 2)
+                    else:
+                        tally.mark(listing_done=True)
+                finally:
+                    for index, in_order in enumerate(waiting):
+                        if stop.is_set():
+                            in_order.cancel()
+                        in_order.report_settled(keep=0)
+                        held.end(index)
         tally.finish()
         return tally
 
@@ -219,7 +251,7 @@ class Check:
 class _InOrder:
     """Verdicts reported in the order their keys were listed, whichever settles first."""
 
-    def __init__(self, report: Report, tally: Tally) -> None:
+    def __init__(self, report: CheckReport, tally: Tally) -> None:
         self._report = report
         self._tally = tally
         self._keys: collections.deque[tuple[str, Future[Verdict]]] = collections.deque()
@@ -242,6 +274,57 @@ class _InOrder:
         """Drop the keys whose closer look has not started; they are not reported."""
         for _, future in self._keys:
             future.cancel()
+
+
+class _Held:
+    """Reports of concurrent key ranges, printed in key order: those of the first range not
+    yet ended go straight to `report`; the others wait in a temporary file, one JSON line
+    each, until every range before theirs has ended, so memory stays bounded."""
+
+    def __init__(self, report: CheckReport, count: int) -> None:
+        self._report = report
+        self._files: list[IO[str] | None] = [None] * count
+        self._ended = [False] * count
+        self._current = 0  # the range reported live
+
+    def reporter(self, index: int) -> CheckReport:
+        def report(key: str, mark: Mark, reason: str) -> None:
+            if index == self._current:
+                self._report(key, mark, reason)
+                return
+            file = self._files[index]
+            if file is None:
+                file = self._files[index] = tempfile.TemporaryFile("w+", encoding="utf-8")
+            file.write(json.dumps([key, str(mark), reason]) + "\n")
+
+        return report
+
+    def end(self, index: int) -> None:
+        """Range `index` has reported its last key: once it is the current one, the next
+        ranges' waiting reports follow, in order."""
+        self._ended[index] = True
+        while self._current < len(self._ended) and self._ended[self._current]:
+            self._current += 1
+            if self._current < len(self._files):
+                self._replay(self._current)
+
+    def _replay(self, index: int) -> None:
+        file, self._files[index] = self._files[index], None
+        if file is None:
+            return
+        with file:
+            file.seek(0)
+            for line in file:
+                key, mark, reason = json.loads(line)
+                self._report(key, Mark(mark), reason)
+
+    def __enter__(self) -> _Held:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        for file in self._files:
+            if file is not None:
+                file.close()
 
 
 def differs(snapshot: Snapshot) -> bool:

@@ -2,20 +2,26 @@
 
 `Location` is `s3://bucket/prefix` or `gs://bucket/prefix`; `compare` lists both sides page by
 page and pairs each key below the prefixes, so memory does not grow with the number of keys;
-`unwritable` says why the destination cannot hold a key. Sync, check, enqueue and the jobs all
-start here.
+`key_ranges` splits the key space so that `compare` lists it as several concurrent streams
+(app.bulk.ranges); `unwritable` says why the destination cannot hold a key. Sync, check,
+enqueue and the jobs all start here.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import itertools
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from app import errors, names
+from app.bulk import ranges
+from app.bulk.inventory import Inventory
 from app.bulk.patterns import KeyFilter
-from app.replication.listing import Pair, ahead, merge, resumed
+from app.bulk.ranges import KeyRange
+from app.replication.listing import Lister, Pair, ahead, interleaved, merge, resumed
 from app.retry import RetryPolicy
-from app.storage.base import Destination, ObjectInfo, Source
+from app.storage.base import Destination, KeyProbe, ObjectInfo, Source
 
 Compared = Pair[ObjectInfo, ObjectInfo]
 LISTED_AHEAD = 1000  # objects each side's listing may run ahead of the comparison: a page
@@ -49,23 +55,113 @@ class Location:
         return f"{self.scheme}://{self.bucket}/{self.prefix}"
 
 
+class Listed(Protocol):
+    """What lists objects in key order: a source, a destination, or an inventory."""
+
+    def iter_objects(
+        self, bucket: str, prefix: str = "", start_after: str | None = None
+    ) -> Iterator[ObjectInfo]: ...
+
+
 def compare(
-    source: Source,
+    source: Listed,
     destination: Destination,
     src: Location,
     dst: Location,
     keys: KeyFilter,
     retry: RetryPolicy,
+    ranges: Sequence[KeyRange] = (KeyRange(),),
+    range_ended: Callable[[int], None] = lambda _: None,
 ) -> Iterator[Compared]:
-    """Each key below the prefixes, on either side, that `keys` matches, in key order. A
-    failed listing page is retried by `retry`, resuming after the last key received."""
-    listed = merge(
-        ahead(resumed(source.iter_objects, src.bucket, src.prefix, retry), LISTED_AHEAD),
-        ahead(resumed(destination.iter_objects, dst.bucket, dst.prefix, retry), LISTED_AHEAD),
-        lambda obj: obj.key[len(src.prefix) :],
-        lambda obj: obj.key[len(dst.prefix) :],
-    )
-    return (pair for pair in listed if pair.key and keys.matches(pair.key))
+    """Each key below the prefixes, on either side, that `keys` matches: each of `ranges`
+    listed on both sides at once, the ranges concurrently, so keys come in key order within a
+    range and interleaved between ranges. `range_ended(i)` is called, from the reader's
+    thread, once range `i` has given its last key. A failed listing page is retried by
+    `retry`, resuming after the last key received."""
+
+    def compared(key_range: KeyRange) -> Iterator[Compared]:
+        def listed(objects_under: Lister, where: Location) -> Iterator[ObjectInfo]:
+            start = None if key_range.after is None else where.prefix + key_range.after
+            objects = resumed(objects_under, where.bucket, where.prefix, retry, start)
+            if key_range.through is not None:
+                last = where.prefix + key_range.through
+                objects = itertools.takewhile(lambda obj: obj.key <= last, objects)
+            return ahead(objects, LISTED_AHEAD)
+
+        pairs = merge(
+            listed(source.iter_objects, src),
+            listed(destination.iter_objects, dst),
+            lambda obj: obj.key[len(src.prefix) :],
+            lambda obj: obj.key[len(dst.prefix) :],
+        )
+        return (pair for pair in pairs if pair.key and keys.matches(pair.key))
+
+    return interleaved([compared(r) for r in ranges], LISTED_AHEAD, range_ended)
+
+
+class Scope(Protocol):
+    """What a run's options say about what it lists (SyncOptions, CheckOptions, ...)."""
+
+    @property
+    def keys(self) -> KeyFilter: ...
+
+    @property
+    def list_concurrency(self) -> int: ...
+
+    @property
+    def list_split_min_keys(self) -> int: ...
+
+    @property
+    def inventory(self) -> Inventory | None: ...
+
+
+def compare_scope(
+    source: Source,
+    destination: Destination,
+    src: Location,
+    dst: Location,
+    scope: Scope,
+    retry: RetryPolicy,
+    key_ranges_: Sequence[KeyRange] | None = None,
+    range_ended: Callable[[int], None] = lambda _: None,
+) -> tuple[Sequence[KeyRange], Iterator[Compared]]:
+    """`compare` of what `scope` names: the source's keys from its inventory or listed, over
+    `key_ranges_` (by default `key_ranges` for the scope's list concurrency). Returns the
+    ranges and the pairs."""
+    if key_ranges_ is None:
+        key_ranges_ = key_ranges(source, src, scope, retry)
+    listed = scope.inventory or source
+    pairs = compare(listed, destination, src, dst, scope.keys, retry, key_ranges_, range_ended)
+    return key_ranges_, pairs
+
+
+def key_ranges(
+    source: Source, src: Location, scope: Scope, retry: RetryPolicy
+) -> tuple[KeyRange, ...]:
+    """`count` ranges that split the source's keys below the prefix about evenly: at the
+    inventory's quantiles when there is one, else found by app.bulk.ranges.probe; one range
+    when the source holds no more than `list_split_min_keys` keys (read first, in order:
+    there, a few requests list everything and probing would only cost)."""
+    count = scope.list_concurrency
+    if scope.inventory is not None:
+        return scope.inventory.ranges(count, src.prefix)
+    if count <= 1:
+        return (KeyRange(),)
+    first = resumed(source.iter_objects, src.bucket, src.prefix, retry)
+    small = scope.list_split_min_keys
+    if sum(1 for _ in itertools.islice(first, small + 1)) <= small:
+        return (KeyRange(),)
+
+    def first_after(point: str) -> str | None:
+        start = src.prefix + point if point else None
+        if isinstance(source, KeyProbe):
+            key = retry.call(source.first_key_after, src.bucket, src.prefix, start)
+        else:
+            listing = resumed(source.iter_objects, src.bucket, src.prefix, retry, start)
+            key = next((obj.key for obj in listing), None)
+        return None if key is None else key[len(src.prefix) :]
+
+    return ranges.probe(first_after, count)
 
 
 DIRECTORY_BUCKET_SUFFIX = "--x-s3"  # S3 Express One Zone directory buckets end so

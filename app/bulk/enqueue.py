@@ -13,21 +13,22 @@ the worker settles a repeated event as a skip.
 from __future__ import annotations
 
 import datetime
-import enum
+import functools
 import json
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 from urllib.parse import quote_plus
 
 from app import errors, rules
-from app.bulk.compare import Compared, Location, compare, unwritable
+from app.bulk.compare import Compared, Location, compare_scope
+from app.bulk.decide import Kind, Outcome, Report, decisions
+from app.bulk.inventory import Inventory
 from app.bulk.patterns import KeyFilter
 from app.bulk.tally import Tally
 from app.policy import Overwrite
 from app.queues.sqs import MAX_MESSAGES
-from app.replication.identity import reason_to_skip
 from app.retry import RetryPolicy
 from app.storage.base import Destination, ObjectInfo, Source
 
@@ -63,16 +64,6 @@ def s3_event(obj: ObjectInfo, region: str, at: datetime.datetime) -> dict[str, A
     return {"Records": [record]}
 
 
-class Outcome(enum.StrEnum):
-    QUEUED = "queued"
-    SKIPPED = "skipped"
-    FAILED = "failed"
-    WOULD_QUEUE = "would queue"
-
-
-Report = Callable[[str, Outcome, str], None]  # key below the prefix, what happened, detail
-
-
 @dataclass(frozen=True)
 class EnqueueOptions:
     keys: KeyFilter = KeyFilter()
@@ -81,6 +72,9 @@ class EnqueueOptions:
     # The workers' REPLICATION_RULES: a key they would write elsewhere than the destination
     # is not queued. With none they keep each key's name, in their own GCS_BUCKET_NAME.
     rules: tuple[rules.Rule, ...] = ()
+    list_concurrency: int = 1  # key ranges listed at once (app.bulk.ranges)
+    list_split_min_keys: int = 0  # a source of no more keys is listed as one range
+    inventory: Inventory | None = None  # the source's listing, when not listed
 
 
 class Enqueue:
@@ -132,33 +126,26 @@ class Enqueue:
                     report(key, Outcome.QUEUED, "")
             gathered.clear()
 
-        pairs = compare(self._source, self._destination, src, dst, options.keys, self._retry)
+        _, pairs = compare_scope(self._source, self._destination, src, dst, options, self._retry)
         try:
-            for pair in pairs:
-                if stop.is_set():
-                    tally.mark(stopped=True)
-                    break
-                tally.add(listed=1)
-                if pair.left is None:
-                    continue
-                if reason := unwritable(dst, pair.key) or misrouted(pair, src, dst, options):
+            routed = functools.partial(misrouted, src=src, dst=dst, options=options)
+            for decision in decisions(pairs, dst, options.overwrite, tally, stop, routed):
+                pair = decision.pair
+                if decision.kind == Kind.FAIL:
                     tally.add(failed=1)
-                    report(pair.key, Outcome.FAILED, f"invalid_request: {reason}")
-                    continue
-                if reason := reason_to_skip(pair.right, pair.left, options.overwrite):
+                    report(pair.key, Outcome.FAILED, decision.reason)
+                elif decision.kind == Kind.SKIP:
                     tally.add(skipped=1)
-                    report(pair.key, Outcome.SKIPPED, reason)
-                    continue
-                tally.add(found=1, found_bytes=pair.left.size)
-                if options.dry_run:
+                    report(pair.key, Outcome.SKIPPED, decision.reason)
+                elif decision.kind == Kind.WORK and options.dry_run:
                     report(pair.key, Outcome.WOULD_QUEUE, "")
-                    continue
-                now = datetime.datetime.now(datetime.UTC)
-                gathered.append((pair.key, json.dumps(s3_event(pair.left, self._region, now))))
-                if len(gathered) == MAX_MESSAGES:
-                    send()
-            else:
-                tally.mark(listing_done=True)
+                elif decision.kind == Kind.WORK:
+                    assert pair.left is not None
+                    now = datetime.datetime.now(datetime.UTC)
+                    event = s3_event(pair.left, self._region, now)
+                    gathered.append((pair.key, json.dumps(event)))
+                    if len(gathered) == MAX_MESSAGES:
+                        send()
         finally:
             if gathered:
                 send()

@@ -23,7 +23,8 @@ from dataclasses import dataclass
 from app import errors, metrics
 from app.bulk.check import COUNT_OF, Check, CheckOptions, Mark
 from app.bulk.compare import Location
-from app.bulk.sync import Outcome, Sync, SyncOptions
+from app.bulk.decide import Outcome
+from app.bulk.sync import Sync, SyncOptions
 from app.bulk.tally import Snapshot, Tally
 from app.logging_config import in_context, job_id
 

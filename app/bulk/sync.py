@@ -2,7 +2,7 @@
 
 Both sides are listed page by page and merged in key order (app.replication.listing), so memory
 does not grow with the number of objects. `Sync` copies what the destination lacks or holds
-in another version through the replicator's flow (`Replicator.settle`: one GET per copy,
+in another version through the replicator's flow (`Replicator.settle_listed`: one GET per copy,
 pinned to the listed ETag, the same verification, metadata and generation preconditions), on
 a bounded pool fed from the merged stream; with `delete`, it then removes destination objects
 the source lacks, at the listed generation, only when every copy succeeded and no more than
@@ -11,48 +11,35 @@ the source lacks, at the listed generation, only when every copy succeeded and n
 
 from __future__ import annotations
 
-import enum
 import json
 import logging
 import tempfile
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import IO
 
 from app import errors
-from app.bulk.compare import Compared, Location, compare, require_key_order, unwritable
+from app.bulk.checkpoint import Checkpoint
+from app.bulk.compare import Compared, Location, compare_scope, key_ranges, require_key_order
+from app.bulk.decide import Kind, Outcome, Report, decisions
+from app.bulk.inventory import Inventory
 from app.bulk.patterns import KeyFilter
+from app.bulk.ranges import KeyRange, range_of
 from app.bulk.tally import Tally
 from app.ledger.base import Ledger
 from app.logging_config import in_context
 from app.policy import Overwrite
-from app.replication.identity import reason_to_skip
 from app.replication.replicator import (
     Action,
     ReplicationRequest,
-    ReplicationResult,
     Replicator,
     counted,
 )
 from app.retry import RetryPolicy
-from app.storage.base import Body, ObjectInfo
 
 log = logging.getLogger(__name__)
-
-
-class Outcome(enum.StrEnum):
-    COPIED = "copied"
-    SKIPPED = "skipped"
-    DELETED = "deleted"
-    FAILED = "failed"
-    ARCHIVED = "archived"  # in an archive storage class: not read until restored
-    WOULD_COPY = "would copy"
-    WOULD_DELETE = "would delete"
-
-
-Report = Callable[[str, Outcome, str], None]  # key below the prefix, what happened, detail
 
 
 @dataclass(frozen=True)
@@ -68,6 +55,9 @@ class SyncOptions:
     # a sync that failed on each of them for ever would hide the failures that matter. Off,
     # each is a failure naming its storage class (and the sync exits non-zero).
     skip_archived: bool = True
+    list_concurrency: int = 1  # key ranges listed at once (app.bulk.ranges)
+    list_split_min_keys: int = 0  # a source of no more keys is listed as one range
+    inventory: Inventory | None = None  # the source's listing, when not listed
 
 
 class Sync:
@@ -85,12 +75,15 @@ class Sync:
         report: Report,
         tally: Tally | None = None,
         stop: threading.Event | None = None,
+        checkpoint: Checkpoint | None = None,
     ) -> Tally:
         """Make `dst` match `src`, counting in `tally` (another thread may watch it). Each
         key is reported once, from whichever thread settled it. When `stop` is set, no copy
         starts any more, the copies in flight finish and nothing is deleted (`tally.stopped`).
-        Raises app.errors exceptions when a listing fails (copies started finish; nothing
-        more starts), TooManyDeletes."""
+        With `checkpoint`, the keys concluded are marked in it, and a resumed checkpoint's run
+        lists only what it had not concluded. Raises app.errors exceptions when a listing fails
+        (copies started finish; nothing more starts), InvalidRequest for a source that does
+        not list in key order, TooManyDeletes."""
         require_key_order(src)
         tally = tally or Tally()
         stop = stop or threading.Event()
@@ -98,13 +91,19 @@ class Sync:
         slots = threading.BoundedSemaphore(options.concurrency * 2)
         source, destination = self._replicator.source, self._replicator.destination
 
-        def settled(key: str, outcome: Outcome, detail: str, size: int = 0) -> None:
+        ranges: tuple[KeyRange, ...] = ()
+
+        def conclude(key: str, outcome: Outcome, detail: str, size: int = 0) -> None:
+            if checkpoint is not None:
+                checkpoint.concluded(range_of(ranges, key), key, ok=outcome != Outcome.FAILED)
             if outcome in (Outcome.COPIED, Outcome.WOULD_COPY):
                 tally.add(copied=1, bytes=size)
             elif outcome == Outcome.SKIPPED:
                 tally.add(skipped=1)
             elif outcome == Outcome.FAILED:
                 tally.add(failed=1)
+            elif outcome == Outcome.ARCHIVED:
+                tally.add(archived=1)
             report(key, outcome, detail)
 
         def copy(pair: Compared) -> None:
@@ -116,30 +115,38 @@ class Sync:
                     return
                 request = self._request(src, dst, key, options.overwrite)
                 try:
-                    result = counted(self._copy, request, listed, pair.right)
+                    result = counted(self._replicator.settle_listed, request, listed, pair.right)
+                except errors.ObjectNotFound as exc:
+                    if isinstance(exc, errors.BucketNotFound):
+                        conclude(key, Outcome.FAILED, f"{exc.kind}: {exc.detail}")
+                        return
+                    # Deleted at the source since it was listed (or since the inventory).
+                    tally.add(found=-1, found_bytes=-listed.size, gone=1)
+                    conclude(key, Outcome.GONE, exc.detail)
+                    return
                 except errors.Archived as exc:
                     if not options.skip_archived:
-                        settled(key, Outcome.FAILED, f"{exc.kind}: {exc.detail}")
+                        conclude(key, Outcome.FAILED, f"{exc.kind}: {exc.detail}")
                         return
-                    tally.add(found=-1, found_bytes=-listed.size, archived=1)
-                    report(key, Outcome.ARCHIVED, exc.storage_class)
+                    tally.add(found=-1, found_bytes=-listed.size)
+                    conclude(key, Outcome.ARCHIVED, exc.storage_class)
                     return
                 except errors.ReplicatorError as exc:
-                    settled(key, Outcome.FAILED, f"{exc.kind}: {exc.detail}")
+                    conclude(key, Outcome.FAILED, f"{exc.kind}: {exc.detail}")
                     return
                 except Exception as exc:  # named in the report, never lost with its thread
                     log.exception("copying %s failed", key)
-                    settled(key, Outcome.FAILED, f"internal_error: {exc!r}")
+                    conclude(key, Outcome.FAILED, f"internal_error: {exc!r}")
                     return
                 if result.action == Action.REPLICATED:
                     tally.add(unverified=int(result.unverified))
                     detail = result.reason
                     if result.checked:
                         detail += f" (verified against {', '.join(result.checked)})"
-                    settled(key, Outcome.COPIED, detail, result.destination.size)
+                    conclude(key, Outcome.COPIED, detail, result.destination.size)
                 else:  # it changed, or another replica copied it: no longer work to do
                     tally.add(found=-1, found_bytes=-listed.size)
-                    settled(key, Outcome.SKIPPED, result.reason)
+                    conclude(key, Outcome.SKIPPED, result.reason)
             finally:
                 slots.release()
 
@@ -147,45 +154,59 @@ class Sync:
         pool = ThreadPoolExecutor(options.concurrency, thread_name_prefix="sync")
         with _Spool() as doomed, pool:
             try:
-                pairs = compare(source, destination, src, dst, options.keys, self._retry)
-                for pair in pairs:
-                    if stop.is_set():
-                        tally.mark(stopped=True)
-                        break
-                    tally.add(listed=1)
-                    if pair.left is None:
+                ranges = self._ranges(src, options, checkpoint)
+                range_ended = checkpoint.range_listed if checkpoint else lambda _: None
+                _, pairs = compare_scope(
+                    source, destination, src, dst, options, self._retry, ranges, range_ended
+                )
+                for decision in decisions(pairs, dst, options.overwrite, tally, stop):
+                    pair = decision.pair
+                    if decision.kind == Kind.EXTRA:
+                        if checkpoint is not None:
+                            checkpoint.concluded(range_of(ranges, pair.key), pair.key)
                         if options.delete and not too_many:
                             generation = pair.right.generation if pair.right else None
                             doomed.add(pair.key, generation)
                             too_many = options.max_delete is not None and (
                                 doomed.count > options.max_delete
                             )
-                        continue
-                    if reason := unwritable(dst, pair.key):
-                        settled(pair.key, Outcome.FAILED, f"invalid_request: {reason}")
-                        continue
-                    if reason := reason_to_skip(pair.right, pair.left, options.overwrite):
-                        settled(pair.key, Outcome.SKIPPED, reason)
-                        continue
-                    tally.add(found=1, found_bytes=pair.left.size)
-                    if options.dry_run:
-                        settled(pair.key, Outcome.WOULD_COPY, "", pair.left.size)
-                        continue
-                    if not _slot(slots, stop):
+                    elif decision.kind == Kind.FAIL:
+                        conclude(pair.key, Outcome.FAILED, decision.reason)
+                    elif decision.kind == Kind.SKIP:
+                        conclude(pair.key, Outcome.SKIPPED, decision.reason)
+                    elif options.dry_run:
+                        conclude(
+                            pair.key, Outcome.WOULD_COPY, "", pair.left.size if pair.left else 0
+                        )
+                    elif _slot(slots, stop):
+                        if checkpoint is not None:
+                            checkpoint.listed(range_of(ranges, pair.key), pair.key)
+                        pool.submit(in_context(copy), pair)  # `copy` reports its own failures
+                    else:
                         tally.mark(stopped=True)
                         break
-                    pool.submit(in_context(copy), pair)  # `copy` reports its own failures
-                else:
-                    tally.mark(listing_done=True)
             finally:
                 # Every copy settled before any delete. Waiting on the pool rather than on a
                 # list of futures: pruning such a list at each submit was 14% of the CPU of
                 # a sync of 2,000 small objects (py-spy --gil).
                 pool.shutdown(wait=True)
+                if checkpoint is not None:
+                    checkpoint.close()
             if options.delete and not tally.stopped:  # every copy has finished
                 self._delete(dst, doomed, too_many, options, tally, report, stop)
         tally.finish()
         return tally
+
+    def _ranges(
+        self, src: Location, options: SyncOptions, checkpoint: Checkpoint | None
+    ) -> tuple[KeyRange, ...]:
+        """The key ranges to list: a resumed checkpoint's, else probed (and then kept in the
+        checkpoint, when there is one)."""
+        if checkpoint is not None and checkpoint.resumed:
+            return checkpoint.begin(())
+        source = self._replicator.source
+        ranges = key_ranges(source, src, options, self._retry)
+        return checkpoint.begin(ranges) if checkpoint is not None else ranges
 
     def _delete(
         self,
@@ -229,22 +250,6 @@ class Sync:
                 continue
             report(key, Outcome.DELETED, "not at the source")
             tally.add(deleted=1)
-
-    def _copy(
-        self, request: ReplicationRequest, listed: ObjectInfo, current: ObjectInfo | None
-    ) -> ReplicationResult:
-        replicator = self._replicator
-
-        def fetch() -> tuple[ObjectInfo, Body]:
-            # One GET describes the object and opens it, pinned to the listed version.
-            return self._retry.call(
-                replicator.source.get, request.s3_bucket, request.s3_key, listed.etag
-            )
-
-        try:
-            return replicator.settle(request, listed, current, fetch)
-        except errors.PreconditionFailed:
-            return replicator.replicate_once(request)  # it changed since the listing
 
     @staticmethod
     def _request(

@@ -16,6 +16,7 @@ COUNTS = (
     "found_bytes",  # their source bytes
     "copied",
     "skipped",
+    "gone",  # listed, but deleted at the source before it could be copied: not a failure
     "deleted",
     "failed",
     "bytes",  # bytes copied (or, in a dry run, that would be)

@@ -1,6 +1,7 @@
 """`replicator`, the command line: `replicator serve` runs the HTTP service, `replicator
 worker` drains the queue of S3 events, `replicator sync` copies one S3 prefix into GCS in bulk
-and `replicator check` compares the two.
+and `replicator check` compares the two; `replicator failures` lists what could not be
+replicated and `replicator redrive` puts it back on the queue.
 
 Each command is a module of its own with `add_parser()` and `run()`. Building the parser
 imports nothing heavy: a command imports boto3, the Google libraries and the app only when it
@@ -15,10 +16,10 @@ import sys
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
-from app.cli import check, serve, sync, worker
+from app.cli import check, failures, redrive, serve, sync, worker
 
 DISTRIBUTION = "cross-cloud-replicator"
-COMMANDS = (serve, worker, sync, check)
+COMMANDS = (serve, worker, sync, check, failures, redrive)
 
 
 class _Version(argparse.Action):

@@ -17,6 +17,7 @@ from app.cli import interrupt, progress
 
 if TYPE_CHECKING:
     from app.bulk.compare import Location
+    from app.bulk.inventory import Inventory
     from app.bulk.patterns import KeyFilter
     from app.bulk.tally import Snapshot, Tally
     from app.errors import ReplicatorError
@@ -28,8 +29,27 @@ class UsageError(Exception):
 
 
 def add_common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("source", metavar="SOURCE", help="s3://bucket[/prefix]")
-    parser.add_argument("destination", metavar="DESTINATION", help="gs://bucket[/prefix]")
+    parser.add_argument(
+        "source",
+        metavar="SOURCE",
+        help="s3://bucket[/prefix]; with --inventory it may be left out (the inventory's bucket)",
+    )
+    parser.add_argument(
+        "destination", metavar="DESTINATION", nargs="?", help="gs://bucket[/prefix]"
+    )
+    parser.add_argument(
+        "--inventory",
+        metavar="MANIFEST",
+        help="take the source's keys from an S3 Inventory report (CSV) instead of listing "
+        "the bucket: s3://inventory-bucket/.../YYYY-MM-DDTHH-MMZ/manifest.json",
+    )
+    parser.add_argument(
+        "--modified-since",
+        metavar="TIME",
+        type=_moment,
+        help="with --inventory: only objects last modified at or after TIME (ISO 8601, UTC "
+        "unless it says otherwise, e.g. 2026-01-31 or 2026-01-31T12:00:00Z)",
+    )
     parser.add_argument(
         "--include",
         action="append",
@@ -45,7 +65,24 @@ def add_common(parser: argparse.ArgumentParser) -> None:
         metavar="PATTERN",
         help="skip keys matching this glob; repeatable; wins over --include",
     )
+    parser.add_argument(
+        "--list-concurrency",
+        type=positive,
+        metavar="N",
+        help="key ranges listed at once on each side (default: LIST_CONCURRENCY, 16; a source "
+        "of no more than LIST_SPLIT_MIN_KEYS keys is listed as one range)",
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON summary on stdout")
+
+
+def _moment(value: str) -> Any:
+    import datetime
+
+    try:
+        moment = datetime.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not an ISO 8601 date or time") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=datetime.UTC)
 
 
 def positive(value: str) -> int:
@@ -69,10 +106,13 @@ class Started:
     keys: KeyFilter
     services: Services
     output: IO[str] | None  # the file of --report or --combined, when asked for
+    inventory: Inventory | None = None  # the source's keys, with --inventory
 
     def close(self) -> None:
         if self.output is not None:
             self.output.close()
+        if self.inventory is not None:
+            self.inventory.close()
         self.services.close()
 
 
@@ -82,11 +122,21 @@ def start(args: argparse.Namespace, output: str | None, option: str) -> Started:
     setting or file."""
     from app import config, errors, logging_config, wiring
     from app.bulk.compare import Location
+    from app.bulk.inventory import parse_url
     from app.bulk.patterns import KeyFilter
 
+    source, destination = args.source, args.destination
+    if destination is None:
+        if not args.inventory:
+            raise UsageError("DESTINATION is missing")
+        source, destination = None, source
+    if args.modified_since is not None and not args.inventory:
+        raise UsageError("--modified-since needs --inventory (whose rows say when)")
     try:
-        src = Location.parse(args.source, "s3")
-        dst = Location.parse(args.destination, "gs")
+        src = Location.parse(source, "s3") if source is not None else None
+        dst = Location.parse(destination, "gs")
+        if args.inventory:
+            parse_url(args.inventory)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     try:
@@ -98,10 +148,39 @@ def start(args: argparse.Namespace, output: str | None, option: str) -> Started:
     keys = KeyFilter.from_globs(args.include, args.exclude)
     services = wiring.build(settings)
     try:
-        return Started(src, dst, keys, services, open_output(output, option))
+        inventory = None
+        if args.inventory:
+            src, inventory = _inventory(args, src, services)
+        assert src is not None
+        return Started(src, dst, keys, services, open_output(output, option), inventory)
     except UsageError:
         services.close()
         raise
+
+
+def _inventory(
+    args: argparse.Namespace, src: Location | None, services: Services
+) -> tuple[Location, Inventory]:
+    """The source location (the inventory's bucket when not given) and the inventory of
+    --inventory, read and sorted; UsageError saying why it cannot be used."""
+    from app import errors
+    from app.bulk.compare import Location
+    from app.bulk.inventory import Inventory, read_manifest
+
+    try:
+        manifest = read_manifest(services.source, args.inventory, services.retry)
+        if src is None:
+            src = Location("s3", manifest.source_bucket)
+        elif src.bucket != manifest.source_bucket:
+            raise UsageError(
+                f"{args.inventory} is an inventory of s3://{manifest.source_bucket}, not of {src}"
+            )
+        loaded = Inventory.load(
+            services.source, manifest, src.prefix, services.retry, args.modified_since
+        )
+    except errors.ReplicatorError as exc:
+        raise UsageError(f"--inventory: {exc.detail}") from None
+    return src, loaded
 
 
 def open_output(path: str | None, option: str) -> IO[str] | None:

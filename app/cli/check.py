@@ -73,6 +73,9 @@ def run(args: argparse.Namespace) -> int:
         checksum=args.checksum,
         download=args.download,
         concurrency=args.concurrency or services.settings.batch_concurrency,
+        list_concurrency=args.list_concurrency or services.settings.list_concurrency,
+        list_split_min_keys=services.settings.list_split_min_keys,
+        inventory=bulk_run.inventory,
     )
     try:
         with bulk.watched("check", progress.check_figures) as (tally, stop):

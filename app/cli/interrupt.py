@@ -22,7 +22,8 @@ SHOW_CURSOR = "\x1b[?25h"  # a live display hides it
 
 @contextlib.contextmanager
 def stop_on_ctrl_c(command: str, stop: threading.Event) -> Iterator[None]:
-    """Within the block, the first SIGINT sets `stop` and the second exits with INTERRUPTED."""
+    """Within the block, the first SIGINT or SIGTERM sets `stop` and the second exits with
+    INTERRUPTED: a SIGTERM (a container stopping, a job scheduler) stops as Ctrl-C does."""
 
     def interrupted(signum: int, frame: FrameType | None) -> None:
         if not stop.is_set():
@@ -34,7 +35,9 @@ def stop_on_ctrl_c(command: str, stop: threading.Event) -> Iterator[None]:
         os._exit(INTERRUPTED)
 
     previous = signal.signal(signal.SIGINT, interrupted)
+    previous_term = signal.signal(signal.SIGTERM, interrupted)
     try:
         yield
     finally:
         signal.signal(signal.SIGINT, previous)
+        signal.signal(signal.SIGTERM, previous_term)

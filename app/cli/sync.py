@@ -63,6 +63,18 @@ def add_parser(commands: argparse._SubParsersAction[Any]) -> None:
     )
     parser.add_argument("--report", metavar="FILE", help="one JSON line per key: what happened")
     parser.add_argument(
+        "--checkpoint",
+        metavar="FILE",
+        help="keep in FILE, per key range, the last key concluded (written every second), so "
+        "that --resume can go on from there after an interruption or a kill",
+    )
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="with --checkpoint: go on from where the run that wrote FILE stopped, listing "
+        "and comparing nothing it had settled",
+    )
+    parser.add_argument(
         "--enqueue",
         action="store_true",
         help="copy nothing here: put one S3 event (ObjectCreated:Put) per key to copy on "
@@ -102,10 +114,43 @@ def _reporter(args: argparse.Namespace, report_file: IO[str] | None) -> Callable
     return report
 
 
+def _checkpoint(args: argparse.Namespace, bulk_run: bulk.Started) -> Any:
+    """The Checkpoint of --checkpoint (resumed with --resume), or None; UsageError saying
+    why it cannot be used."""
+    from pathlib import Path
+
+    from app.bulk.checkpoint import Checkpoint, CheckpointError
+
+    if args.checkpoint is None:
+        if args.resume:
+            raise bulk.UsageError("--resume needs --checkpoint FILE, the file to resume from")
+        return None
+    if args.delete or args.dry_run:
+        raise bulk.UsageError("--checkpoint keeps copies only: not with --delete or --dry-run")
+    run = {
+        "source": str(bulk_run.source),
+        "destination": str(bulk_run.destination),
+        "include": args.include,
+        "exclude": args.exclude,
+        "inventory": args.inventory,
+    }
+    path = Path(args.checkpoint)
+    if not args.resume:
+        return Checkpoint(path, run)
+    try:
+        return Checkpoint.resume(path, run)
+    except CheckpointError as exc:
+        raise bulk.UsageError(str(exc)) from None
+
+
 def _copy(args: argparse.Namespace, bulk_run: bulk.Started, report: Callable[..., None]) -> int:
     from app import errors
     from app.bulk.sync import SyncOptions, TooManyDeletes
 
+    try:
+        checkpoint = _checkpoint(args, bulk_run)
+    except bulk.UsageError as exc:
+        return bulk.fail("sync", exc)
     services = bulk_run.services
     options = SyncOptions(
         keys=bulk_run.keys,
@@ -115,10 +160,15 @@ def _copy(args: argparse.Namespace, bulk_run: bulk.Started, report: Callable[...
         max_delete=args.max_delete,
         concurrency=args.concurrency or services.settings.batch_concurrency,
         skip_archived=args.skip_archived,
+        list_concurrency=args.list_concurrency or services.settings.list_concurrency,
+        list_split_min_keys=services.settings.list_split_min_keys,
+        inventory=bulk_run.inventory,
     )
     try:
         with bulk.watched("sync", progress.sync_figures) as (tally, stop):
-            services.sync.run(bulk_run.source, bulk_run.destination, options, report, tally, stop)
+            services.sync.run(
+                bulk_run.source, bulk_run.destination, options, report, tally, stop, checkpoint
+            )
     except TooManyDeletes as exc:
         print(f"replicator sync: {exc.detail}", file=sys.stderr)
         return 1
@@ -146,6 +196,8 @@ def _enqueue(args: argparse.Namespace, bulk_run: bulk.Started, report: Callable[
         return bulk.fail("sync", "--enqueue needs SQS_QUEUE_URL, the queue the workers drain")
     if args.delete:
         return bulk.fail("sync", "--enqueue queues copies only: it cannot --delete")
+    if args.checkpoint or args.resume:
+        return bulk.fail("sync", "--enqueue keeps no checkpoint: the queue holds the work")
     if not settings.replication_rules and src.prefix != dst.prefix:
         return bulk.fail(
             "sync",
@@ -157,6 +209,9 @@ def _enqueue(args: argparse.Namespace, bulk_run: bulk.Started, report: Callable[
         overwrite=settings.overwrite,
         dry_run=args.dry_run,
         rules=tuple(settings.replication_rules),
+        list_concurrency=args.list_concurrency or settings.list_concurrency,
+        list_split_min_keys=settings.list_split_min_keys,
+        inventory=bulk_run.inventory,
     )
     try:
         with bulk.watched("sync", progress.enqueue_figures) as (tally, stop):
@@ -187,7 +242,7 @@ def _enqueue(args: argparse.Namespace, bulk_run: bulk.Started, report: Callable[
 
 
 def _summary(snapshot: Any) -> dict[str, Any]:
-    counts = ("copied", "skipped", "deleted", "failed", "bytes")
+    counts = ("copied", "skipped", "gone", "deleted", "failed", "bytes")
     return {
         **{name: snapshot[name] for name in counts},
         # Only when there are some: most buckets have neither.
@@ -198,8 +253,8 @@ def _summary(snapshot: Any) -> dict[str, Any]:
 
 def _line(summary: dict[str, Any]) -> str:
     line = (
-        f"copied {summary['copied']}, skipped {summary['skipped']}, deleted "
-        f"{summary['deleted']}, failed {summary['failed']}, {summary['bytes']} bytes in "
+        f"copied {summary['copied']}, skipped {summary['skipped']}, gone {summary['gone']}, "
+        f"deleted {summary['deleted']}, failed {summary['failed']}, {summary['bytes']} bytes in "
         f"{summary['duration_seconds']:.1f}s" + (" (dry run)" if summary["dry_run"] else "")
     )
     if summary.get("archived"):

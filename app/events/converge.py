@@ -1,4 +1,4 @@
-"""Settling S3 events: an event is a hint to look at one key again, never an order.
+"""Converging on S3 events: an event is a hint to look at one key again, never an order.
 
 S3 delivers notifications at least once, duplicated, out of order and sometimes a minute
 late, so nothing an event says about the object (ETag, size, version) is trusted. An event
@@ -7,7 +7,7 @@ destination match it. The kind of event only decides what a missing source objec
 with `DELETE_POLICY=propagate` the copy goes; with `ignore` it stays. Whatever order events
 arrive in, the destination ends up as the source is (or absent), because
 
-- a copy goes through `Replicator.settle` (its key held in the ledger, its write fenced by a
+- a copy goes through the replicator's flow (its key held in the ledger, its write fenced by a
   generation precondition), so a duplicate is `skipped` and an older version never replaces
   a newer one: the copy is of what the source holds now;
 - a delete holds the destination key in the same ledger, looks the source up again there (a
@@ -16,17 +16,23 @@ arrive in, the destination ends up as the source is (or absent), because
   looked at (`ifGenerationMatch`), so a newer copy written meanwhile by another process
   survives.
 
-With a shared ledger (LEDGER_URL), every copy, skip and delete is recorded there (the
+With a shared ledger (LEDGER_URL), every copy, skip and delete is noted there (the
 destination object, or a tombstone, and the event's sequencer), and a copy event whose version
-the ledger records as settled (the same ETag and version, or a sequencer at or before the
-recorded one) is answered `skipped` from the ledger alone, with no request to S3 or GCS. The
-in-process ledger records nothing, so every event is looked at in both clouds.
+the ledger shows settled (the same ETag and version, or a sequencer at or before the
+noted one) is answered `skipped` from the ledger alone, with no request to S3 or GCS. The
+in-process ledger notes nothing, so every event is looked at in both clouds.
 
-What is retried: every lookup and the delete, through the `RetryPolicy`. A precondition
-failure (the destination changed between look and write) or a source object that went
-while it was being copied: look again, at most `LOOKS` times. Raises `TransientError` when
-redelivering the event may help; other app.errors failures come back as an outcome with
-`error` set, since no redelivery can fix them.
+One pass per event: the copies of a receive go through the batch plan together
+(`Batch.plan`); what the plan settles or fails is final, and only a key it hands back
+(`LookAlone`: its source missing, or the destination changing under both looks) is looked at
+on its own, here. Each key's outcome is counted once in the metrics, where it is final: a
+copy event whose source is gone ends `skipped` or `deleted`, never also `failed`.
+
+What is retried: every lookup, read, write and delete, by the one `RetryPolicy`, once per
+pass. A precondition failure (the destination changed between look and write) or a source
+object that went while it was being copied: look again, at most `LOOKS` times. Answers
+`TransientError` when redelivering the event may help; other app.errors failures come back
+as an outcome with `error` set, since no redelivery can fix them.
 """
 
 from __future__ import annotations
@@ -39,16 +45,16 @@ from dataclasses import dataclass
 
 from app import errors, metrics, rules
 from app.events.parse import EventRecord
-from app.ledger.base import Announced, Ledger, Record
+from app.ledger.base import Announced, Ledger, LedgerEntry
 from app.names import SOURCE_BUCKET, SOURCE_KEY
 from app.policy import DeletePolicy, Overwrite
-from app.replication.batch import Batch
+from app.replication.batch import Batch, Failed, Settled
 from app.replication.replicator import (
     Action,
     ReplicationRequest,
     ReplicationResult,
     Replicator,
-    counted,
+    count,
 )
 from app.retry import RetryPolicy
 from app.storage.base import ObjectInfo
@@ -68,7 +74,7 @@ class EventAction(enum.StrEnum):
 
 @dataclass(frozen=True)
 class EventOutcome:
-    """What settling one event did. `s3_key` is the key the source has it under (for
+    """What converging on one event did. `s3_key` is the key the source has it under (for
     EventBridge, the form that was found); `error` is set when it failed for good, and
     `error_kind` then says how (an app.errors `kind`: "archived", "sse_c", ...)."""
 
@@ -85,7 +91,7 @@ class _LookAgain(Exception):
     """The destination or the source changed while we acted on what we saw."""
 
 
-class EventSettler:
+class Converger:
     def __init__(
         self,
         replicator: Replicator,
@@ -108,72 +114,29 @@ class EventSettler:
         self._delete_policy = delete_policy
         self._overwrite = overwrite
 
-    def settle(self, record: EventRecord) -> EventOutcome:
-        """Make the destination match the source for the event's key, whatever the event."""
-        return self._settle(record, look_up=True)
-
-    def _settle(self, record: EventRecord, *, look_up: bool) -> EventOutcome:
-        """`settle`; `look_up` False: the ledger was asked about this event already."""
-        if record.action == "ignore":
-            return _outcome(record, record.key, EventAction.IGNORED, record.reason)
-        requests = self._route(record)
-        if not requests:
-            reason = f"no replication rule for s3://{record.bucket}/{record.key}"
-            return _outcome(record, record.key, EventAction.IGNORED, reason)
-        if not look_up:
-            return self._converge_or_fail(record, requests)
-        with self._looked_up([record], [requests]) as [known]:
-            if self._settled_by_ledger(record, requests, known):
-                return _outcome(record, requests[0].s3_key, EventAction.SKIPPED, SETTLED)
-            return self._converge_or_fail(record, requests)
-
-    def _converge_or_fail(
-        self, record: EventRecord, requests: list[ReplicationRequest]
-    ) -> EventOutcome:
-        """`_converge`, looked at again while the destination keeps changing; what failed
-        for good as an outcome."""
-        try:
-            for _ in range(LOOKS):
-                try:
-                    return self._converge(record, requests)
-                except _LookAgain:
-                    continue
-        except errors.TransientError:
-            raise
-        except errors.UploadSessionLost as exc:
-            raise errors.TransientError(exc.detail, cause="stream_broken") from exc
-        except errors.ReplicatorError as exc:
-            failed = _outcome(
-                record, requests[0].s3_key, EventAction.SKIPPED, f"failed: {exc.kind}", exc.detail
-            )
-            return dataclasses.replace(failed, error_kind=exc.kind)
-        raise errors.TransientError(
-            f"gs://{requests[0].gcs_bucket}/{requests[0].gcs_key} changed {LOOKS} times while "
-            "this event was settled; deliver it again later"
-        )
-
-    def settle_all(
+    def converge_all(
         self, records: Sequence[EventRecord]
     ) -> list[EventOutcome | errors.TransientError]:
         """Every record, in order, on the batch's workers; a TransientError in place of an
         outcome when delivering that record again may help. Copies from one source bucket
         into one destination bucket go through the batch plan together (one listing of the
         destination, one GET per object, as POST /v1/replicate/batch: a queue's worth of new
-        objects costs no HEADs); the rest, and every copy the plan could not settle (its
-        source gone, say), are settled one by one by `settle`. The ledger is asked about
-        every record in one look. A key another replica holds comes back as
-        `errors.KeyLeased` when the ledger was built not to wait for leases."""
+        objects costs no HEADs); the rest, and the copies the plan hands back (`LookAlone`:
+        their source gone, say), are converged one by one. What the plan settled or failed
+        is not looked at again. The ledger is asked about every record in one look. A key
+        another replica holds comes back as `errors.KeyLeased` when the ledger was built not
+        to wait for leases."""
         routes = [self._route(record) if record.action == "copy" else [] for record in records]
         with self._looked_up(records, routes) as known:
-            return self._settle_known(records, routes, known)
+            return self._converge_known(records, routes, known)
 
-    def _settle_known(
+    def _converge_known(
         self,
         records: Sequence[EventRecord],
         routes: list[list[ReplicationRequest]],
-        known: list[Record | None],
+        known: list[LedgerEntry | None],
     ) -> list[EventOutcome | errors.TransientError]:
-        """`settle_all`, once the ledger was asked about each record (`known`)."""
+        """`converge_all`, once the ledger was asked about each record (`known`)."""
         outcomes: dict[int, EventOutcome | errors.TransientError] = {}
         groups: dict[tuple[str, str], list[tuple[int, ReplicationRequest]]] = {}
         for n, (record, routed) in enumerate(zip(records, routes, strict=True)):
@@ -183,24 +146,50 @@ class EventSettler:
                 group = groups.setdefault((routed[0].s3_bucket, routed[0].gcs_bucket), [])
                 group.append((n, routed[0]))
         for group in groups.values():
-            results = self._batch.run([request for _, request in group])
-            for (n, request), result in zip(group, results, strict=True):
-                if isinstance(result, ReplicationResult):
-                    self._record_copy(request, result, records[n])
-                    action = EventAction(result.action.value)
-                    outcomes[n] = _outcome(records[n], request.s3_key, action, result.reason)
-                elif isinstance(result, errors.KeyLeased):
-                    outcomes[n] = result  # another replica is settling it: no second look
-
-        def one(n: int) -> EventOutcome | errors.TransientError:
-            try:
-                return self._settle(records[n], look_up=False)
-            except errors.TransientError as exc:
-                return exc
+            planned = self._batch.plan([request for _, request in group])
+            for (n, request), key in zip(group, planned, strict=True):
+                if isinstance(key, Settled):
+                    self._note_copy(request, key.result, records[n])
+                    action = EventAction(key.result.action.value)
+                    outcomes[n] = _outcome(records[n], request.s3_key, action, key.result.reason)
+                elif isinstance(key, Failed):  # final, counted: no second look
+                    outcomes[n] = _failure(records[n], request.s3_key, key.error)
+                # else LookAlone: looked at on its own below, with the records not batched
 
         rest = [n for n in range(len(records)) if n not in outcomes]
-        outcomes.update(zip(rest, self._batch.map(one, rest), strict=True))
+        alone = self._batch.map(self._converge_one, [records[n] for n in rest])
+        outcomes.update(zip(rest, alone, strict=True))
         return [outcomes[n] for n in range(len(records))]
+
+    def _converge_one(self, record: EventRecord) -> EventOutcome | errors.TransientError:
+        """Make the destination match the source for the event's key, whatever the event
+        (the ledger was asked about it already)."""
+        if record.action == "ignore":
+            return _outcome(record, record.key, EventAction.IGNORED, record.reason)
+        requests = self._route(record)
+        if not requests:
+            reason = f"no replication rule for s3://{record.bucket}/{record.key}"
+            return _outcome(record, record.key, EventAction.IGNORED, reason)
+        return self._converge_or_fail(record, requests)
+
+    def _converge_or_fail(
+        self, record: EventRecord, requests: list[ReplicationRequest]
+    ) -> EventOutcome | errors.TransientError:
+        """`_converge`, looked at again while the destination keeps changing; what failed
+        for good as an outcome (counted)."""
+        try:
+            for _ in range(LOOKS):
+                try:
+                    return self._converge(record, requests)
+                except _LookAgain:
+                    continue
+            raise errors.TransientError(
+                f"gs://{requests[0].gcs_bucket}/{requests[0].gcs_key} changed {LOOKS} times "
+                "while this event was converged; deliver it again later"
+            )
+        except errors.ReplicatorError as exc:
+            count(exc)
+            return _failure(record, requests[0].s3_key, exc)
 
     def _converge(self, record: EventRecord, requests: list[ReplicationRequest]) -> EventOutcome:
         """One look at both sides, and the action that makes the destination match."""
@@ -221,7 +210,7 @@ class EventSettler:
     ) -> EventOutcome:
         current = self._replicator.head_destination(request)
         try:
-            result = counted(self._replicator.settle, request, source, current)
+            result = self._replicator.settle(request, source, current)
         except errors.PreconditionFailed:
             raise _LookAgain from None  # written by another process meanwhile
         except errors.BucketNotFound:
@@ -230,7 +219,8 @@ class EventSettler:
             if self._head_source(request) is None:
                 raise _LookAgain from None  # the source object went while it was copied
             raise
-        self._record_copy(request, result, record)
+        count(result)
+        self._note_copy(request, result, record)
         action = (
             EventAction.REPLICATED if result.action == Action.REPLICATED else EventAction.SKIPPED
         )
@@ -246,8 +236,8 @@ class EventSettler:
         for request in requests:
             reason = self._remove_copy(request)
             if reason is None:
-                tombstone = Record(request.s3_bucket, request.s3_key, None, record.sequencer)
-                self._ledger.record(request.gcs_bucket, request.gcs_key, tombstone)
+                tombstone = LedgerEntry(request.s3_bucket, request.s3_key, None, record.sequencer)
+                self._ledger.note(request.gcs_bucket, request.gcs_key, tombstone)
                 return _outcome(
                     record, request.s3_key, EventAction.DELETED, "no longer at the source"
                 )
@@ -286,8 +276,8 @@ class EventSettler:
     @contextlib.contextmanager
     def _looked_up(
         self, records: Sequence[EventRecord], routes: Sequence[list[ReplicationRequest]]
-    ) -> Iterator[list[Record | None]]:
-        """What the ledger records for the destination key of each event it could answer
+    ) -> Iterator[list[LedgerEntry | None]]:
+        """What the ledger noted for the destination key of each event it could answer
         (see `_answerable`; None for the others), in one look; the keys it knows nothing of
         may stay leased to this process until the block ends (see `Ledger.look_up`)."""
         asked = {
@@ -300,10 +290,10 @@ class EventSettler:
             yield [known.get(n) for n in range(len(records))]
 
     def _settled_by_ledger(
-        self, record: EventRecord, requests: list[ReplicationRequest], known: Record | None
+        self, record: EventRecord, requests: list[ReplicationRequest], known: LedgerEntry | None
     ) -> bool:
-        """Whether `known`, the record of this event's destination key, shows the version
-        the event announces settled already (see `Record.settles`)."""
+        """Whether `known`, the entry of this event's destination key, shows the version
+        the event announces settled already (see `LedgerEntry.settles`)."""
         request = _answerable(record, requests)
         if request is None or request.event is None or known is None:
             return False
@@ -312,15 +302,21 @@ class EventSettler:
             metrics.LEDGER_SETTLED.inc()
         return settled
 
-    def _record_copy(
+    def _note_copy(
         self, request: ReplicationRequest, result: ReplicationResult, record: EventRecord
     ) -> None:
-        """Note in the ledger what the destination holds now, and the event it settled,
+        """Note in the ledger what the destination holds now, and the event it answered,
         unless the replicator did already while it held the key."""
-        if result.recorded:
+        if result.noted:
             return
-        written = Record.of_copy(result.destination, record.sequencer)
-        self._ledger.record(request.gcs_bucket, request.gcs_key, written)
+        written = LedgerEntry.of_copy(result.destination, record.sequencer)
+        self._ledger.note(request.gcs_bucket, request.gcs_key, written)
+
+    def destination_of(self, record: EventRecord) -> str:
+        """The GCS bucket the rules send the event's key to ("" for none): a configured
+        name, so a bounded metrics label."""
+        routed = self._route(record)
+        return routed[0].gcs_bucket if routed else ""
 
     def _route(self, record: EventRecord) -> list[ReplicationRequest]:
         """One request per name the object may have at the source that a rule routes."""
@@ -362,6 +358,21 @@ def _answerable(
     if requests[0].overwrite == Overwrite.ALWAYS:
         return None
     return requests[0]
+
+
+def _failure(
+    record: EventRecord, key: str, exc: errors.ReplicatorError
+) -> EventOutcome | errors.TransientError:
+    """What a failure of this pass means for the event: delivering it again may help (a
+    TransientError, or a key another replica holds), or it cannot (an outcome with `error`)."""
+    if isinstance(exc, errors.TransientError):
+        return exc
+    if isinstance(exc, errors.UploadSessionLost):
+        lost = errors.TransientError(exc.detail, cause="stream_broken")
+        lost.__cause__ = exc
+        return lost
+    failed = _outcome(record, key, EventAction.SKIPPED, f"failed: {exc.kind}", exc.detail)
+    return dataclasses.replace(failed, error_kind=exc.kind)
 
 
 def _copied_from(current: ObjectInfo, request: ReplicationRequest) -> bool:

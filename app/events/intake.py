@@ -9,13 +9,13 @@ whole, and what became of it.
    itself) carries no signature and is taken like any other caller's body;
 3. the body must have one of the shapes `app.events.parse` knows (else 422);
 4. a SubscriptionConfirmation is confirmed (a GET of its SubscribeURL), an
-   UnsubscribeConfirmation is logged, an S3 test event is acknowledged: nothing is settled
+   UnsubscribeConfirmation is logged, an S3 test event is acknowledged: nothing is converged
    or queued for them;
 5. records are put on the queue as the body came, when there is one (`Queued`), or else
-   settled now (`Settled`, one outcome per record, in order).
+   converged now (`Converged`, one outcome per record, in order).
 
 Raises `errors.TransientError` (503) when delivering the same body again may succeed: a
-record could not be settled now (the records settled meanwhile stay settled, and a
+record could not be converged now (the records converged meanwhile stay so, and a
 redelivery finds them `skipped`), the queue refused the body, or SNS could not be reached
 to confirm a subscription.
 """
@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 from app import errors
 from app.events import parse
-from app.events.converge import EventOutcome, EventSettler
+from app.events.converge import Converger, EventOutcome
 from app.events.sns import SnsVerifier
 from app.queues.sqs import SqsQueue
 from app.retry import RetryPolicy
@@ -36,8 +36,8 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class Settled:
-    """Every record of the body settled, in order; none for a body that carries no records
+class Converged:
+    """Every record of the body converged, in order; none for a body that carries no records
     (a test event, an SNS confirmation)."""
 
     outcomes: tuple[EventOutcome, ...] = ()
@@ -45,7 +45,7 @@ class Settled:
 
 @dataclass(frozen=True)
 class Queued:
-    """The body is on the queue, as it came, for the worker to settle."""
+    """The body is on the queue, as it came, for the worker to converge."""
 
     message_id: str
 
@@ -54,19 +54,19 @@ class EventIntake:
     def __init__(
         self,
         verifier: SnsVerifier | None,
-        settler: EventSettler,
+        converger: Converger,
         queue: SqsQueue | None,
         retry: RetryPolicy,
     ) -> None:
         """`verifier` None takes SNS messages without checking them (emulators only), and
-        confirms no subscription. With a `queue`, records are queued, never settled here."""
+        confirms no subscription. With a `queue`, records are queued, never converged here."""
         self._verifier = verifier
-        self._settler = settler
+        self._converger = converger
         self._queue = queue
         self._retry = retry
 
-    def take(self, body: bytes) -> Settled | Queued:
-        """Verify, recognise, then confirm, queue or settle `body` (see the module)."""
+    def take(self, body: bytes) -> Converged | Queued:
+        """Verify, recognise, then confirm, queue or converge `body` (see the module)."""
         try:
             text = body.decode("utf-8")
         except UnicodeDecodeError as exc:
@@ -77,16 +77,16 @@ class EventIntake:
         parsed = parse.parse(document)
         if parsed.kind == "subscription_confirmation":
             self._confirm(parsed)
-            return Settled()
+            return Converged()
         if parsed.kind == "unsubscribe_confirmation":
             assert parsed.sns is not None
             log.info("SNS unsubscribed this endpoint from %s; nothing to do", parsed.sns.topic_arn)
-            return Settled()
+            return Converged()
         if parsed.kind == "test_event":
-            return Settled()
+            return Converged()
         if self._queue is not None:
             return Queued(self._enqueue(self._queue, text))
-        return Settled(self._settle(parsed.records))
+        return Converged(self._converge(parsed.records))
 
     def _confirm(self, parsed: parse.Parsed) -> None:
         assert parsed.sns is not None
@@ -110,13 +110,13 @@ class EventIntake:
             # Whatever SQS said, the sender keeps the event and delivers it again.
             raise errors.TransientError(f"the event could not be queued: {exc.detail}") from exc
 
-    def _settle(self, records: tuple[parse.EventRecord, ...]) -> tuple[EventOutcome, ...]:
-        outcomes = self._settler.settle_all(records)
-        unsettled = [o for o in outcomes if isinstance(o, errors.TransientError)]
-        if unsettled:
-            first = unsettled[0]
+    def _converge(self, records: tuple[parse.EventRecord, ...]) -> tuple[EventOutcome, ...]:
+        outcomes = self._converger.converge_all(records)
+        pending = [o for o in outcomes if isinstance(o, errors.TransientError)]
+        if pending:
+            first = pending[0]
             raise errors.TransientError(
-                f"{len(unsettled)} of {len(outcomes)} records could not be settled now "
+                f"{len(pending)} of {len(outcomes)} records could not be settled now "
                 f"(first: {first.detail}); deliver the event again",
                 cause=first.cause,
                 retry_after=first.retry_after,

@@ -1,2 +1,2 @@
-"""Per-key exclusion and the records of what was done per key: the protocol (`base`), the
+"""Per-key exclusion and an entry of what was done per key: the protocol (`base`), the
 in-process ledger (`local`) and the Redis adapter (`redis`)."""

@@ -8,12 +8,12 @@ from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
-from app.ledger.base import Hold, Record, State
+from app.ledger.base import Hold, LedgerEntry, State
 from app.storage.base import ObjectInfo
 
 
 @dataclass
-class _Entry:
+class _Slot:
     lock: threading.Lock
     users: int = 0
     written: ObjectInfo | None = None
@@ -21,35 +21,32 @@ class _Entry:
 
 @dataclass
 class _LocalHold:
-    entry: _Entry
+    slot: _Slot
     waited: bool
     handed_over: ObjectInfo | None = None
-    recorded: Record | None = None  # the in-process ledger keeps no records
+    entry: LedgerEntry | None = None  # the in-process ledger keeps no entries
 
-    def record(self, written: ObjectInfo, sequencer: str | None = None) -> None:
-        self.entry.written = written
+    def hand_over(self, written: ObjectInfo, sequencer: str | None = None) -> None:
+        self.slot.written = written
 
 
 class LocalLedger:
-    """Locks for the keys being worked on in this process, and nothing else: an entry lives
+    """Locks for the keys being worked on in this process, and nothing else: a slot lives
     while somebody holds or waits for its key, so memory follows the work in flight. It keeps
-    no records: every decision looks at both clouds."""
+    no entries: every decision looks at both clouds."""
 
     state: State = "local"
 
     def __init__(self) -> None:
         self._guard = threading.Lock()
-        self._entries: dict[tuple[str, str], _Entry] = {}
-
-    def settled(self, bucket: str, key: str) -> Record | None:
-        return None
+        self._slots: dict[tuple[str, str], _Slot] = {}
 
     def look_up(
         self, keys: Sequence[tuple[str, str]]
-    ) -> AbstractContextManager[list[Record | None]]:
+    ) -> AbstractContextManager[list[LedgerEntry | None]]:
         return contextlib.nullcontext([None] * len(keys))
 
-    def record(self, bucket: str, key: str, record: Record) -> None:
+    def note(self, bucket: str, key: str, entry: LedgerEntry) -> None:
         pass
 
     def close(self) -> None:
@@ -59,20 +56,20 @@ class LocalLedger:
     def hold(self, bucket: str, key: str) -> Iterator[Hold]:
         name = (bucket, key)
         with self._guard:
-            entry = self._entries.setdefault(name, _Entry(threading.Lock()))
-            entry.users += 1
+            slot = self._slots.setdefault(name, _Slot(threading.Lock()))
+            slot.users += 1
         try:
-            waited = not entry.lock.acquire(blocking=False)
+            waited = not slot.lock.acquire(blocking=False)
             if waited:
-                entry.lock.acquire()
+                slot.lock.acquire()
             try:
-                held = _LocalHold(entry, waited, entry.written if waited else None)
-                entry.written = None
+                held = _LocalHold(slot, waited, slot.written if waited else None)
+                slot.written = None
                 yield held
             finally:
-                entry.lock.release()
+                slot.lock.release()
         finally:
             with self._guard:
-                entry.users -= 1
-                if entry.users == 0:
-                    del self._entries[name]
+                slot.users -= 1
+                if slot.users == 0:
+                    del self._slots[name]

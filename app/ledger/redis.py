@@ -1,24 +1,24 @@
-"""The ledger replicas share, in Redis: a lease per destination key, and a record of what was
+"""The ledger replicas share, in Redis: a lease per destination key, and an entry of what was
 settled there.
 
 - Lease: `SET lease token NX PX ttl` with a random token, in a script that also reads the
-  key's record (the holder sees what the last one recorded). One thread per ledger renews
+  key's entry (the holder sees what the last one noted). One thread per ledger renews
   every lease this process holds each third of the TTL (compare-and-PEXPIRE), so a copy of
   many minutes keeps its key; only the holder releases it (compare-and-DEL), in the script
-  that writes what it recorded. Each compare is in a script, one step in Redis. Threads of
+  that writes what it noted. Each compare is in a script, one step in Redis. Threads of
   one process exclude each other first in a `LocalLedger`, so a process takes at most one
   lease per key and never polls for itself.
-- Record: a hash per key (the object written, or a tombstone; the source key; the latest S3
-  sequencer; a stamp that changes with every write), kept `record_ttl` seconds. A script
-  refuses a record whose sequencer is older than the one kept, so records never go back.
-- Look-up of many keys (`look_up`, a receive's events): one pipeline reads their records,
+- Entry: a hash per key (the object written, or a tombstone; the source key; the latest S3
+  sequencer; a stamp that changes with every write), kept `entry_ttl` seconds. A script
+  refuses an entry whose sequencer is older than the one kept, so entries never go back.
+- Look-up of many keys (`look_up`, a receive's events): one pipeline reads their entries,
   and leases for the block the keys with none (new objects: their copy is what comes
   next). A hold of such a key in this process claims that lease instead of taking one; the
   leases not claimed are let go when the block ends. A key copied then costs one round trip
-  (its lease let go with the record written) plus its share of the look-up; a key with a
-  record, two (its lease taken with the record read, then let go).
+  (its lease let go with the entry written) plus its share of the look-up; a key with an
+  entry, two (its lease taken with the entry read, then let go).
 - Redis failing or unreachable: every operation does what `LocalLedger` would (exclusion in
-  this process only, no records), logged once per outage and counted; at most one attempt
+  this process only, no entries), logged once per outage and counted; at most one attempt
   every `retry_every` seconds finds out whether it answers again.
 
 A lease lost (Redis restarted, a pause longer than the TTL) aborts nothing: every write is
@@ -45,26 +45,26 @@ from redis.exceptions import NoScriptError
 from redis.retry import Retry
 
 from app import errors, metrics
-from app.ledger.base import Hold, Record, State
+from app.ledger.base import Hold, LedgerEntry, State
 from app.ledger.local import LocalLedger
 from app.storage.base import Checksums, ContentHeaders, ObjectInfo
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-_Fields = dict[bytes, bytes]  # a record's hash as Redis answers it (not decoded)
+_Fields = dict[bytes, bytes]  # an entry's hash as Redis answers it (not decoded)
 
 SOCKET_TIMEOUT = 1.0  # seconds for each Redis call: an outage costs a decision this at most
 RETRY_EVERY = 3.0  # seconds between attempts to reach a Redis that did not answer
 FIRST_POLL, LAST_POLL = 0.05, 1.0  # seconds between looks at a key leased by another replica
 
-# KEYS[1] the lease, KEYS[2] the record; ARGV[1] the token; ARGV[2] the TTL in milliseconds.
-# Returns {1 if taken else 0, the record's hash as a flat list of fields and values}.
+# KEYS[1] the lease, KEYS[2] the entry; ARGV[1] the token; ARGV[2] the TTL in milliseconds.
+# Returns {1 if taken else 0, the entry's hash as a flat list of fields and values}.
 _TAKE = """
 local taken = 0
 if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then taken = 1 end
 return {taken, redis.call('HGETALL', KEYS[2])}
 """
-# KEYS[1] the record, KEYS[2] the lease; ARGV as _TAKE. The record's hash (flat), and the
+# KEYS[1] the entry, KEYS[2] the lease; ARGV as _TAKE. The entry's hash (flat), and the
 # lease taken only when there is none; returns {1 if taken else 0, the hash}.
 _LOOK_UP = """
 local fields = redis.call('HGETALL', KEYS[1])
@@ -87,11 +87,11 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then
 end
 return 0
 """
-# KEYS[1] the record, KEYS[2] (optional) a lease to let go once it is written; ARGV: source
+# KEYS[1] the entry, KEYS[2] (optional) a lease to let go once it is written; ARGV: source
 # "bucket/key", written (JSON, "" for a tombstone), sequencer ("" when unknown: the kept one
 # stays), stamp, TTL in milliseconds, the lease holder's token. Returns 1 if written.
 # Sequencers of one source key compare as S3 documents: right-padded hexadecimal.
-_RECORD = """
+_NOTE = """
 local kept = redis.call('HMGET', KEYS[1], 'source', 'sequencer')
 local sequencer = ARGV[3]
 local written = 1
@@ -179,17 +179,17 @@ class _Link:
 class _SharedHold:
     waited: bool
     handed_over: ObjectInfo | None
-    local: Hold  # this process's hold of the key, handed what is recorded too
-    found: dict[bytes, bytes]  # the key's record when the lease was taken
-    pending: Record | None = None  # written with the lease let go
+    local: Hold  # this process's hold of the key, handed what is noted too
+    found: dict[bytes, bytes]  # the key's entry when the lease was taken
+    pending: LedgerEntry | None = None  # written with the lease let go
 
     @functools.cached_property
-    def recorded(self) -> Record | None:
+    def entry(self) -> LedgerEntry | None:
         return _decode(self.found) if self.found else None
 
-    def record(self, written: ObjectInfo, sequencer: str | None = None) -> None:
-        self.local.record(written)
-        self.pending = Record.of_copy(written, sequencer)
+    def hand_over(self, written: ObjectInfo, sequencer: str | None = None) -> None:
+        self.local.hand_over(written)
+        self.pending = LedgerEntry.of_copy(written, sequencer)
 
 
 class RedisLedger:
@@ -200,7 +200,7 @@ class RedisLedger:
         client: redis.Redis,
         *,
         lock_ttl: float,
-        record_ttl: int,
+        entry_ttl: int,
         retry_every: float = RETRY_EVERY,
         prefix: str = "replicator",
         wait: bool = True,
@@ -209,7 +209,7 @@ class RedisLedger:
         self._client = client
         self._wait = wait
         self._lock_ttl_ms = max(1, int(lock_ttl * 1000))
-        self._record_ttl_ms = record_ttl * 1000
+        self._entry_ttl_ms = entry_ttl * 1000
         self._prefix = prefix
         self._link = _Link(retry_every)
         self._local = LocalLedger()
@@ -217,7 +217,7 @@ class RedisLedger:
         self._look_up_script = client.register_script(_LOOK_UP)
         self._renew = client.register_script(_RENEW)
         self._release = client.register_script(_RELEASE)
-        self._record = client.register_script(_RECORD)
+        self._note = client.register_script(_NOTE)
         self._held: dict[str, str] = {}  # lease -> token, for the leases this process holds
         self._unclaimed: dict[str, str] = {}  # the same, for those leased by `look_up` only
         self._guard = threading.Lock()
@@ -263,27 +263,27 @@ class RedisLedger:
         lease is waited for up to the lease TTL (then the key is worked on unleased, fenced
         as always); with `wait=False`, `errors.KeyLeased` is raised instead (a queue worker
         puts its message back rather than tie up a thread). `wait=None`: as the ledger was
-        built. `handed_over` is what the holder we waited for recorded, if anything; what
-        the hold records is written as the lease is let go, in the same step."""
+        built. `handed_over` is what the holder we waited for noted, if anything; what
+        the hold notes is written as the lease is let go, in the same step."""
         lease = self._lease_key(bucket, key)
-        record_key = self._record_key(bucket, key)
+        entry_key = self._entry_key(bucket, key)
         with self._local.hold(bucket, key) as local:
             token = secrets.token_hex(16)
             claimed = self._claim(lease)
             if claimed is None:
-                taken, found = self._take(lease, record_key, token)
+                taken, found = self._take(lease, entry_key, token)
                 if taken is False:  # perhaps by a look-up of this process, not yet claimable
                     with self._looking_up:
                         claimed = self._claim(lease)
             if claimed is not None:
-                token, taken, found = claimed, True, {}  # nothing was recorded when leased
+                token, taken, found = claimed, True, {}  # nothing was noted when leased
             handed_over = local.handed_over
             waited = local.waited
             if taken is False:
                 if not (self._wait if wait is None else wait):
                     raise errors.KeyLeased(f"gs://{bucket}/{key} is being settled by a replica")
                 stamp = found.get(b"stamp")
-                taken, found = self._wait_for(lease, record_key, token)
+                taken, found = self._wait_for(lease, entry_key, token)
                 waited = True
                 if handed_over is None and found.get(b"stamp", stamp) != stamp:
                     handed_over = _written(found)
@@ -298,7 +298,7 @@ class RedisLedger:
                     with self._guard:
                         self._held.pop(lease, None)
                 if held.pending is not None:
-                    self._write(record_key, held.pending, lease if taken else None, token)
+                    self._write(entry_key, held.pending, lease if taken else None, token)
                 elif taken:
                     self._link.call(lambda: self._release(keys=[lease], args=[token]), None)
 
@@ -307,28 +307,28 @@ class RedisLedger:
         with self._guard:
             return self._unclaimed.pop(lease, None)
 
-    def _take(self, lease: str, record_key: str, token: str) -> tuple[bool | None, _Fields]:
-        """Whether the lease was taken (None: Redis did not answer), and the key's record."""
+    def _take(self, lease: str, entry_key: str, token: str) -> tuple[bool | None, _Fields]:
+        """Whether the lease was taken (None: Redis did not answer), and the key's entry."""
 
         def take() -> tuple[bool | None, _Fields]:
             taken, flat = self._take_script(
-                keys=[lease, record_key], args=[token, self._lock_ttl_ms]
+                keys=[lease, entry_key], args=[token, self._lock_ttl_ms]
             )
             return bool(taken), dict(zip(flat[::2], flat[1::2], strict=True))
 
         unknown: tuple[bool | None, _Fields] = (None, {})
         return self._link.call(take, unknown)
 
-    def _wait_for(self, lease: str, record_key: str, token: str) -> tuple[bool, _Fields]:
+    def _wait_for(self, lease: str, entry_key: str, token: str) -> tuple[bool, _Fields]:
         """Poll for the lease, with backoff, up to the lease TTL: whether it was taken, and
-        the key's record at the last look."""
+        the key's entry at the last look."""
         patience = self._lock_ttl_ms / 1000
         deadline = time.monotonic() + patience
         pause = FIRST_POLL
         found: _Fields = {}
         while time.monotonic() < deadline:
             time.sleep(min(pause, max(0.0, deadline - time.monotonic())))
-            taken, found = self._take(lease, record_key, token)
+            taken, found = self._take(lease, entry_key, token)
             if taken is not False:
                 return bool(taken), found
             pause = min(pause * 2, LAST_POLL)
@@ -352,20 +352,12 @@ class RedisLedger:
                         if self._held.get(lease) == token:
                             del self._held[lease]
 
-    # --- records ----------------------------------------------------------------------------
-
-    def settled(self, bucket: str, key: str) -> Record | None:
-        def read() -> _Fields:
-            fields = self._client.hgetall(self._record_key(bucket, key))
-            return cast(_Fields, fields)  # bytes: responses are not decoded
-
-        fields = self._link.call(read, _Fields())
-        return _decode(fields) if fields else None
+    # --- entries ----------------------------------------------------------------------------
 
     @contextlib.contextmanager
-    def look_up(self, keys: Sequence[tuple[str, str]]) -> Iterator[list[Record | None]]:
-        """`settled` of each key, in one pipeline that also leases, until the block ends, the
-        keys nothing is recorded for and this process does not hold (see the module's text)."""
+    def look_up(self, keys: Sequence[tuple[str, str]]) -> Iterator[list[LedgerEntry | None]]:
+        """The entry of each key, in one pipeline that also leases, until the block ends, the
+        keys nothing is noted for and this process does not hold (see the module's text)."""
         if not keys:
             yield []
             return
@@ -387,21 +379,21 @@ class RedisLedger:
     def _read_and_lease(
         self, keys: Sequence[tuple[str, str]], leased: dict[str, str]
     ) -> list[_Fields]:
-        """The records of `keys`, noting in `leased` the leases taken (lease -> token)."""
+        """The entries of `keys`, noting in `leased` the leases taken (lease -> token)."""
         with self._guard:
             held = set(self._held)
         commands: list[tuple[Any, ...]] = []
         tokens: list[tuple[str, str] | None] = []
         for bucket, key in keys:
-            record_key, lease = self._record_key(bucket, key), self._lease_key(bucket, key)
+            entry_key, lease = self._entry_key(bucket, key), self._lease_key(bucket, key)
             if lease in held:  # a hold of this process has it: asking would lease nothing
-                commands.append(("HGETALL", record_key))
+                commands.append(("HGETALL", entry_key))
                 tokens.append(None)
             else:
                 held.add(lease)  # once per key
                 token = secrets.token_hex(16)
                 sha = self._look_up_script.sha
-                commands.append(("EVALSHA", sha, 2, record_key, lease, token, self._lock_ttl_ms))
+                commands.append(("EVALSHA", sha, 2, entry_key, lease, token, self._lock_ttl_ms))
                 tokens.append((lease, token))
         found = []
         for answer, taken in zip(self._pipelined(commands, _LOOK_UP), tokens, strict=True):
@@ -445,29 +437,29 @@ class RedisLedger:
                 raise answer
         return answers
 
-    def record(self, bucket: str, key: str, record: Record) -> None:
-        self._write(self._record_key(bucket, key), record)
+    def note(self, bucket: str, key: str, entry: LedgerEntry) -> None:
+        self._write(self._entry_key(bucket, key), entry)
 
     def _write(
-        self, record_key: str, record: Record, lease: str | None = None, token: str = ""
+        self, entry_key: str, entry: LedgerEntry, lease: str | None = None, token: str = ""
     ) -> None:
-        """Write `record`, then let `lease` go if this token holds it: one step in Redis."""
-        written = json.dumps(_encode(record.written)) if record.written else ""
+        """Write `entry`, then let `lease` go if this token holds it: one step in Redis."""
+        written = json.dumps(_encode(entry.written)) if entry.written else ""
         args: list[str | int] = [
-            f"{record.s3_bucket}/{record.s3_key}",
+            f"{entry.s3_bucket}/{entry.s3_key}",
             written,
-            record.sequencer or "",
+            entry.sequencer or "",
             secrets.token_hex(8),
-            self._record_ttl_ms,
+            self._entry_ttl_ms,
             token,
         ]
-        keys = [record_key, lease] if lease else [record_key]
-        self._link.call(lambda: self._record(keys=keys, args=args), 0)
+        keys = [entry_key, lease] if lease else [entry_key]
+        self._link.call(lambda: self._note(keys=keys, args=args), 0)
 
     def _lease_key(self, bucket: str, key: str) -> str:
         return f"{self._prefix}:lease:{bucket}/{key}"
 
-    def _record_key(self, bucket: str, key: str) -> str:
+    def _entry_key(self, bucket: str, key: str) -> str:
         return f"{self._prefix}:record:{bucket}/{key}"
 
 
@@ -476,7 +468,7 @@ _TIMES = ("updated", "modified")  # ObjectInfo's datetimes, as ISO 8601 text in 
 
 def _encode(info: ObjectInfo) -> dict[str, Any]:
     """`info` as JSON values, field by field (`dataclasses.asdict` deep-copies every value:
-    four times the cost, ~0.2 ms a record on a busy benchmark machine)."""
+    four times the cost, ~0.2 ms an entry on a busy benchmark machine)."""
     fields = _values(info)
     fields["headers"] = _values(info.headers)
     fields["checksums"] = _values(info.checksums)
@@ -493,12 +485,12 @@ def _values(instance: Any) -> dict[str, Any]:
 
 
 def _written(fields: _Fields) -> ObjectInfo | None:
-    record = _decode(fields)
-    return record.written if record else None
+    entry = _decode(fields)
+    return entry.written if entry else None
 
 
-def _decode(fields: dict[bytes, bytes]) -> Record | None:
-    """The record in a hash read back, or None for one that is not readable (dropped)."""
+def _decode(fields: dict[bytes, bytes]) -> LedgerEntry | None:
+    """The entry in a hash read back, or None for one that is not readable (dropped)."""
     try:
         s3_bucket, _, s3_key = fields[b"source"].decode().partition("/")
         text = fields[b"written"].decode()
@@ -514,4 +506,4 @@ def _decode(fields: dict[bytes, bytes]) -> Record | None:
         sequencer = fields.get(b"sequencer", b"").decode() or None
     except (KeyError, ValueError, TypeError):
         return None
-    return Record(s3_bucket, s3_key, written, sequencer)
+    return LedgerEntry(s3_bucket, s3_key, written, sequencer)

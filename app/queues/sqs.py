@@ -22,6 +22,9 @@ from app import errors, retry
 LONG_POLL_SECONDS = 20  # SQS's maximum
 MAX_MESSAGES = 10  # per receive, SQS's maximum
 MAX_VISIBILITY = 12 * 60 * 60  # SQS's maximum visibility timeout, in seconds
+# What an endpoint without message move tasks answers StartMessageMoveTask with (an action
+# it does not know, in the query or the JSON protocol).
+_NO_MOVE_TASKS = {"InvalidAction", "UnknownOperationException", "UnsupportedOperation"}
 
 
 @dataclass(frozen=True)
@@ -31,6 +34,12 @@ class Message:
     body: str
     receive_count: int
     sent_at: float | None  # seconds since the epoch, when SQS says
+
+
+@dataclass(frozen=True)
+class Depth:
+    visible: int  # waiting to be received
+    in_flight: int  # received, neither deleted nor visible again yet
 
 
 @dataclass(frozen=True)
@@ -82,9 +91,10 @@ def translate(exc: Exception, what: str) -> errors.ReplicatorError:
 
 
 class SqsQueue:
-    def __init__(self, client: Any, url: str) -> None:
+    def __init__(self, client: Any, url: str, *, arn: str | None = None) -> None:
         self._client = client
         self.url = url
+        self._arn = arn
 
     @contextlib.contextmanager
     def _translated(self) -> Iterator[None]:
@@ -113,17 +123,71 @@ class SqsQueue:
             redrive_policy=json.loads(policy) if policy else None,
         )
 
+    def depth(self) -> Depth:
+        """The messages waiting and in flight, in one GetQueueAttributes (SQS's approximate
+        counts, about a minute behind at most)."""
+        names = ["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
+        with self._translated():
+            answer = self._client.get_queue_attributes(QueueUrl=self.url, AttributeNames=names)
+        found = answer.get("Attributes", {})
+        return Depth(int(found.get(names[0], 0)), int(found.get(names[1], 0)))
+
+    def dead_letter_queue(self, attributes: QueueAttributes | None = None) -> SqsQueue | None:
+        """The dead-letter queue the redrive policy names (None without one), on the same
+        client: its URL is asked of SQS by the name and account in the policy's ARN."""
+        policy = (attributes or self.attributes()).redrive_policy or {}
+        arn = str(policy.get("deadLetterTargetArn", ""))
+        parts = arn.split(":")
+        if len(parts) != 6 or parts[2] != "sqs":
+            return None
+        with self._translated():
+            answer = self._client.get_queue_url(QueueName=parts[5], QueueOwnerAWSAccountId=parts[4])
+        return SqsQueue(self._client, str(answer["QueueUrl"]), arn=arn)
+
+    def arn(self) -> str:
+        if self._arn is None:
+            with self._translated():
+                answer = self._client.get_queue_attributes(
+                    QueueUrl=self.url, AttributeNames=["QueueArn"]
+                )
+            self._arn = str(answer["Attributes"]["QueueArn"])
+        return self._arn
+
     def receive(
-        self, max_messages: int = MAX_MESSAGES, wait: int = LONG_POLL_SECONDS
+        self,
+        max_messages: int = MAX_MESSAGES,
+        wait: int = LONG_POLL_SECONDS,
+        visibility: int | None = None,
     ) -> list[Message]:
+        """Up to `max_messages`, waiting up to `wait` seconds for one; `visibility`: how long
+        they stay invisible (None: the queue's visibility timeout)."""
+        extra = {} if visibility is None else {"VisibilityTimeout": visibility}
         with self._translated():
             answer = self._client.receive_message(
                 QueueUrl=self.url,
                 MaxNumberOfMessages=max_messages,
                 WaitTimeSeconds=wait,
                 MessageSystemAttributeNames=["ApproximateReceiveCount", "SentTimestamp"],
+                **extra,
             )
         return [_message(item) for item in answer.get("Messages", [])]
+
+    def start_move_task(self, destination_arn: str) -> str | None:
+        """Ask SQS to move every message of this (dead-letter) queue to `destination_arn`
+        (StartMessageMoveTask); returns the task's handle, or None when the endpoint does not
+        offer message move tasks (an emulator, an older endpoint)."""
+        try:
+            with self._translated():
+                answer = self._client.start_message_move_task(
+                    SourceArn=self.arn(), DestinationArn=destination_arn
+                )
+        except errors.ReplicatorError as exc:
+            if isinstance(exc.__cause__, bce.ClientError):
+                code = str(exc.__cause__.response.get("Error", {}).get("Code", ""))
+                if code in _NO_MOVE_TASKS:
+                    return None
+            raise
+        return str(answer.get("TaskHandle", ""))
 
     def delete(self, messages: Sequence[Message]) -> list[Message]:
         """Delete `messages` (10 a request); returns those SQS did not delete."""

@@ -5,6 +5,14 @@ listing merged with the requested keys): a key it does not hold is copied on its
 (the GET that copies it also describes it). The keys it holds are compared with one listing
 of the source. A key the listings do not reach is looked up on its own. Each key then goes
 through the replicator's flow, on a fixed set of workers.
+
+`Batch.plan` answers one `KeyOutcome` per key, counted once in the metrics when final:
+`Settled` (copied or skipped), `Failed` (for good, in this pass: each call was retried by the
+one retry policy), or `LookAlone` when the plan cannot decide, the source having no such
+object (or not any more) or the destination changing under two looks; then the caller looks
+at the key on its own (an event's delete policy decides what a missing source means), and
+counts what that look ends in. `Batch.run`, for callers with no such look, takes a
+`LookAlone` as the key's failure.
 """
 
 from __future__ import annotations
@@ -17,19 +25,44 @@ from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-from app import errors, metrics
+from app import errors
 from app.logging_config import in_context
 from app.replication.listing import merge
-from app.replication.replicator import ReplicationRequest, ReplicationResult, Replicator, counted
+from app.replication.replicator import ReplicationRequest, ReplicationResult, Replicator, count
 from app.retry import RetryPolicy
-from app.storage.base import Body, ObjectInfo
+from app.storage.base import ObjectInfo
 
 log = logging.getLogger(__name__)
 LISTED_PER_KEY = 3  # a batch lists at most this many objects per requested key, then asks
 Lister = Callable[[str, str, str | None], Iterator[ObjectInfo]]
-Outcome = ReplicationResult | errors.ReplicatorError
 T = TypeVar("T")
 U = TypeVar("U")
+
+
+@dataclass(frozen=True)
+class Settled:
+    """Copied or skipped (counted)."""
+
+    result: ReplicationResult
+
+
+@dataclass(frozen=True)
+class Failed:
+    """Failed for good in this pass (counted, unless another replica holds the key)."""
+
+    error: errors.ReplicatorError
+
+
+@dataclass(frozen=True)
+class LookAlone:
+    """Not decided by the plan (not counted): `why` is `errors.ObjectNotFound` (the source
+    has no such object, or lost it while it was copied) or `errors.PreconditionFailed` (the
+    destination changed under both looks)."""
+
+    why: errors.ReplicatorError
+
+
+KeyOutcome = Settled | Failed | LookAlone
 
 
 @dataclass(frozen=True)
@@ -70,9 +103,26 @@ class Batch:
         self._pool = pool
         self._workers = workers
 
-    def run(self, requests: Sequence[ReplicationRequest]) -> list[Outcome]:
-        """Copy, or skip, each request (one source bucket, one destination bucket). Results
-        come in request order; a missing bucket answers for every key after it is found."""
+    def run(
+        self, requests: Sequence[ReplicationRequest]
+    ) -> list[ReplicationResult | errors.ReplicatorError]:
+        """`plan`, each key's result or error in request order; a key the plan would have
+        looked at alone fails with its reason (counted)."""
+        results: list[ReplicationResult | errors.ReplicatorError] = []
+        for outcome in self.plan(requests):
+            if isinstance(outcome, Settled):
+                results.append(outcome.result)
+            elif isinstance(outcome, Failed):
+                results.append(outcome.error)
+            else:
+                count(outcome.why)
+                results.append(outcome.why)
+        return results
+
+    def plan(self, requests: Sequence[ReplicationRequest]) -> list[KeyOutcome]:
+        """Copy, or skip, each request (one source bucket, one destination bucket), one
+        outcome per key in request order (see the module); a missing bucket answers for
+        every key after it is found."""
         first = requests[0]
         replicator = self._replicator
         destination = self._survey(
@@ -90,18 +140,24 @@ class Batch:
         )
         missing: errors.BucketNotFound | None = None  # either bucket: every key would say so
 
-        def one(request: ReplicationRequest) -> Outcome:
+        def one(request: ReplicationRequest) -> KeyOutcome:
             nonlocal missing
             if missing is not None:
-                metrics.OBJECTS_FAILED.labels(missing.kind).inc()
-                return missing
+                count(missing)
+                return Failed(missing)
             try:
-                return counted(self._one, request, source, destination)
+                result = self._one(request, source, destination)
             except errors.BucketNotFound as exc:
                 missing = exc
-                return exc
+                count(exc)
+                return Failed(exc)
+            except (errors.ObjectNotFound, errors.PreconditionFailed) as exc:
+                return LookAlone(exc)
             except errors.ReplicatorError as exc:
-                return exc
+                count(exc)
+                return Failed(exc)
+            count(result)
+            return Settled(result)
 
         return self.map(one, requests)
 
@@ -135,16 +191,7 @@ class Batch:
                 current = replicator.head_destination(request)
         else:
             return replicator.replicate_once(request)
-        etag = listed.etag if listed else None
-
-        def fetch() -> tuple[ObjectInfo, Body]:
-            # One GET describes the object and opens it: no HEAD on the copy path.
-            return self._retry.call(replicator.source.get, request.s3_bucket, request.s3_key, etag)
-
-        try:
-            return replicator.settle(request, listed, current, fetch)
-        except errors.PreconditionFailed:
-            return replicator.replicate_once(request)  # it changed since the listing
+        return replicator.settle_listed(request, listed, current)
 
     def _survey(
         self, objects_under: Lister, bucket: str, keys: list[str]
@@ -171,11 +218,11 @@ class _Bounded:
         self.through = last
 
     def __iter__(self) -> Iterator[ObjectInfo]:
-        for count, obj in enumerate(self._objects, start=1):
+        for seen, obj in enumerate(self._objects, start=1):
             if obj.key > self._last:
                 return
             yield obj
-            if count >= self._budget:
+            if seen >= self._budget:
                 self.through = obj.key
                 return
 

@@ -185,7 +185,7 @@ def sweep_stale_parts(
         log.info(
             "removed %d parts older than %s left in gs://%s/%s",
             swept,
-            STALE_AFTER,
+            older_than,
             bucket,
             PARTS_PREFIX,
         )

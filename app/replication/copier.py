@@ -6,7 +6,9 @@ The replicator looks up, decides, and settles races; this module moves the bytes
 
 from __future__ import annotations
 
+import functools
 import logging
+from collections.abc import Mapping
 from concurrent.futures import Executor
 from dataclasses import dataclass
 
@@ -45,6 +47,16 @@ class Copied:
         return bool(self.checked)
 
 
+@dataclass(frozen=True)
+class _Layout:
+    """A multipart upload's part sizes, derived from part 1 or looked up part by part."""
+
+    sizes: list[int]
+    first: int
+    count: int
+    looked_up: bool = False
+
+
 class Copier:
     def __init__(
         self,
@@ -79,38 +91,21 @@ class Copier:
             try:
                 metadata = destination_metadata(source)
                 composer = self._composer(source, bucket)
-                part_sizes = self._part_sizes(source)
+                layout = self._equal_parts(source)
             except BaseException:
                 if body is not None:
                     body.close()
                 raise
-            if composer is not None and self._composite is not None:
-                written, read, checked = self._composite.copy(
-                    source, part_sizes, body, composer, bucket, key, metadata, generation
-                )
-            else:
-                stream = SourceStream(
-                    self._source,
-                    source,
-                    self._retry,
-                    block_size=self._block_size,
-                    part_sizes=part_sizes,
-                    body=body,
-                )
-                try:
-                    written = self._destination.write(
-                        bucket,
-                        key,
-                        stream,
-                        source.size,
-                        source.headers,
-                        metadata,
-                        if_generation_match=generation,
-                        custom_time=source.modified,
-                    )
-                finally:
-                    stream.close()
-                read, checked = stream.checksums(), stream.checked()
+            move = functools.partial(
+                self._move, source, composer, bucket, key, metadata, generation
+            )
+            try:
+                written, read, checked = move(layout.sizes if layout else None, body)
+            except errors.IntegrityError:
+                looked_up = self._looked_up_parts(source, layout)
+                if looked_up is None:
+                    raise
+                written, read, checked = move(looked_up, None)
             self._verify(source, written, read)
         if not checked:
             metrics.OBJECTS_UNVERIFIED.labels(_unverified_because(source)).inc()
@@ -154,17 +149,87 @@ class Copier:
                 f"s3://{source.bucket}/{source.key} ({', '.join(mismatch)} differ); it was removed"
             )
 
-    def _part_sizes(self, source: ObjectInfo) -> list[int] | None:
-        """The part layout of a multipart upload, needed to check its ETag. S3 reports it one
-        part at a time, so the parts after the first are asked for concurrently."""
+    def _equal_parts(self, source: ObjectInfo) -> _Layout | None:
+        """The part layout of a multipart upload, needed to check its ETag, on one request: S3
+        answers `HeadObject(PartNumber=1)` with part 1's size and the parts count, and nearly
+        every uploader cuts equal parts but the last. The copy then checks the ETag against
+        that layout as it streams; `_looked_up_parts` is the fallback when it does not hold."""
         if not needs_parts(source):
             return None
         first, count = self._retry.call(self._source.part_size, source, 1)
+        last = source.size - first * (count - 1)
+        if count == 1 or 0 < last <= first:
+            return _Layout([first] * (count - 1) + [last], first, count)
+        return _Layout(self._sizes_from(source, first, count), first, count, looked_up=True)
+
+    def _looked_up_parts(self, source: ObjectInfo, layout: _Layout | None) -> list[int] | None:
+        """After a copy with a derived layout failed its checks: every part's size, asked of
+        S3 one part at a time (count - 1 HEADs, concurrently), when it differs from the
+        derived one, for a second copy. None when there is nothing better to try (not
+        multipart, already looked up, or the same layout: the bytes really do not match)."""
+        if layout is None or layout.looked_up:
+            return None
+        sizes = self._sizes_from(source, layout.first, layout.count)
+        if sizes == layout.sizes:
+            return None
+        metrics.PART_LAYOUT_LOOKUPS.inc()
+        log.info(
+            "s3://%s/%s was not uploaded in equal parts: copying it again with its %d parts "
+            "looked up one by one",
+            source.bucket,
+            source.key,
+            layout.count,
+        )
+        return sizes
+
+    def _sizes_from(self, source: ObjectInfo, first: int, count: int) -> list[int]:
+        """Parts 2..count's sizes, asked of S3 concurrently, after part 1's `first`."""
 
         def size_of(part: int) -> int:
             return self._retry.call(self._source.part_size, source, part)[0]
 
         return [first, *self._lookups.map(in_context(size_of), range(2, count + 1))]
+
+    def _move(
+        self,
+        source: ObjectInfo,
+        composer: Composer | None,
+        bucket: str,
+        key: str,
+        metadata: Mapping[str, str],
+        generation: int,
+        part_sizes: list[int] | None,
+        body: Body | None,
+    ) -> tuple[ObjectInfo, Checksums, tuple[str, ...]]:
+        """Stream `source` (or compose it from parts) to gs://bucket/key, checking it against
+        S3 with `part_sizes` as it goes. Returns what was written, the checksums read and what
+        S3 stated that they were checked against (none: the copy is unverified)."""
+        if composer is not None and self._composite is not None:
+            return self._composite.copy(
+                source, part_sizes, body, composer, bucket, key, metadata, generation
+            )
+        stream = SourceStream(
+            self._source,
+            source,
+            self._retry,
+            block_size=self._block_size,
+            part_sizes=part_sizes,
+            body=body,
+        )
+        try:
+            written = self._destination.write(
+                bucket,
+                key,
+                stream,
+                source.size,
+                source.headers,
+                metadata,
+                if_generation_match=generation,
+                custom_time=source.modified,
+            )
+        finally:
+            stream.close()
+        return written, stream.checksums(), stream.checked()
 
     def _discard(self, written: ObjectInfo) -> None:
         try:
@@ -179,4 +244,6 @@ class Copier:
 
 def _unverified_because(source: ObjectInfo) -> str:
     """The metrics label of a copy S3 stated nothing checkable about."""
-    return "sse_kms" if source.encryption in KMS_ENCRYPTIONS else "no_checksum"
+    reason = "sse_kms" if source.encryption in KMS_ENCRYPTIONS else "no_checksum"
+    assert reason in metrics.UNVERIFIED_REASONS
+    return reason

@@ -2,7 +2,11 @@
 
 It does not care who asked (the HTTP routes, a batch, a queue worker): callers hand it a
 `ReplicationRequest` whose inputs are known and get a `ReplicationResult` or an app.errors
-exception. The bytes move in app.replication.copier; many keys at once in app.replication.batch.
+exception. Three ways in, by what the caller knows already: `replicate` (nothing: both sides
+are looked up), `settle_listed` (a listing's entry: one GET pinned to it, no HEAD) and
+`settle` (both sides). Only `replicate` counts its outcome in the metrics; callers of the
+others count theirs once, with `count`, when the key's outcome is final. The bytes move in
+app.replication.copier; many keys at once in app.replication.batch.
 """
 
 from __future__ import annotations
@@ -35,14 +39,14 @@ class ReplicationRequest:
     gcs_bucket: str
     gcs_key: str
     overwrite: Overwrite = Overwrite.DIFFERENT
-    # The S3 event that asked for this copy, if one did: its sequencer is recorded with the
+    # The S3 event that asked for this copy, if one did: its sequencer is noted with the
     # copy, and a version the ledger shows settled as the key is taken is not read again.
     event: Announced | None = None
 
 
 @dataclass(frozen=True)
 class ReplicationResult:
-    """`recorded`: the ledger was told what the destination holds now (with the request's
+    """`noted`: the ledger was told what the destination holds now (with the request's
     event), while the key was held. `checked`: what S3 stated that a copy's bytes were
     checked against; `unverified`: a copy whose bytes S3 stated nothing checkable about (an
     SSE-KMS object without an S3 checksum; app.replication.digest)."""
@@ -51,7 +55,7 @@ class ReplicationResult:
     source: ObjectInfo
     destination: ObjectInfo
     reason: str
-    recorded: bool = False
+    noted: bool = False
     unverified: bool = False
     checked: tuple[str, ...] = ()
 
@@ -99,6 +103,24 @@ class Replicator:
             raise
         return self.settle(request, source, pending.result())
 
+    def settle_listed(
+        self, request: ReplicationRequest, listed: ObjectInfo | None, current: ObjectInfo | None
+    ) -> ReplicationResult:
+        """Skip, or copy, an object as a listing showed it (`listed`; None when only the
+        destination was listed, and holds nothing at the key), given `current`, what the
+        destination holds. The copy's one GET describes and opens the object, pinned to the
+        listed ETag: no HEAD. An object that changed since the listing (the pinned GET answers
+        412), or a write another writer beat, is looked at again once, by `replicate_once`."""
+        etag = listed.etag if listed else None
+
+        def fetch() -> tuple[ObjectInfo, Body]:
+            return self._retry.call(self.source.get, request.s3_bucket, request.s3_key, etag)
+
+        try:
+            return self.settle(request, listed, current, fetch)
+        except errors.PreconditionFailed:
+            return self.replicate_once(request)
+
     def settle(
         self,
         request: ReplicationRequest,
@@ -123,7 +145,7 @@ class Replicator:
                 if current is not None:
                     known = source or self._head_source(request)
                     if reason := reason_to_skip(current, known, request.overwrite):
-                        held.record(current, sequencer)
+                        held.hand_over(current, sequencer)
                         return ReplicationResult(Action.SKIPPED, known, current, reason, True)
             generation = (current.generation or 0) if current else 0
             body = None
@@ -138,12 +160,12 @@ class Replicator:
                 # Another writer got there first. If it wrote this very source, we are done.
                 current = self.head_destination(request)
                 if current is not None and holds(current, source):
-                    held.record(current, sequencer)
+                    held.hand_over(current, sequencer)
                     return ReplicationResult(
                         Action.SKIPPED, source, current, "written concurrently", True
                     )
                 raise
-            held.record(copied.written, sequencer)
+            held.hand_over(copied.written, sequencer)
         if copied.verified:
             return ReplicationResult(
                 Action.REPLICATED, source, copied.written, "copied", True, checked=copied.checked
@@ -171,38 +193,43 @@ def _settled_meanwhile(
 ) -> ReplicationResult | None:
     """A skip, when the ledger showed the request's event settled as the key was taken: its
     last holder finished between our looks and our lease, so neither cloud is asked again."""
-    recorded = held.recorded
-    if request.event is None or request.overwrite == Overwrite.ALWAYS or recorded is None:
+    entry = held.entry
+    if request.event is None or request.overwrite == Overwrite.ALWAYS or entry is None:
         return None
-    if recorded.written is None or not recorded.settles(
-        request.s3_bucket, request.s3_key, request.event
-    ):
+    if entry.written is None or not entry.settles(request.s3_bucket, request.s3_key, request.event):
         return None
     described = source or ObjectInfo(
         request.s3_bucket,
         request.s3_key,
-        recorded.written.size,
-        etag=recorded.etag,
-        version_id=recorded.version_id,
+        entry.written.size,
+        etag=entry.etag,
+        version_id=entry.version_id,
     )
     return ReplicationResult(
-        Action.SKIPPED, described, recorded.written, "settled meanwhile (ledger)", True
+        Action.SKIPPED, described, entry.written, "settled meanwhile (ledger)", True
     )
 
 
 def counted(fn: Callable[..., ReplicationResult], *args: object) -> ReplicationResult:
-    """Run one replication and count its outcome (a key leased by another replica is no
-    failure: that replica settles it)."""
+    """Run one replication and `count` its outcome."""
     try:
         result = fn(*args)
-    except errors.KeyLeased:
-        raise
     except errors.ReplicatorError as exc:
-        metrics.OBJECTS_FAILED.labels(exc.kind).inc()
+        count(exc)
         raise
-    if result.action == Action.SKIPPED:
+    count(result)
+    return result
+
+
+def count(outcome: ReplicationResult | errors.ReplicatorError) -> None:
+    """Count one key's final outcome in the metrics, once (a key leased by another replica is
+    no failure: that replica settles it)."""
+    if isinstance(outcome, errors.KeyLeased):
+        return
+    if isinstance(outcome, errors.ReplicatorError):
+        metrics.OBJECTS_FAILED.labels(outcome.kind).inc()
+    elif outcome.action == Action.SKIPPED:
         metrics.OBJECTS_SKIPPED.inc()
     else:
         metrics.OBJECTS_REPLICATED.inc()
-        metrics.BYTES_REPLICATED.inc(result.destination.size)
-    return result
+        metrics.BYTES_REPLICATED.inc(outcome.destination.size)

@@ -219,6 +219,14 @@ def read_exactly(stream: VerifiedStream, size: int) -> bytes | memoryview:
 
 
 @runtime_checkable
+class KeyProbe(Protocol):
+    """An optional ability of a source: the first key after a point, in one small request
+    (S3: a ListObjectsV2 of one key), to find where to split a listing."""
+
+    def first_key_after(self, bucket: str, prefix: str, start_after: str | None) -> str | None: ...
+
+
+@runtime_checkable
 class Composer(Protocol):
     """An optional ability of a destination: store parts and compose them into one object (GCS).
     Parallel composite uploads use it where the destination has it."""

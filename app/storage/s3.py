@@ -312,6 +312,18 @@ class S3Source:
         for objects, _ in self._pages(bucket, request):
             yield from objects
 
+    def first_key_after(self, bucket: str, prefix: str, start_after: str | None) -> str | None:
+        """The first key under `prefix` strictly after `start_after`, or None: one
+        ListObjectsV2 request of one key, to probe where keys are (app.bulk.ranges)."""
+        request: dict[str, Any] = {"Bucket": bucket, "Prefix": prefix, "MaxKeys": 1}
+        if start_after:
+            request["StartAfter"] = start_after
+        what = f"the listing of s3://{bucket}/{prefix}"
+        with bucket_request("S3", bucket), _translated(what, bucket):
+            page = self._client.list_objects_v2(**request)
+        contents = page.get("Contents") or ()
+        return str(contents[0]["Key"]) if contents else None
+
     def _pages(
         self, bucket: str, request: dict[str, Any]
     ) -> Iterator[tuple[Sequence[ObjectInfo], bool]]:

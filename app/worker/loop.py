@@ -1,15 +1,15 @@
-"""The worker's loop: receive, settle every record of each message, then delete or retry.
+"""The worker's loop: receive, converge every record of each message, then delete or retry.
 
 - Long polls (`SQS_WAIT_SECONDS`, 20 by default) for up to 10 messages, from
   ceil(WORKER_CONCURRENCY / 10) loops at once. A receive asks for no more messages than there
   are free places (`WORKER_CONCURRENCY` messages in flight at most), and hands what it got to
-  a settling thread before receiving again, so messages that arrive one at a time are worked
-  on together too. What one receive brings is settled together (the batch plan for copies).
-- A message is deleted once every record in it is settled; a failure that redelivery may
+  a converging thread before receiving again, so messages that arrive one at a time are worked
+  on together too. What one receive brings is converged together (the batch plan for copies).
+- A message is deleted once every record in it is converged; a failure that redelivery may
   fix leaves it on the queue, invisible for a backoff that doubles with each receive. A key
   another replica holds (`errors.KeyLeased`, with a shared ledger) is no failure: its message
-  is put back for `put_back` seconds (the holder is settling it), and the object not read.
-- A body that can never be settled (no known shape, invalid JSON) is poison: logged with its
+  is put back for `put_back` seconds (the holder is copying it), and the object not read.
+- A body that can never be converged (no known shape, invalid JSON) is poison: logged with its
   id and receive count and left alone, so the queue's redrive policy moves it to the
   dead-letter queue after `maxReceiveCount` receives. It never stops the worker.
 - A key that cannot be copied as things stand (errors.Unreplicable: archived, encrypted with
@@ -20,7 +20,10 @@
   without one, it is deleted, since it would otherwise come back until it expires. Either
   way it is logged at ERROR with the key and its reason, and counted in
   `replicator_messages_unreplicable{reason}` (and `replicator_objects_failed{reason}`).
-- While a message is being settled, a heartbeat keeps it invisible (ChangeMessageVisibility),
+- Why each key of a message left for redelivery failed is noted (`notes`: in the shared
+  ledger's Redis), and cleared once a delivery converges it: `replicator failures` reads it.
+  So is why a key that cannot be copied was sent on to the dead-letter queue.
+- While a message is being converged, a heartbeat keeps it invisible (ChangeMessageVisibility),
   so a copy longer than the visibility timeout is never started by a second worker.
 - `stop()`: no more receives; what is in flight finishes; a message received after the stop
   was asked for is made visible again at once. A receive cannot be interrupted, so an idle
@@ -38,8 +41,9 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 
 from app import errors, metrics
-from app.events.converge import EventAction, EventOutcome, EventSettler
+from app.events.converge import Converger, EventAction, EventOutcome
 from app.events.parse import EventRecord, parse
+from app.ledger.failures import Failure, FailureNotes, NoFailureNotes
 from app.queues.sqs import MAX_MESSAGES, Message, SqsQueue
 from app.retry import RetryPolicy
 
@@ -56,7 +60,7 @@ class Worker:
     def __init__(
         self,
         queue: SqsQueue,
-        events: EventSettler,
+        events: Converger,
         retry: RetryPolicy,
         *,
         concurrency: int,
@@ -66,15 +70,18 @@ class Worker:
         put_back: float = 1.0,
         put_back_max: float | None = None,
         dead_letter_queue: bool = True,
+        notes: FailureNotes | None = None,
     ) -> None:
         """`dead_letter_queue`: the queue has a redrive policy (see the module's rule for
-        keys that cannot be copied)."""
+        keys that cannot be copied). `notes`: where the last reason each key failed is kept
+        (`replicator failures`)."""
         self._queue = queue
+        self._notes = notes or NoFailureNotes()
         self._events = events
         self._retry = retry
         self._receivers = receive_loops(concurrency)
         self._places = threading.Semaphore(concurrency)  # messages in flight, at most
-        self._settling = ThreadPoolExecutor(concurrency, thread_name_prefix="settle")
+        self._converging = ThreadPoolExecutor(concurrency, thread_name_prefix="converge")
         self._wait = wait
         self._visibility = max(1, visibility_timeout)
         self._backoff = backoff
@@ -87,7 +94,7 @@ class Worker:
         self._guard = threading.Lock()
 
     def run(self) -> None:
-        """Receive and settle until `stop()`; returns once what is in flight is done."""
+        """Receive and converge until `stop()`; returns once what is in flight is done."""
         heartbeat = threading.Thread(target=self._heartbeat, name="heartbeat", daemon=True)
         heartbeat.start()
         loops = [
@@ -98,7 +105,7 @@ class Worker:
             loop.start()
         for loop in loops:
             loop.join()
-        self._settling.shutdown(wait=True)
+        self._converging.shutdown(wait=True)
 
     def stop(self) -> None:
         self._stopping.set()
@@ -132,7 +139,7 @@ class Worker:
                 self._release(messages)
                 self._give_back(len(messages))
                 return
-            self._settling.submit(self._settle_and_free, messages)
+            self._converging.submit(self._converge_and_free, messages)
 
     def _take_places(self) -> int:
         """Wait (a second at a time, to notice a stop) for one free place, then take up to a
@@ -148,18 +155,18 @@ class Worker:
         for _ in range(places):
             self._places.release()
 
-    def _settle_and_free(self, messages: list[Message]) -> None:
+    def _converge_and_free(self, messages: list[Message]) -> None:
         try:
-            self._settle(messages)
+            self._converge(messages)
         except Exception:  # a bug: the messages come back after their visibility timeout
-            log.exception("settling %d messages failed unexpectedly", len(messages))
+            log.exception("converging %d messages failed unexpectedly", len(messages))
         finally:
             self._give_back(len(messages))
 
-    def _settle(self, messages: list[Message]) -> None:
+    def _converge(self, messages: list[Message]) -> None:
         records: list[EventRecord] = []
         owners: list[Message] = []
-        settled: list[Message] = []
+        done: list[Message] = []
         for message in messages:
             try:
                 parsed = parse(message.body)
@@ -173,14 +180,16 @@ class Worker:
                 )
                 continue
             if not parsed.records:  # a test event, an SNS confirmation: nothing to do
-                settled.append(message)
+                done.append(message)
             records += parsed.records
             owners += [message] * len(parsed.records)
         failed: dict[str, str] = {}  # message id -> the first problem of its records
         leased: dict[str, str] = {}  # the same, for records whose key another replica holds
         stuck: dict[str, str] = {}  # the same, for keys that cannot be copied as they stand
+        notes: list[Failure] = []  # why each record of a message left for redelivery failed
         with self._tracked([m for m in messages if m in owners]):
-            outcomes = self._events.settle_all(records) if records else []
+            outcomes = self._events.converge_all(records) if records else []
+        now = time.time()
         for record, owner, outcome in zip(records, owners, outcomes, strict=True):
             problem = _problem(outcome)
             if isinstance(outcome, errors.KeyLeased):
@@ -188,16 +197,33 @@ class Worker:
             elif isinstance(outcome, EventOutcome) and _unreplicable(outcome):
                 stuck.setdefault(owner.id, problem)
                 self._count_unreplicable(owner, outcome)
+                if self._dead_letter_queue:  # noted as it goes on to the dead-letter queue
+                    notes.append(
+                        Failure(
+                            record.bucket, record.key, problem, now, owner.receive_count, owner.id
+                        )
+                    )
             elif problem:
                 failed.setdefault(owner.id, problem)
+                notes.append(
+                    Failure(record.bucket, record.key, problem, now, owner.receive_count, owner.id)
+                )
             elif isinstance(outcome, EventOutcome) and record.event_time is not None:
-                lag = time.time() - record.event_time.timestamp()
-                metrics.EVENT_LAG_SECONDS.observe(max(0.0, lag))
-        unsettled = failed.keys() | leased.keys()
-        if self._dead_letter_queue:
-            unsettled |= stuck.keys()
-        settled += [m for m in dict.fromkeys(owners) if m.id not in unsettled]
-        self._delete(settled)
+                if outcome.action != EventAction.IGNORED:
+                    lag = max(0.0, now - record.event_time.timestamp())
+                    route = self._events.destination_of(record) or "none"
+                    metrics.EVENT_LAG_SECONDS.labels(route).observe(lag)
+        undone = failed.keys() | leased.keys()
+        if self._dead_letter_queue:  # else deleted: it would come back until it expired
+            undone |= stuck.keys()
+        done += [m for m in dict.fromkeys(owners) if m.id not in undone]
+        self._delete(done)
+        self._notes.note(notes)
+        if self._notes.kept:  # one round trip a receive: a key converged has failed no more
+            deleted = {m.id for m in done}
+            self._notes.clear(
+                [(r.bucket, r.key) for r, m in zip(records, owners, strict=True) if m.id in deleted]
+            )
         for message in dict.fromkeys(owners):
             if message.id in failed:
                 self._retry_later(message, failed[message.id])
@@ -227,11 +253,13 @@ class Worker:
             left = self._retry.call(self._queue.delete, messages)
         except errors.ReplicatorError as exc:
             log.warning(
-                "deleting %d settled messages failed (they will come back): %s", len(messages), exc
+                "deleting %d converged messages failed (they will come back): %s",
+                len(messages),
+                exc,
             )
             return
         for message in left:
-            log.warning("SQS did not delete settled message %s; it will come back", message.id)
+            log.warning("SQS did not delete converged message %s; it will come back", message.id)
         metrics.MESSAGES_DELETED.inc(len(messages) - len(left))
 
     def _retry_later(self, message: Message, problem: str) -> None:
@@ -251,7 +279,7 @@ class Worker:
             log.warning("could not delay message %s: %s", message.id, exc)
 
     def _put_back_for_a_while(self, message: Message, problem: str) -> None:
-        """Hide a message whose key another replica is settling: when it comes back, the
+        """Hide a message whose key another replica is copying: when it comes back, the
         ledger's record answers it. Each put-back counts as a receive towards the queue's
         maxReceiveCount, as any redelivery does, so the delay doubles with each receive (from
         `put_back`, up to `put_back_max`, the lease's TTL): with the defaults (3 s, 30 s) five
@@ -272,7 +300,7 @@ class Worker:
             except errors.ReplicatorError as exc:
                 log.warning("could not release message %s: %s", message.id, exc)
 
-    # --- keeping messages invisible while they are settled ----------------------------------
+    # --- keeping messages invisible while they are converged --------------------------------
 
     @contextmanager
     def _tracked(self, messages: list[Message]) -> Iterator[None]:
@@ -310,7 +338,7 @@ def _unreplicable(outcome: EventOutcome) -> bool:
 
 
 def _problem(outcome: EventOutcome | errors.TransientError) -> str:
-    """Why the record is not settled, or "" when it is."""
+    """Why the record is not converged, or "" when it is."""
     if isinstance(outcome, errors.TransientError):
         return f"{outcome.kind}: {outcome.detail}"
     if outcome.error is not None and outcome.action != EventAction.IGNORED:

@@ -15,6 +15,7 @@ from app.config import load_settings
 from app.logging_config import setup_logging
 from app.worker import health
 from app.worker.loop import Worker
+from app.worker.watch import QueueWatch
 
 log = logging.getLogger("app.worker")
 
@@ -43,7 +44,7 @@ def run() -> int:
         return 2
     if attributes.redrive_policy is None:
         log.warning(
-            "%s has no redrive policy: a message that can never be settled will come back "
+            "%s has no redrive policy: a message that can never be converged will come back "
             "until it expires; give the queue a dead-letter queue",
             queue.url,
         )
@@ -58,7 +59,16 @@ def run() -> int:
         put_back=max(1.0, settings.ledger_lock_ttl / 10),
         put_back_max=settings.ledger_lock_ttl,  # a dead holder's lease has expired by then
         dead_letter_queue=attributes.redrive_policy is not None,
+        notes=services.failure_notes,
     )
+    try:
+        dead_letters = queue.dead_letter_queue(attributes)
+    except errors.ReplicatorError as exc:
+        log.warning("the dead-letter queue's depth will not be reported: %s", exc.detail)
+        dead_letters = None
+    watch = QueueWatch(
+        queue, dead_letters, lambda: services.ledger.state, settings.queue_stats_seconds
+    ).start()
 
     def ready() -> dict[str, str]:
         services.probe.run()
@@ -83,6 +93,7 @@ def run() -> int:
     try:
         worker.run()
     finally:
+        watch.stop()
         if server is not None:
             server.shutdown()
         services.close()

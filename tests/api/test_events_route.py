@@ -360,7 +360,7 @@ def test_without_signature_checks_an_unsigned_envelope_is_taken_and_start_up_war
 # Transient failures
 
 
-def test_a_transient_failure_is_a_503_and_the_same_body_later_settles(
+def test_a_transient_failure_is_a_503_and_the_same_body_later_converges(
     serve: Any, s3_proxy: FaultProxy, buckets: Buckets
 ) -> None:
     data = buckets.put("flaky.txt", b"S3 is busy")

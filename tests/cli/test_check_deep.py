@@ -16,7 +16,6 @@ import google_crc32c
 from app.replication import identity
 from app.storage.base import ObjectInfo
 from tests.cli.test_sync_check import put_dest, summary
-from tests.cli.test_sync_check import run as run  # the fixture: `replicator` on the emulators
 from tests.conftest import Buckets, digests, upload_in_parts
 from tests.faults import Fault, FaultProxy
 

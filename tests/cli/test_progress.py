@@ -120,7 +120,7 @@ def test_a_terminal_shows_the_counts_and_keeps_each_key_line_whole(
     assert status == 0, lines
     [frame, summary] = lines  # the final frame stays, above the summary
     assert "2/2 objects, 3.9 KiB/3.9 KiB" in frame
-    assert summary.startswith("copied 2, skipped 0, deleted 0, failed 0, 4000 bytes in ")
+    assert summary.startswith("copied 2, skipped 0, gone 0, deleted 0, failed 0, 4000 bytes in ")
 
     status, lines = on_terminal(["check", source, destination], tmp_path, settings)
     assert status == 0, lines
@@ -205,7 +205,7 @@ def test_ctrl_c_lets_the_copy_in_flight_finish_and_starts_nothing_more(
     assert len(objects) < len(data)  # and not every copy was started
     assert objects == {name: md5(data[name]) for name in objects}  # each one whole
     assert err.splitlines()[-1].startswith(
-        f"interrupted: copied {len(objects)}, skipped 0, deleted 0, failed 0, "
+        f"interrupted: copied {len(objects)}, skipped 0, gone 0, deleted 0, failed 0, "
     )
 
 

@@ -13,29 +13,9 @@ from typing import Any
 
 import pytest
 
-from app.dev import emulators
 from app.replication import identity
 from tests.conftest import Buckets
 from tests.faults import Fault, FaultProxy
-from tests.service_process import replicator, service_settings
-
-
-@pytest.fixture
-def run(
-    tmp_path: Path,
-    moto_server: emulators.Emulator,
-    gcs_server: emulators.Emulator,
-    buckets: Buckets,
-) -> Any:
-    def command(
-        *args: str, s3_url: str | None = None, **extra: str
-    ) -> subprocess.CompletedProcess[str]:
-        settings = service_settings(
-            s3_url or moto_server.url, gcs_server.url, buckets.dest, RETRY_DELAY="0.01", **extra
-        )
-        return replicator(*args, cwd=tmp_path, **settings)
-
-    return command
 
 
 def summary(result: subprocess.CompletedProcess[str]) -> dict[str, Any]:
@@ -47,7 +27,7 @@ def summary(result: subprocess.CompletedProcess[str]) -> dict[str, Any]:
 
 def sync_summary(**counts: int | bool) -> dict[str, int | bool]:
     """The summary of a sync that did `counts` and nothing else."""
-    empty = {"copied": 0, "skipped": 0, "deleted": 0, "failed": 0, "bytes": 0}
+    empty = {"copied": 0, "skipped": 0, "gone": 0, "deleted": 0, "failed": 0, "bytes": 0}
     return {**empty, "dry_run": False, "interrupted": False, **counts}
 
 

@@ -6,6 +6,19 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from app import errors
+from app.events.converge import Converger, EventOutcome
+from app.events.parse import EventRecord
+
+
+def converge(events: Converger, record: EventRecord) -> EventOutcome:
+    """One record through `Converger.converge_all`, as the worker and the intake hand it
+    over; a TransientError answered in place of its outcome is raised."""
+    [outcome] = events.converge_all([record])
+    if isinstance(outcome, errors.TransientError):
+        raise outcome
+    return outcome
+
 
 def s3_record(
     key: str = "photos/a+b%2Bc.jpg",

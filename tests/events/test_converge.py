@@ -1,4 +1,4 @@
-"""Settling S3 events on the real emulators: whatever the order, duplication or lateness of
+"""Converging on S3 events on the real emulators: whatever the order, duplication or lateness of
 the events, the destination ends up as the source is now.
 
 Every test calls the service `app.wiring.build` makes, with records `app.events.parse` made
@@ -17,6 +17,7 @@ from urllib.parse import quote_plus
 
 import pytest
 from google.cloud import storage
+from prometheus_client import REGISTRY
 
 from app import errors
 from app.config import Settings
@@ -28,8 +29,8 @@ from app.replication.replicator import ReplicationRequest
 from app.rules import parse_rules
 from app.wiring import Services, build
 from tests.conftest import Buckets, destination_bytes, make_settings
-from tests.events.samples import eventbridge_event, s3_notification, s3_record
-from tests.faults import Fault, FaultProxy
+from tests.events.samples import converge, eventbridge_event, s3_notification, s3_record
+from tests.faults import S3_SLOW_DOWN, Fault, FaultProxy
 
 CREATED = "ObjectCreated:Put"
 REMOVED = "ObjectRemoved:Delete"
@@ -97,9 +98,9 @@ def test_a_create_is_copied_once_and_its_duplicate_skipped(
     events = services().events
     data = buckets.put("a.txt", b"first version")
 
-    first = events.settle(s3_event(buckets.source, "a.txt"))
+    first = converge(events, s3_event(buckets.source, "a.txt"))
     written = blob(buckets, "a.txt")
-    duplicate = events.settle(s3_event(buckets.source, "a.txt"))
+    duplicate = converge(events, s3_event(buckets.source, "a.txt"))
 
     assert (first.action, first.s3_bucket, first.s3_key) == ("replicated", buckets.source, "a.txt")
     assert first.event == CREATED
@@ -128,7 +129,7 @@ def test_every_order_of_events_ends_with_the_source_as_it_is(
     for number, order in enumerate(itertools.permutations(EVENTS)):
         key = f"k{number:02}"
         buckets.put(key, b"v1 of " + key.encode())
-        assert events.settle(s3_event(buckets.source, key)).action == "replicated"
+        assert converge(events, s3_event(buckets.source, key)).action == "replicated"
         if final == "present":
             buckets.put(key, b"v2, the current one, of " + key.encode())
         else:
@@ -137,7 +138,7 @@ def test_every_order_of_events_ends_with_the_source_as_it_is(
         assert copied is not None
 
         for _, name, sequencer in order:
-            events.settle(s3_event(buckets.source, key, name, sequencer))
+            converge(events, s3_event(buckets.source, key, name, sequencer))
 
         if final == "absent" and policy == "ignore":  # never deletes: the v1 copy stays
             kept = blob(buckets, key)
@@ -154,11 +155,11 @@ def test_a_late_delete_after_a_re_create_keeps_the_new_copy(
     buckets.put("a.txt", b"old")
     buckets.s3.delete_object(Bucket=buckets.source, Key="a.txt")
     buckets.put("a.txt", b"re-created")
-    assert events.settle(s3_event(buckets.source, "a.txt", CREATED, "30")).action == "replicated"
+    assert converge(events, s3_event(buckets.source, "a.txt", CREATED, "30")).action == "replicated"
     copied = blob(buckets, "a.txt")
     assert copied is not None
 
-    late = events.settle(s3_event(buckets.source, "a.txt", REMOVED, "20"))
+    late = converge(events, s3_event(buckets.source, "a.txt", REMOVED, "20"))
 
     assert late.action == EventAction.SKIPPED
     assert "re-created" in late.reason
@@ -171,7 +172,7 @@ def test_a_delete_for_a_re_created_object_the_destination_lacks_copies_it(
     events = services(delete_policy="propagate").events
     buckets.put("a.txt", b"re-created")
 
-    outcome = events.settle(s3_event(buckets.source, "a.txt", REMOVED))
+    outcome = converge(events, s3_event(buckets.source, "a.txt", REMOVED))
 
     assert outcome.action == EventAction.REPLICATED
     assert_matches_source(buckets, "a.txt")
@@ -182,11 +183,11 @@ def test_a_delete_removes_the_copy_once_the_source_has_no_object(
 ) -> None:
     events = services(delete_policy="propagate").events
     buckets.put("a.txt", b"short-lived")
-    events.settle(s3_event(buckets.source, "a.txt"))
+    converge(events, s3_event(buckets.source, "a.txt"))
     buckets.s3.delete_object(Bucket=buckets.source, Key="a.txt")
 
-    deleted = events.settle(s3_event(buckets.source, "a.txt", REMOVED))
-    again = events.settle(s3_event(buckets.source, "a.txt", REMOVED))
+    deleted = converge(events, s3_event(buckets.source, "a.txt", REMOVED))
+    again = converge(events, s3_event(buckets.source, "a.txt", REMOVED))
 
     assert (deleted.action, deleted.reason) == ("deleted", "no longer at the source")
     assert (again.action, again.reason) == ("skipped", "already gone")
@@ -196,14 +197,16 @@ def test_a_delete_removes_the_copy_once_the_source_has_no_object(
 def test_a_create_event_for_an_object_since_deleted(buckets: Buckets, services: Build) -> None:
     """Late create: skipped with DELETE_POLICY=ignore, taken as the delete with propagate."""
     buckets.put("a.txt", b"short-lived")
-    services().events.settle(s3_event(buckets.source, "a.txt"))
+    converge(services().events, s3_event(buckets.source, "a.txt"))
     buckets.s3.delete_object(Bucket=buckets.source, Key="a.txt")
 
-    kept = services().events.settle(s3_event(buckets.source, "a.txt"))
+    kept = converge(services().events, s3_event(buckets.source, "a.txt"))
     assert (kept.action, kept.reason) == ("skipped", "no longer at the source")
     assert blob(buckets, "a.txt") is not None
 
-    removed = services(delete_policy="propagate").events.settle(s3_event(buckets.source, "a.txt"))
+    removed = converge(
+        services(delete_policy="propagate").events, s3_event(buckets.source, "a.txt")
+    )
     assert removed.action == EventAction.DELETED
     assert blob(buckets, "a.txt") is None
 
@@ -225,8 +228,8 @@ def test_an_object_the_service_did_not_copy_from_that_key_survives_a_delete(
         theirs.metadata = {k: v.replace("SOURCE", buckets.source) for k, v in metadata.items()}
     theirs.upload_from_string(b"not ours")
 
-    outcome = services(delete_policy="propagate").events.settle(
-        s3_event(buckets.source, "a.txt", REMOVED)
+    outcome = converge(
+        services(delete_policy="propagate").events, s3_event(buckets.source, "a.txt", REMOVED)
     )
 
     assert (outcome.action, outcome.reason) == ("skipped", "not written by the replicator")
@@ -236,11 +239,11 @@ def test_an_object_the_service_did_not_copy_from_that_key_survives_a_delete(
 def test_delete_policy_ignore_never_deletes(buckets: Buckets, services: Build) -> None:
     events = services().events  # the default
     buckets.put("a.txt", b"kept")
-    events.settle(s3_event(buckets.source, "a.txt"))
+    converge(events, s3_event(buckets.source, "a.txt"))
     buckets.s3.delete_object(Bucket=buckets.source, Key="a.txt")
 
     for name in (REMOVED, "ObjectRemoved:DeleteMarkerCreated", "LifecycleExpiration:Delete"):
-        outcome = events.settle(s3_event(buckets.source, "a.txt", name))
+        outcome = converge(events, s3_event(buckets.source, "a.txt", name))
         assert outcome.action == EventAction.SKIPPED
         assert "DELETE_POLICY is ignore" in outcome.reason
     assert buckets.destination_bytes("a.txt") == b"kept"
@@ -251,7 +254,7 @@ def test_an_event_the_parser_ignores_is_ignored_with_its_reason(
 ) -> None:
     buckets.put("a.txt", b"tagged")
 
-    outcome = services().events.settle(s3_event(buckets.source, "a.txt", "ObjectTagging:Put"))
+    outcome = converge(services().events, s3_event(buckets.source, "a.txt", "ObjectTagging:Put"))
 
     assert outcome.action == EventAction.IGNORED
     assert outcome.reason == "ObjectTagging:Put: tags are not replicated"
@@ -275,8 +278,8 @@ def test_rules_route_by_the_longest_source_prefix(
     for key in keys:
         buckets.put(key, key.encode())
 
-    outcomes = [events.settle(s3_event(buckets.source, key)) for key in keys]
-    unrouted = events.settle(s3_event("another-bucket", "z.txt"))
+    outcomes = [converge(events, s3_event(buckets.source, key)) for key in keys]
+    unrouted = converge(events, s3_event("another-bucket", "z.txt"))
 
     assert [o.action for o in outcomes] == ["replicated"] * 3
     assert destination_bytes(gcs, logs_bucket, "a/x.log") == b"logs/app/x.log"
@@ -298,7 +301,7 @@ def test_eventbridge_copies_whichever_key_form_the_source_has(
 ) -> None:
     buckets.put(at_the_source, b"one of the two")
 
-    outcome = services().events.settle(eventbridge(buckets.source, SENT, "Object Created"))
+    outcome = converge(services().events, eventbridge(buckets.source, SENT, "Object Created"))
 
     assert (outcome.action, outcome.s3_key) == ("replicated", at_the_source)
     assert [b.name for b in buckets.gcs.list_blobs(buckets.dest)] == [at_the_source]
@@ -311,10 +314,10 @@ def test_eventbridge_delete_removes_the_copy_of_whichever_form_the_destination_h
 ) -> None:
     events = services(delete_policy="propagate").events
     buckets.put(at_the_destination, b"gone soon")
-    events.settle(eventbridge(buckets.source, SENT, "Object Created"))
+    converge(events, eventbridge(buckets.source, SENT, "Object Created"))
     buckets.s3.delete_object(Bucket=buckets.source, Key=at_the_destination)
 
-    outcome = events.settle(eventbridge(buckets.source, SENT, "Object Deleted"))
+    outcome = converge(events, eventbridge(buckets.source, SENT, "Object Deleted"))
 
     assert (outcome.action, outcome.s3_key) == ("deleted", at_the_destination)
     buckets.assert_nothing_written()
@@ -325,9 +328,9 @@ def test_eventbridge_delete_keeps_the_copy_of_a_form_the_source_still_has(
 ) -> None:
     events = services(delete_policy="propagate").events
     buckets.put(SENT, b"still here")
-    events.settle(eventbridge(buckets.source, SENT, "Object Created"))
+    converge(events, eventbridge(buckets.source, SENT, "Object Created"))
 
-    outcome = events.settle(eventbridge(buckets.source, SENT, "Object Deleted"))
+    outcome = converge(events, eventbridge(buckets.source, SENT, "Object Deleted"))
 
     assert outcome.action == EventAction.SKIPPED
     assert_matches_source(buckets, SENT)
@@ -364,7 +367,7 @@ def test_every_delete_is_fenced_by_the_generation_it_looked_at_and_a_412_looks_a
 ) -> None:
     events = services(proxied).events
     buckets.put("a.txt", b"short-lived")
-    events.settle(s3_event(buckets.source, "a.txt"))
+    converge(events, s3_event(buckets.source, "a.txt"))
     copied = blob(buckets, "a.txt")
     assert copied is not None
     buckets.s3.delete_object(Bucket=buckets.source, Key="a.txt")
@@ -372,7 +375,7 @@ def test_every_delete_is_fenced_by_the_generation_it_looked_at_and_a_412_looks_a
         Fault("DELETE", "/o/a.txt", "status", status=412, body=PRECONDITION_FAILED, times=1)
     )
 
-    outcome = events.settle(s3_event(buckets.source, "a.txt", REMOVED))
+    outcome = converge(events, s3_event(buckets.source, "a.txt", REMOVED))
 
     assert outcome.action == EventAction.DELETED
     deletes = gcs_proxy.seen("DELETE", "/o/a.txt")
@@ -386,12 +389,12 @@ def test_a_destination_that_keeps_changing_is_a_transient_error(
 ) -> None:
     events = services(proxied).events
     buckets.put("a.txt", b"short-lived")
-    events.settle(s3_event(buckets.source, "a.txt"))
+    converge(events, s3_event(buckets.source, "a.txt"))
     buckets.s3.delete_object(Bucket=buckets.source, Key="a.txt")
     gcs_proxy.add(Fault("DELETE", "/o/a.txt", "status", status=412, body=PRECONDITION_FAILED))
 
     with pytest.raises(errors.TransientError):
-        events.settle(s3_event(buckets.source, "a.txt", REMOVED))
+        converge(events, s3_event(buckets.source, "a.txt", REMOVED))
 
     assert len(gcs_proxy.seen("DELETE", "/o/a.txt")) == LOOKS
     assert blob(buckets, "a.txt") is not None
@@ -411,21 +414,82 @@ def test_a_stale_delete_cannot_remove_a_newer_generation(
     events = services(proxied).events
     other_process = services(settings).replicator
     buckets.put("a.txt", b"old")
-    events.settle(s3_event(buckets.source, "a.txt"))
+    converge(events, s3_event(buckets.source, "a.txt"))
     buckets.s3.delete_object(Bucket=buckets.source, Key="a.txt")
     gcs_proxy.add(Fault("DELETE", "/o/a.txt", "stall", stall_for=5, times=1))
     outcome: list[Any] = []
-    settling = threading.Thread(
-        target=lambda: outcome.append(events.settle(s3_event(buckets.source, "a.txt", REMOVED)))
+    converging = threading.Thread(
+        target=lambda: outcome.append(converge(events, s3_event(buckets.source, "a.txt", REMOVED)))
     )
 
-    settling.start()
+    converging.start()
     while not gcs_proxy.seen("DELETE", "/o/a.txt"):
-        settling.join(0.01)
+        converging.join(0.01)
     buckets.put("a.txt", b"re-created")
     other_process.replicate(ReplicationRequest(buckets.source, "a.txt", buckets.dest, "a.txt"))
-    settling.join()
+    converging.join()
 
     assert blob(buckets, "a.txt") is not None, "the stale delete removed the newer copy"
     assert buckets.destination_bytes("a.txt") == b"re-created"
     assert outcome[0].action == EventAction.SKIPPED
+
+
+# One pass per event: what the batch plan decides is final, counted once.
+
+
+def failed(reason: str) -> float:
+    """replicator_objects_failed{reason} in this process."""
+    value = REGISTRY.get_sample_value("replicator_objects_failed_total", {"reason": reason})
+    return value or 0.0
+
+
+@pytest.mark.parametrize(
+    ("delete_policy", "action"),
+    [("ignore", EventAction.SKIPPED), ("propagate", EventAction.DELETED)],
+)
+def test_a_copy_event_whose_source_is_gone_ends_as_the_delete_policy_says_and_is_no_failure(
+    buckets: Buckets,
+    services: Build,
+    s3_proxy: FaultProxy,
+    gcs_server: emulators.Emulator,
+    delete_policy: str,
+    action: EventAction,
+) -> None:
+    """A late create event for an object deleted since: the batch plan's listing shows the
+    source without it, so the plan hands the key to the event's own look (no GET), which
+    ends it as DELETE_POLICY says. Nothing counts it as failed on the way."""
+    settings = make_settings(s3_proxy.url, gcs_server.url, buckets.dest)
+    events = services(settings, delete_policy=delete_policy).events
+    buckets.put("a.txt", b"short-lived")
+    converge(events, s3_event(buckets.source, "a.txt"))
+    buckets.s3.delete_object(Bucket=buckets.source, Key="a.txt")
+    gets = len(s3_proxy.seen("GET", f"/{buckets.source}/a.txt"))
+    before = failed("not_found")
+
+    outcome = converge(events, s3_event(buckets.source, "a.txt"))
+
+    assert (outcome.action, outcome.error) == (action, None)
+    assert failed("not_found") == before
+    assert len(s3_proxy.seen("GET", f"/{buckets.source}/a.txt")) == gets
+    assert (blob(buckets, "a.txt") is None) == (delete_policy == "propagate")
+
+
+def test_a_transient_fault_is_retried_by_one_policy_once_and_counted_once(
+    buckets: Buckets, services: Build, s3_proxy: FaultProxy, gcs_server: emulators.Emulator
+) -> None:
+    """S3 answers every GET of the object 503 SlowDown: the batch plan's GET is tried
+    MAX_RETRIES + 1 times, the key is not looked at again, the event comes back as a
+    TransientError (its message goes back to the queue) and one failure is counted."""
+    settings = make_settings(s3_proxy.url, gcs_server.url, buckets.dest)
+    events = services(settings).events
+    buckets.put("a.txt", b"never read")
+    s3_proxy.add(Fault("GET", f"/{buckets.source}/a.txt", "status", status=503, body=S3_SLOW_DOWN))
+    before = failed("unavailable")
+
+    [outcome] = events.converge_all([s3_event(buckets.source, "a.txt")])
+
+    assert isinstance(outcome, errors.TransientError)
+    assert len(s3_proxy.seen("GET", f"/{buckets.source}/a.txt")) == settings.max_retries + 1
+    assert s3_proxy.seen("HEAD", f"/{buckets.source}/a.txt") == []
+    assert failed("unavailable") == before + 1
+    assert blob(buckets, "a.txt") is None

@@ -31,7 +31,7 @@ def test_one_holder_at_a_time_per_key_and_other_keys_do_not_wait() -> None:
     for thread in threads:
         thread.join()
     assert overlap == []
-    assert ledger._entries == {}  # nothing is kept once nobody holds or waits
+    assert ledger._slots == {}  # nothing is kept once nobody holds or waits
 
 
 def test_the_next_holder_is_handed_what_the_last_one_recorded() -> None:
@@ -45,7 +45,7 @@ def test_the_next_holder_is_handed_what_the_last_one_recorded() -> None:
         with ledger.hold("b", "k") as held:
             first_holds.set()
             release.wait(5)
-            held.record(written)
+            held.hand_over(written)
 
     def second() -> None:
         with ledger.hold("b", "k") as held:

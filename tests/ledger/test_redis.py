@@ -1,5 +1,5 @@
 """The shared ledger on a real Redis (valkey-server): leases across "replicas" (two ledgers on
-one server), records of what was settled, and a Redis that dies and comes back."""
+one server), entries of what was settled, and a Redis that dies and comes back."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from app.config import Settings
 from app.dev import emulators
 from app.events.converge import SETTLED, EventAction
 from app.events.parse import EventRecord, parse
-from app.ledger.base import Announced, Record
+from app.ledger.base import Announced, LedgerEntry
 from app.ledger.redis import RedisLedger
 from app.main import create_app
 from app.names import SOURCE_BUCKET, SOURCE_ETAG, SOURCE_KEY
@@ -31,7 +31,7 @@ from app.replication.replicator import Action, ReplicationRequest
 from app.storage.base import Checksums, ObjectInfo
 from app.wiring import build
 from tests.conftest import Buckets, RedisServer, make_settings
-from tests.events.samples import s3_notification, s3_record
+from tests.events.samples import converge, s3_notification, s3_record
 from tests.faults import FaultProxy
 
 Ledgers = list[RedisLedger]
@@ -45,7 +45,7 @@ def ledgers(redis_server: RedisServer) -> Iterator[Any]:
     prefix = f"test-{uuid.uuid4().hex[:8]}"
 
     def make(url: str | None = None, **options: Any) -> RedisLedger:
-        options = {"lock_ttl": 5.0, "record_ttl": 60, "prefix": prefix, **options}
+        options = {"lock_ttl": 5.0, "entry_ttl": 60, "prefix": prefix, **options}
         made.append(RedisLedger.from_url(url or redis_server.url(), **options))
         return made[-1]
 
@@ -104,7 +104,7 @@ def test_a_replica_is_handed_what_the_holder_it_waited_for_recorded(ledgers: Any
     with first.hold("dst", "k") as held:
         holding.set()
         time.sleep(0.2)  # the second replica is polling for the lease meanwhile
-        held.record(copied())
+        held.hand_over(copied())
     thread.join()
     assert seen == [(True, copied())]
 
@@ -147,9 +147,14 @@ def test_renewal_keeps_a_lease_through_a_hold_longer_than_its_ttl(ledgers: Any) 
         assert held.waited is False
 
 
-def test_records_round_trip_never_go_back_and_expire(ledgers: Any) -> None:
-    ledger = ledgers(record_ttl=1)
-    assert ledger.settled("dst", "k") is None
+def entry_of(ledger: RedisLedger, bucket: str, key: str) -> LedgerEntry | None:
+    with ledger.look_up([(bucket, key)]) as [entry]:
+        return entry
+
+
+def test_entries_round_trip_never_go_back_and_expire(ledgers: Any) -> None:
+    ledger = ledgers(entry_ttl=1)
+    assert entry_of(ledger, "dst", "k") is None
     written = ObjectInfo(
         "dst",
         "k",
@@ -158,35 +163,35 @@ def test_records_round_trip_never_go_back_and_expire(ledgers: Any) -> None:
         checksums=Checksums(md5="bWQ1", crc32c="Y3Jj"),
         generation=7,
     )
-    ledger.record("dst", "k", Record.of_copy(written, "0A"))
-    assert ledger.settled("dst", "k") == Record("src", "k", written, "0A")
+    ledger.note("dst", "k", LedgerEntry.of_copy(written, "0A"))
+    assert entry_of(ledger, "dst", "k") == LedgerEntry("src", "k", written, "0A")
 
-    ledger.record("dst", "k", Record("src", "k", None, "09"))  # an older delete: refused
-    assert ledger.settled("dst", "k") == Record("src", "k", written, "0A")
-    ledger.record("dst", "k", Record("src", "k", None, "0a01"))  # a newer one: a tombstone
-    assert ledger.settled("dst", "k") == Record("src", "k", None, "0a01")
+    ledger.note("dst", "k", LedgerEntry("src", "k", None, "09"))  # an older delete: refused
+    assert entry_of(ledger, "dst", "k") == LedgerEntry("src", "k", written, "0A")
+    ledger.note("dst", "k", LedgerEntry("src", "k", None, "0a01"))  # a newer one: a tombstone
+    assert entry_of(ledger, "dst", "k") == LedgerEntry("src", "k", None, "0a01")
 
     time.sleep(1.2)  # LEDGER_TTL is one second here
-    assert ledger.settled("dst", "k") is None
+    assert entry_of(ledger, "dst", "k") is None
 
 
 def test_a_look_up_leases_the_keys_it_knows_nothing_of_until_its_block_ends(
     ledgers: Any,
 ) -> None:
     mine, other = ledgers(wait=False), ledgers(wait=False)
-    other.record("dst", "old", Record.of_copy(copied("old")))
+    other.note("dst", "old", LedgerEntry.of_copy(copied("old")))
     with mine.look_up([("dst", "new"), ("dst", "old"), ("dst", "unused")]) as found:
-        assert found == [None, Record.of_copy(copied("old")), None]
+        assert found == [None, LedgerEntry.of_copy(copied("old")), None]
         for key in ("new", "unused"):
             with pytest.raises(errors.KeyLeased), other.hold("dst", key):
                 pass
-        with other.hold("dst", "old") as held:  # a key with a record is not leased
-            assert held.recorded == Record.of_copy(copied("old"))
+        with other.hold("dst", "old") as held:  # a key with an entry is not leased
+            assert held.entry == LedgerEntry.of_copy(copied("old"))
         with mine.hold("dst", "new") as held:  # this process's lease, claimed: no wait
-            assert (held.waited, held.recorded) == (False, None)
-            held.record(copied("new"), "0B")
-        with other.hold("dst", "new") as held:  # let go with the hold, record written
-            assert held.recorded == Record.of_copy(copied("new"), "0B")
+            assert (held.waited, held.entry) == (False, None)
+            held.hand_over(copied("new"), "0B")
+        with other.hold("dst", "new") as held:  # let go with the hold, entry written
+            assert held.entry == LedgerEntry.of_copy(copied("new"), "0B")
     with other.hold("dst", "unused"):  # never claimed: let go with the block
         pass
 
@@ -210,12 +215,12 @@ def test_an_event_already_settled_costs_no_request_to_either_cloud(
     services = build(settings)
     try:
         event = created_event(buckets, "a.txt", "0055AED6DCD90281E5")
-        assert services.events.settle(event).action == EventAction.REPLICATED
+        assert converge(services.events, event).action == EventAction.REPLICATED
         before = len(s3_proxy.requests), len(gcs_proxy.requests)
 
-        again = services.events.settle(event)  # a duplicate delivery
+        again = converge(services.events, event)  # a duplicate delivery
         older = created_event(buckets, "a.txt", "0055AED6DCD90281E4")  # a late, older event
-        late = services.events.settle_all([older])[0]
+        late = services.events.converge_all([older])[0]
 
         assert (again.action, again.reason) == (EventAction.SKIPPED, SETTLED)
         assert not isinstance(late, errors.TransientError)
@@ -224,7 +229,7 @@ def test_an_event_already_settled_costs_no_request_to_either_cloud(
         assert buckets.destination_bytes("a.txt") == b"first"
 
         buckets.put("a.txt", b"second")  # a newer version: its event is not settled yet
-        newer = services.events.settle(created_event(buckets, "a.txt", "0055AED6DCD90281F0"))
+        newer = converge(services.events, created_event(buckets, "a.txt", "0055AED6DCD90281F0"))
         assert newer.action == EventAction.REPLICATED
         assert buckets.destination_bytes("a.txt") == b"second"
     finally:
@@ -236,7 +241,7 @@ def test_a_replica_leasing_a_key_its_last_holder_just_settled_asks_neither_cloud
 ) -> None:
     """Between a worker's looks (the ledger knew nothing, the destination's listing had no
     such object) and its lease, another replica copied the object and let the lease go. The
-    record read as the lease is taken answers: no GET of the object, no second upload."""
+    entry read as the lease is taken answers: no GET of the object, no second upload."""
     buckets.put("a.txt", b"first")
     url = redis_server.url(3)
     settings = make_settings(s3_proxy.url, gcs_proxy.url, buckets.dest, ledger_url=url)
@@ -251,7 +256,7 @@ def test_a_replica_leasing_a_key_its_last_holder_just_settled_asks_neither_cloud
         return second.replicator.source.get(buckets.source, "a.txt", event.etag)
 
     try:
-        assert first.events.settle(event).action == EventAction.REPLICATED
+        assert converge(first.events, event).action == EventAction.REPLICATED
         before = len(s3_proxy.requests), len(gcs_proxy.requests)
 
         result = second.replicator.settle(request, None, None, fetch)
@@ -273,15 +278,17 @@ def test_a_key_another_replica_holds_is_put_back_by_the_worker_and_waited_for_by
     url = redis_server.url(2)
     settings = make_settings(s3_proxy.url, gcs_proxy.url, buckets.dest, ledger_url=url)
     worker, service = build(settings, wait_for_leases=False), build(settings)
-    other = RedisLedger.from_url(url, lock_ttl=5.0, record_ttl=60)  # another replica
+    other = RedisLedger.from_url(url, lock_ttl=5.0, entry_ttl=60)  # another replica
     request = ReplicationRequest(buckets.source, "a.txt", buckets.dest, "a.txt")
     results: list[Any] = []
     try:
         event = created_event(buckets, "a.txt", "01")
+        [removed] = parse(
+            json.dumps(s3_notification(s3_record("a.txt", "ObjectRemoved:Delete", buckets.source)))
+        ).records
         with other.hold(buckets.dest, "a.txt"):
-            [batched] = worker.events.settle_all([event])
-            with pytest.raises(errors.KeyLeased):
-                worker.events.settle(event)
+            [batched] = worker.events.converge_all([event])
+            [alone] = worker.events.converge_all([removed])  # not batched: looked at alone
             assert s3_proxy.seen("GET", f"/{buckets.source}/a.txt") == []  # not read
             waiting = threading.Thread(
                 target=lambda: results.append(service.replicator.replicate(request))
@@ -292,6 +299,7 @@ def test_a_key_another_replica_holds_is_put_back_by_the_worker_and_waited_for_by
         waiting.join(timeout=10)
 
         assert isinstance(batched, errors.KeyLeased)
+        assert isinstance(alone, errors.KeyLeased)
         assert len(s3_proxy.seen("GET", f"/{buckets.source}/a.txt")) == 1  # the service's
         [result] = results
         assert result.action == Action.REPLICATED
@@ -319,7 +327,7 @@ def test_work_goes_on_while_redis_is_down_and_the_ledger_comes_back_by_itself(
     try:
         buckets.put("a.txt", b"before")
         event = created_event(buckets, "a.txt", "01")
-        assert services.events.settle(event).action == EventAction.REPLICATED
+        assert converge(services.events, event).action == EventAction.REPLICATED
         assert metric("replicator_ledger_up") == 1
         fallbacks = metric("replicator_ledger_fallbacks_total")
 
@@ -327,8 +335,8 @@ def test_work_goes_on_while_redis_is_down_and_the_ledger_comes_back_by_itself(
         caplog.clear()
         with caplog.at_level(logging.WARNING, logger="app.ledger.redis"):
             buckets.put("a.txt", b"during")
-            during = services.events.settle(created_event(buckets, "a.txt", "02"))
-            again = services.events.settle(created_event(buckets, "a.txt", "02"))
+            during = converge(services.events, created_event(buckets, "a.txt", "02"))
+            again = converge(services.events, created_event(buckets, "a.txt", "02"))
             assert ledger.state == "down"
             down_lines = [r.getMessage() for r in caplog.records]
 
@@ -348,9 +356,9 @@ def test_work_goes_on_while_redis_is_down_and_the_ledger_comes_back_by_itself(
             time.sleep(0.1)
         assert ledger.state == "up"
         assert metric("replicator_ledger_up") == 1
-        settled = services.events.settle(created_event(buckets, "a.txt", "03"))
-        assert settled.action == EventAction.SKIPPED  # recorded again in the new Redis:
-        assert services.events.settle(created_event(buckets, "a.txt", "03")).reason == SETTLED
+        settled = converge(services.events, created_event(buckets, "a.txt", "03"))
+        assert settled.action == EventAction.SKIPPED  # noted again in the new Redis:
+        assert converge(services.events, created_event(buckets, "a.txt", "03")).reason == SETTLED
     finally:
         services.close()
         redis_process.stop()
@@ -387,8 +395,8 @@ def test_a_new_object_s_event_costs_about_one_round_trip_to_redis(
     buckets: Buckets, moto_server: emulators.Emulator, gcs_server: emulators.Emulator
 ) -> None:
     """The ledger's cost on the worker's path, for what it mostly sees (receives of new
-    objects): one look-up of the records of a whole receive, which also leases the keys
-    with none, then per key the lease let go with the record written in the same step."""
+    objects): one look-up of the entries of a whole receive, which also leases the keys
+    with none, then per key the lease let go with the entry written in the same step."""
     server = RedisServer(emulators.free_port()).start()  # its own: nobody else's requests
     settings = make_settings(moto_server.url, gcs_server.url, buckets.dest, ledger_url=server.url())
     worker = build(settings, wait_for_leases=False)
@@ -404,7 +412,7 @@ def test_a_new_object_s_event_costs_about_one_round_trip_to_redis(
                 buckets.put(key, key.encode())
             events = [created_event(buckets, key, f"{n + 1:02X}") for n, key in enumerate(keys)]
             before = round_trips(raw)
-            outcomes = worker.events.settle_all(events)
+            outcomes = worker.events.converge_all(events)
             spent.append(round_trips(raw) - before - 1)  # less the INFO asking
             assert [getattr(o, "action", o) for o in outcomes] == [EventAction.REPLICATED] * count
             assert all(buckets.destination_bytes(key) == key.encode() for key in keys)

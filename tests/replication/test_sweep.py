@@ -37,7 +37,7 @@ def destination(gcs_url: str) -> gcs.GCSDestination:
 
 
 def test_parts_older_than_the_limit_go_and_everything_else_stays(
-    gcs_server: Any, gcs: storage.Client, dest_bucket: str
+    gcs_server: Any, gcs: storage.Client, dest_bucket: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     parts = [f"{PARTS_PREFIX}run1/00000", f"{PARTS_PREFIX}run1/00001", f"{PARTS_PREFIX}run2/00000"]
     kept = ["replicator-tmp/other-tool/x", "user/data.bin", "replicator-tmp/parallel-composite"]
@@ -48,8 +48,10 @@ def test_parts_older_than_the_limit_go_and_everything_else_stays(
     assert sweep_stale_parts(target, RETRY, dest_bucket) == 0
     assert names(gcs, dest_bucket) == sorted(parts + kept)
 
-    assert sweep_stale_parts(target, RETRY, dest_bucket, datetime.timedelta(0)) == 3
+    with caplog.at_level("INFO", logger="app.replication.composite"):
+        assert sweep_stale_parts(target, RETRY, dest_bucket, datetime.timedelta(0)) == 3
     assert names(gcs, dest_bucket) == sorted(kept)
+    assert "removed 3 parts older than 0:00:00 left in" in caplog.text  # the limit applied
 
 
 def test_a_missing_bucket_is_logged_not_raised(

@@ -34,8 +34,8 @@ from tests.resilience.conftest import (
 SIMPLE_UPLOAD = "uploadType=multipart"
 SESSION = "uploadType=resumable"  # the initiating POST, and every PUT to the session
 CHUNK_PUT = "upload_id="
-# The object's metadata (GET). Not the bucket's: google-cloud-storage 3.x reads that once per
-# bucket in a background thread of its own, with its own retries, to label trace spans.
+# The object's metadata (GET .../o/a.bin?...), the destination's HEAD; a listing of the bucket
+# (.../o?prefix=...) does not match.
 OBJECT_METADATA = "/o/a.bin?"
 GCS_503 = b'{"error": {"code": 503, "message": "Backend Error"}}'  # GCS's error shape
 SERVICE_UNAVAILABLE: dict[str, Any] = {"action": "status", "status": 503, "body": GCS_503}

@@ -492,9 +492,7 @@ AWKWARD_KEYS = [
 @pytest.fixture
 def lister(target: Target, request: pytest.FixtureRequest) -> Target:
     """The target, with listing pages of 10 objects where the destination has pages (so a
-    few dozen objects span several), and skipped where it cannot list yet."""
-    if not hasattr(target.destination, "iter_objects"):
-        pytest.skip(f"{type(target.destination).__name__} has no iter_objects yet")
+    few dozen objects span several)."""
     if isinstance(target.destination, gcs.GCSDestination):
         server = request.getfixturevalue("gcs_server")
         http = transport.connect(server.url, max_pool_connections=4)

@@ -1,7 +1,7 @@
 """Many replicas, one copy: three `replicator worker` processes on one queue, every S3 event
 delivered three times in shuffled order, S3 reached through a proxy that counts the GETs.
 
-With LEDGER_URL (a real valkey-server), a key one worker is settling is not read by another:
+With LEDGER_URL (a real valkey-server), a key one worker is copying is not read by another:
 its message goes back on the queue for a moment, and the ledger's record answers it then.
 Without it, each process decides from the clouds alone: the writes are still fenced (every
 object lands once, with the right bytes), but concurrent duplicates may each read the object;
@@ -113,7 +113,7 @@ def test_three_workers_read_and_write_each_object_once(
             assert not answer.get("Failed")
         for key in data:
             wait_for(lambda key=key: blob_of(gcs, dest, key), f"{key!r} is copied")
-        wait_for(lambda: aws.is_drained(queue.url), "every delivery is settled")
+        wait_for(lambda: aws.is_drained(queue.url), "every delivery is converged")
         ready = httpx.get(f"{workers[0].url}/ready")
         logs = [worker.log.read_text() for worker in workers]
 

@@ -249,7 +249,7 @@ def test_deletes_leave_the_copies_with_the_default_policy(
             aws.s3.delete_object(Bucket=bucket, Key=key)
         wait_for(
             lambda: metric(worker, "replicator_messages_deleted") >= deleted_before + len(KEYS),
-            "the delete events are settled",
+            "the delete events are converged",
         )
         assert aws.is_drained(queue.url)
     for key in KEYS:
@@ -271,10 +271,10 @@ def test_duplicate_events_write_each_object_once(
         key: wait_for(lambda key=key: blob_of(gcs, shared.dest, key), f"{key!r} is copied")
         for key in keys
     }
-    for key in keys:  # and twice more, once those were settled
+    for key in keys:  # and twice more, once those were converged
         aws.send(shared.queue, event_body(bucket, key))
         aws.send(shared.queue, event_body(bucket, key))
-    wait_for(lambda: aws.is_drained(shared.queue.url), "the duplicates are settled")
+    wait_for(lambda: aws.is_drained(shared.queue.url), "the duplicates are converged")
 
     for key in keys:
         current = blob_of(gcs, shared.dest, key)
@@ -500,7 +500,7 @@ def test_a_queue_that_refuses_receive_stops_the_worker_with_one_line(
         }
     ).encode()
     with FaultProxy(aws.url) as sqs_proxy:
-        # The probe's GetQueueAttributes, the worker's own, then its first ReceiveMessage.
+        # The first ReceiveMessage (the worker's other requests go through).
         receive = sqs_proxy.add(
             Fault(
                 "POST",
@@ -509,7 +509,8 @@ def test_a_queue_that_refuses_receive_stops_the_worker_with_one_line(
                 status=400,
                 body=denied,
                 headers={"Content-Type": "application/x-amz-json-1.0"},
-                nth=3,
+                operation="ReceiveMessage",
+                nth=1,
             )
         )
         settings = worker_settings(
