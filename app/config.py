@@ -12,7 +12,14 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    AliasChoices,
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 from pydantic import model_validator as model_check
 from pydantic_settings import (
     BaseSettings,
@@ -29,6 +36,7 @@ from app.names import check_gcs_bucket
 from app.policy import DeletePolicy, Overwrite
 
 MiB = 1024 * 1024
+_KMS_KEY = re.compile(r"projects/[^/]+/locations/[^/]+/keyRings/[^/]+/cryptoKeys/[^/]+")
 
 
 class Settings(BaseSettings):
@@ -44,6 +52,7 @@ class Settings(BaseSettings):
     aws_region: str = "us-east-1"
     s3_endpoint_url: str | None = None
     s3_direct_gets: bool = True  # false: every S3 GET goes through boto3
+    s3_requester_pays: bool = False  # true: every S3 request agrees to pay (requester-pays)
 
     # Without keys: AWS_ROLE_ARN with AWS_WEB_IDENTITY_TOKEN_FILE (EKS), or with
     # AWS_WEB_IDENTITY_AUDIENCE and no token file (an ID token from Google's metadata server);
@@ -55,6 +64,10 @@ class Settings(BaseSettings):
     gcs_bucket_name: str = Field(
         validation_alias=AliasChoices("GCS_BUCKET_NAME", "TARGET_GCS_BUCKET", "gcs_bucket_name"),
     )
+    # Every object written: its storage class (unset: the bucket's default) and the Cloud KMS
+    # key that encrypts it (unset: the bucket's default encryption).
+    gcs_storage_class: Literal["STANDARD", "NEARLINE", "COLDLINE", "ARCHIVE"] | None = None
+    gcs_kms_key: str | None = None
     storage_emulator_host: str | None = None  # an emulator: no credentials
     gcs_endpoint_url: str | None = None  # the JSON API elsewhere (VPC-SC, PSC), with credentials
     google_application_credentials: Path | None = None  # unset: ADC (the metadata server)
@@ -173,6 +186,26 @@ class Settings(BaseSettings):
             re.compile(value)
         except re.error as exc:
             raise ValueError(f"not a regular expression: {exc}") from None
+        return value
+
+    @field_validator("gcs_storage_class", "gcs_kms_key", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: Any, info: ValidationInfo) -> Any:
+        if isinstance(value, str):
+            value = value.strip()
+            if info.field_name == "gcs_storage_class":
+                value = value.upper()
+            return value or None
+        return value
+
+    @field_validator("gcs_kms_key")
+    @classmethod
+    def _kms_key_name(cls, value: str | None) -> str | None:
+        if value is not None and not _KMS_KEY.fullmatch(value):
+            raise ValueError(
+                "must be a key's resource name: projects/PROJECT/locations/LOCATION/keyRings/"
+                "RING/cryptoKeys/KEY"
+            )
         return value
 
     @field_validator("gcs_bucket_name")

@@ -108,6 +108,45 @@ class PreconditionFailed(ReplicatorError):
     kind = "conflict"
 
 
+class Unreplicable(ReplicatorError):
+    """The object cannot be copied as things stand, whoever asks and however often: retrying
+    cannot help until someone acts (restores it, supplies its key, lifts a hold). `kind` names
+    the reason; each subclass is one reason, counted apart."""
+
+    status_code = 409
+    kind = "unreplicable"
+
+
+class Archived(Unreplicable):
+    """The source object is in an archive storage class (GLACIER, DEEP_ARCHIVE, an
+    Intelligent-Tiering archive tier) and must be restored before it can be read."""
+
+    kind = "archived"
+
+    def __init__(self, detail: str, *, storage_class: str) -> None:
+        super().__init__(detail)
+        self.storage_class = storage_class
+
+
+class CustomerKeyEncrypted(Unreplicable):
+    """The source object is encrypted with a customer-provided key (SSE-C): S3 serves it only
+    to requests that carry that key, which the replicator does not have."""
+
+    kind = "sse_c"
+
+
+class DestinationRetained(Unreplicable):
+    """The destination object is under a retention policy or a hold: it cannot be replaced
+    until that ends."""
+
+    kind = "retained"
+
+
+UNREPLICABLE_KINDS = frozenset(
+    {Unreplicable.kind, Archived.kind, CustomerKeyEncrypted.kind, DestinationRetained.kind}
+)  # the `reason` label of replicator_messages_unreplicable
+
+
 class IntegrityError(ReplicatorError):
     """The bytes did not verify. Nothing damaged was published."""
 

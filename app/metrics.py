@@ -15,8 +15,13 @@ OBJECTS_FAILED = Counter(
     "exported from the start, at 0, so a rate of failures is 0 rather than absent)",
     ["reason"],
 )
-for _kind in errors.failure_kinds():
-    OBJECTS_FAILED.labels(_kind)
+UNVERIFIED_REASONS = ("sse_kms", "no_checksum")  # why a copy was unverified (the copier's)
+OBJECTS_UNVERIFIED = Counter(
+    "replicator_objects_unverified",
+    "Objects copied without anything S3 stated to check the bytes read against (an SSE-KMS "
+    "object without an S3 checksum): GCS checked the upload, nothing checked the read",
+    ["reason"],
+)
 RETRIES = Counter(
     "replicator_retries", "Retried operations, by the fault that caused them", ["cause"]
 )
@@ -45,6 +50,19 @@ MESSAGES_PUT_BACK = Counter(
     "replicator_messages_put_back",
     "Queue messages put back for a moment: their key was being settled by another replica",
 )
+MESSAGES_UNREPLICABLE = Counter(
+    "replicator_messages_unreplicable",
+    "Queue messages for a key that cannot be copied as things stand (archived, sse_c, "
+    "retained), left for the dead-letter queue without retries, by reason",
+    ["reason"],
+)
+# Every reason exported from the start, at 0, so that a rate is 0 rather than absent.
+for _kind in errors.failure_kinds():
+    OBJECTS_FAILED.labels(_kind)
+for _reason in UNVERIFIED_REASONS:
+    OBJECTS_UNVERIFIED.labels(_reason)
+for _kind in sorted(errors.UNREPLICABLE_KINDS):
+    MESSAGES_UNREPLICABLE.labels(_kind)
 MESSAGES_POISONED = Counter(
     "replicator_messages_poisoned", "Queue messages that can never be settled (left for the DLQ)"
 )

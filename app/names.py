@@ -34,7 +34,17 @@ SOURCE_KEY = "Replicator-Source-Key"
 SOURCE_ETAG = "Replicator-Source-Etag"
 SOURCE_VERSION = "Replicator-Source-Version-Id"
 REPLICATED_AT = "Replicator-Replicated-At"
-RESERVED_KEYS = (SOURCE_BUCKET, SOURCE_KEY, SOURCE_ETAG, SOURCE_VERSION, REPLICATED_AT)
+# S3's checksums the copy was verified against ("CRC64NVME:<base64>,CRC32:<base64>"), so that
+# `check --checksum` can compare them with S3's later: GCS has no CRC64NVME of its own.
+SOURCE_CHECKSUMS = "Replicator-Source-Checksums"
+RESERVED_KEYS = (
+    SOURCE_BUCKET,
+    SOURCE_KEY,
+    SOURCE_ETAG,
+    SOURCE_VERSION,
+    REPLICATED_AT,
+    SOURCE_CHECKSUMS,
+)
 
 _S3_BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 _GCS_BUCKET = re.compile(r"[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]")

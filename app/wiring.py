@@ -322,6 +322,7 @@ def _clients(
         read_timeout=settings.read_timeout,
         max_pool_connections=connections,
         direct_gets=settings.s3_direct_gets,
+        requester_pays=settings.s3_requester_pays,
     )
     destination: Destination
     if settings.local_gcs_path is not None:
@@ -338,6 +339,8 @@ def _clients(
             timeout=(settings.connect_timeout, settings.read_timeout),
             target=settings.describe()["gcs_target"],
             max_pool_connections=connections,
+            storage_class=settings.gcs_storage_class,
+            kms_key=settings.gcs_kms_key,
         )
     return source, destination
 

@@ -11,6 +11,9 @@ Each message is read whole before it is passed on (the tests move a few MiB), so
 on exact body offsets; bodies are re-framed with Content-Length, whatever framing (length,
 chunked, until-close) the sender used. Every request is recorded in `proxy.requests`, so a
 test can count attempts and measure the gaps between them.
+
+A subclass may answer as a real cloud does where an emulator does not: `intercept` answers a
+request itself (None: forward it), `rewrite` changes the upstream's answer (tests/real_s3.py).
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from typing import BinaryIO
 from urllib.parse import urlsplit
 
 ACTIONS = ("reset", "status", "stall", "delay", "truncate", "flip", "reset_after_upload")
+SEEN_BODY = 1024 * 1024  # request bodies up to this size are kept in `proxy.requests`
 HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "expect", "proxy-connection"}
 S3_SLOW_DOWN = (
     b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>SlowDown</Code>'
@@ -105,6 +109,7 @@ class Seen:
     headers: dict[str, str]  # names in lower case
     at: float  # time.monotonic() when its head arrived
     fault: str | None  # the action applied to it, if any
+    body: bytes = b""  # the request's body, when it is at most SEEN_BODY bytes
 
 
 def s3_sender(request: Seen) -> str:
@@ -245,7 +250,8 @@ class FaultProxy:
                     )
                     headers = {k.lower(): v for k, v in request.headers}
                     action = fault.action if fault else None
-                    self.requests.append(Seen(method, target, headers, arrived, action))
+                    body = request.body if len(request.body) <= SEEN_BODY else b""
+                    self.requests.append(Seen(method, target, headers, arrived, action, body))
                 if not self._respond(client, request, method, fault):
                     return
                 if (request.header("connection") or "").lower() == "close":
@@ -280,7 +286,12 @@ class FaultProxy:
         if self._resumable_status and _is_status_query(method, request):
             client.sendall(self._session_status(request))
             return True
-        response = self._forward(request, method)
+        own = self.intercept(method, request)
+        if own is not None and fault is None:
+            body = b"" if method == "HEAD" else own.body
+            client.sendall(own.head(body_length=len(own.body)) + body)
+            return True
+        response = self.rewrite(method, request, self._forward(request, method))
         if action == "reset_after_upload":
             _reset(client)
             return False
@@ -297,6 +308,15 @@ class FaultProxy:
         self._count(method, len(body))
         client.sendall(head + body)
         return True
+
+    def intercept(self, method: str, request: Message) -> Message | None:
+        """An answer of the proxy's own instead of the upstream's (and the request may be
+        changed before it is forwarded); None: forward it. Subclasses say."""
+        return None
+
+    def rewrite(self, method: str, request: Message, response: Message) -> Message:
+        """The upstream's answer as the client sees it. Subclasses say."""
+        return response
 
     def _count(self, method: str, sent: int) -> None:
         with self._lock:

@@ -127,6 +127,9 @@ def test_chunk_size_multiple_of_256_kib_is_accepted(monkeypatch: pytest.MonkeyPa
         ("GCS_BUCKET_NAME", "Bad_Bucket"),
         ("S3_ENDPOINT_URL", "http://bad host:9000"),
         ("STORAGE_EMULATOR_HOST", "localhost:abc"),
+        ("GCS_STORAGE_CLASS", "GLACIER"),
+        ("GCS_KMS_KEY", "my-key"),
+        ("S3_REQUESTER_PAYS", "perhaps"),
     ],
 )
 def test_invalid_value_is_refused_naming_the_variable(name: str, value: str) -> None:
@@ -291,3 +294,18 @@ def test_a_ledger_url_that_is_not_redis_is_one_line_without_its_password(url: st
     [line] = problems(GCS_BUCKET_NAME="dest", STORAGE_EMULATOR_HOST="h:1", LEDGER_URL=url)
     assert line.startswith("configuration error: LEDGER_URL: ")
     assert SECRET not in line
+
+
+def test_the_destinations_class_and_key_are_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    key = "projects/dr/locations/us/keyRings/replicas/cryptoKeys/objects"
+    for name, value in {
+        "GCS_BUCKET_NAME": "dest",
+        "STORAGE_EMULATOR_HOST": "h:1",
+        "GCS_STORAGE_CLASS": "coldline",
+        "GCS_KMS_KEY": key,
+        "S3_REQUESTER_PAYS": "true",
+    }.items():
+        monkeypatch.setenv(name, value)
+    settings = load_settings()
+    assert (settings.gcs_storage_class, settings.gcs_kms_key) == ("COLDLINE", key)
+    assert settings.s3_requester_pays is True

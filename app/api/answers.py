@@ -17,7 +17,9 @@ MEANINGS: dict[int, str] = {
     "schemes the route takes.",
     403: "Refused; the reason is in the service's log only.",
     404: "The source bucket or object (or the destination bucket) does not exist.",
-    409: "Another writer changed the destination object during the copy.",
+    409: "Another writer changed the destination object during the copy, or the object "
+    "cannot be copied as it stands (`archived`: restore it first; `sse_c`: encrypted with a "
+    "customer-provided key; `retained`: the destination is under a retention policy or hold).",
     413: "The request body is larger than MAX_REQUEST_BYTES; nothing was read or written.",
     415: "The request body's Content-Type is not one the route takes (or is missing).",
     422: "Invalid input: the detail names each field (unknown ones too) and its rule. "

@@ -95,6 +95,12 @@ class JobCounts(BaseModel):
     extra: int
     different: int
     errors: int = Field(description="Keys a check could not compare")
+    archived: int = Field(0, description="Keys in an archive storage class: restore them first")
+    unverified: int = Field(
+        0,
+        description="sync: copies S3 stated no checksum for; check --checksum: identical keys "
+        "without a checksum both sides expose",
+    )
 
 
 class FailedKey(BaseModel):

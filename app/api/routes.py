@@ -58,6 +58,8 @@ def _response(result: ReplicationResult) -> schemas.ReplicationResponse:
         crc32c=dest.checksums.crc32c,
         generation=dest.generation,
         message=f"{result.action}: {result.reason}",
+        verified_against=list(result.checked),
+        unverified=result.unverified,
     )
 
 
@@ -113,19 +115,22 @@ def replicate_batch(
     ]
     count = {
         outcome: sum(1 for r in results if (r.action or r.status) == outcome)
-        for outcome in ("replicated", "skipped", "not_found", "error")
+        for outcome in ("replicated", "skipped", "not_found", "archived", "error")
     }
     summary = schemas.BatchSummary(
         total=len(results),
         replicated=count["replicated"],
         skipped=count["skipped"],
         not_found=count["not_found"],
+        archived=count["archived"] or None,
         failed=count["error"],
     )
     return schemas.BatchResponse(results=results, summary=summary)
 
 
 def _batch_item(key: str, outcome: ReplicationResult | errors.ReplicatorError) -> schemas.BatchItem:
+    if isinstance(outcome, errors.Archived):
+        return schemas.BatchItem(key=key, status="archived", error=outcome.detail)
     if isinstance(outcome, errors.ObjectNotFound):
         return schemas.BatchItem(key=key, status="not_found", error=outcome.detail)
     if isinstance(outcome, errors.ReplicatorError):
@@ -140,6 +145,7 @@ def _batch_item(key: str, outcome: ReplicationResult | errors.ReplicatorError) -
         crc32c=result.crc32c,
         generation=result.generation,
         message=result.message,
+        unverified=result.unverified or None,
     )
 
 

@@ -85,6 +85,16 @@ class ReplicationResponse(BaseModel):
     crc32c: str | None = Field(description="Base64 CRC32C of the destination object")
     generation: int | None
     message: str
+    verified_against: list[str] = Field(
+        [],
+        description="A copy's bytes were checked, as they were read, against these (the ETag "
+        "as an MD5, S3's CRC64NVME, CRC32, ... checksums); empty for a skip",
+    )
+    unverified: bool = Field(
+        False,
+        description="True when S3 stated nothing to check the bytes read against (an SSE-KMS "
+        "object without an S3 checksum): GCS checked the upload, nothing checked the read",
+    )
 
 
 class BatchRequest(RequestBody):
@@ -119,13 +129,14 @@ class BatchRequest(RequestBody):
 
 class BatchItem(BaseModel):
     key: str
-    status: Literal["success", "not_found", "error"]
+    status: Literal["success", "not_found", "archived", "error"]
     action: Literal["replicated", "skipped"] | None = None
     size: int | None = None
     md5: str | None = None
     crc32c: str | None = None
     generation: int | None = None
     message: str | None = None
+    unverified: bool | None = Field(None, description="As in the single replication's answer")
     error: str | None = Field(None, description="What went wrong, when status is not success")
 
 
@@ -134,6 +145,9 @@ class BatchSummary(BaseModel):
     replicated: int
     skipped: int
     not_found: int
+    archived: int | None = Field(
+        None, description="Keys in an archive storage class (restore them first); absent: none"
+    )
     failed: int
 
 

@@ -23,7 +23,14 @@ from typing import IO
 
 from app import errors
 from app.bulk import fingerprints
-from app.bulk.compare import Compared, Location, compare_scope, key_ranges, unwritable
+from app.bulk.compare import (
+    Compared,
+    Location,
+    compare_scope,
+    key_ranges,
+    require_key_order,
+    unwritable,
+)
 from app.bulk.inventory import Inventory
 from app.bulk.patterns import KeyFilter
 from app.bulk.ranges import range_of
@@ -31,7 +38,7 @@ from app.bulk.tally import Snapshot, Tally
 from app.logging_config import in_context
 from app.replication.identity import holds
 from app.retry import RetryPolicy
-from app.storage.base import Destination, ObjectInfo, Source
+from app.storage.base import ARCHIVE_CLASSES, Destination, ObjectInfo, Source
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +51,7 @@ class Mark(enum.StrEnum):
     EXTRA = "+"
     DIFFERENT = "*"
     ERROR = "!"
+    ARCHIVED = "~"  # ours: at the source in an archive storage class, not at the destination
 
 
 COUNT_OF = {
@@ -52,6 +60,7 @@ COUNT_OF = {
     Mark.EXTRA: "extra",
     Mark.DIFFERENT: "different",
     Mark.ERROR: "errors",
+    Mark.ARCHIVED: "archived",
 }
 
 # The key below the prefix, its mark, and why: for `=`, NOT_COMPARABLE when --checksum found
@@ -67,6 +76,8 @@ def classify(pair: Compared, dst: Location) -> tuple[Mark, str]:
     if reason := unwritable(dst, pair.key):
         return Mark.ERROR, reason
     if pair.right is None:
+        if pair.left.storage_class in ARCHIVE_CLASSES:
+            return Mark.ARCHIVED, f"archived at the source ({pair.left.storage_class})"
         return Mark.MISSING, "missing at the destination"
     if pair.left.size != pair.right.size:
         return Mark.DIFFERENT, f"size {pair.left.size} at the source, {pair.right.size} here"
@@ -118,6 +129,7 @@ class Check:
         in `tally`; stop early when `stop` is set (`tally.stopped`: keys being looked at
         finish and are reported, those waiting are not). Raises app.errors exceptions when a
         listing fails, after reporting the keys listed before."""
+        require_key_order(src)
         tally = tally or Tally()
         stop = stop or threading.Event()
         ranges = key_ranges(self._source, src, options, self._retry)
@@ -196,9 +208,11 @@ class Check:
 
     def _compare_checksums(self, listed: ObjectInfo, copy: ObjectInfo) -> Verdict:
         """From the listings when they hold a checksum in common (a single-part ETag is an
-        MD5); otherwise one HEAD of the source, for its additional checksums."""
+        MD5); otherwise, or when they differ, one HEAD of the source: for its additional
+        checksums, and its encryption (an SSE-KMS object's ETag is no MD5, which a listing
+        does not tell)."""
         agreement = fingerprints.compare_checksums(listed, copy)
-        if not agreement.compared and copy.checksums.crc32c:
+        if (not agreement.compared or agreement.difference) and copy.checksums.crc32c:
             current = self._retry.call(self._source.head, listed.bucket, listed.key)
             if not holds(copy, current):
                 return Verdict(
@@ -314,5 +328,7 @@ class _Held:
 
 
 def differs(snapshot: Snapshot) -> bool:
-    """Whether any key was not identical (or could not be compared)."""
-    return any(snapshot[COUNT_OF[mark]] for mark in Mark if mark != Mark.IDENTICAL)
+    """Whether any key was not identical (or could not be compared). Archived keys are
+    reported and counted apart, not as differences: sync skips them by default too."""
+    ignored = (Mark.IDENTICAL, Mark.ARCHIVED)
+    return any(snapshot[COUNT_OF[mark]] for mark in Mark if mark not in ignored)

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from app import names
+from app import errors, names
 from app.bulk import ranges
 from app.bulk.inventory import Inventory
 from app.bulk.patterns import KeyFilter
@@ -162,6 +162,20 @@ def key_ranges(
         return None if key is None else key[len(src.prefix) :]
 
     return ranges.probe(first_after, count)
+
+
+DIRECTORY_BUCKET_SUFFIX = "--x-s3"  # S3 Express One Zone directory buckets end so
+
+
+def require_key_order(src: Location) -> None:
+    """InvalidRequest when `src` cannot be listed in key order, which merging two listings
+    needs: an S3 directory bucket (S3 Express One Zone) lists in no particular order."""
+    if src.scheme == "s3" and src.bucket.endswith(DIRECTORY_BUCKET_SUFFIX):
+        raise errors.InvalidRequest(
+            f"{src} is an S3 directory bucket (S3 Express One Zone), which does not list in "
+            "key order: sync and check cannot compare it with the destination; copy its "
+            "objects one by one (POST /v1/replicate, or replicator enqueue)"
+        )
 
 
 def unwritable(dst: Location, key: str) -> str:

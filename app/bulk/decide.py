@@ -26,6 +26,7 @@ class Outcome(enum.StrEnum):
     GONE = "gone"  # listed (or in an inventory), deleted at the source since: not a failure
     DELETED = "deleted"
     FAILED = "failed"
+    ARCHIVED = "archived"  # in an archive storage class: not read until restored
     WOULD_COPY = "would copy"
     WOULD_QUEUE = "would queue"
     WOULD_DELETE = "would delete"

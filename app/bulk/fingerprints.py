@@ -1,14 +1,17 @@
 """What two copies of an object can be compared by, short of their bytes, and their bytes.
 
 Checksums both sides can expose for the same bytes:
-- MD5: a single-part S3 object's ETag is the hex MD5 of its bytes (not under SSE-KMS or
-  SSE-C, whose objects the replicator cannot verify either: app.replication.digest relies on
-  the same); GCS reports `md5Hash` for every object it did not compose. A multipart ETag
+- MD5: a single-part S3 object's ETag is the hex MD5 of its bytes, unless it is encrypted
+  with SSE-KMS or DSSE-KMS (a listing does not say: a difference is looked at again with a
+  HEAD, which does); GCS reports `md5Hash` for every object it did not compose. A multipart ETag
   (`<hex>-N`) is an MD5 of part MD5s, comparable with nothing GCS has.
 - CRC32C: S3's additional checksum when it covers the full object (type FULL_OBJECT, or a
   single-part object's, without a `-N` suffix); GCS reports `crc32c` for every object. A
   COMPOSITE one (`-N`) is a checksum of part checksums, comparable with nothing GCS has.
-S3's CRC32, CRC64NVME, SHA-1 and SHA-256 have no counterpart at GCS.
+- S3's own checksums (CRC64NVME, CRC32, ...; from a HEAD, not a listing), which have no
+  counterpart at GCS, against those the copy recorded it was verified against when it was
+  written (`Replicator-Source-Checksums`): the same value says S3 still describes the bytes
+  the copy was verified to hold.
 """
 
 from __future__ import annotations
@@ -20,9 +23,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from app import errors
+from app.replication import identity
 from app.replication.digest import is_multipart_etag
 from app.replication.stream import READ_PIECE
-from app.storage.base import Body, ObjectInfo
+from app.storage.base import Body, ObjectInfo, etag_is_md5
 
 
 @dataclass(frozen=True)
@@ -37,9 +41,18 @@ def compare_checksums(source: ObjectInfo, copy: ObjectInfo) -> Agreement:
     """Compare every checksum that `source` (an S3 listing or HEAD) and `copy` (a destination
     object) both expose for the same bytes."""
     pairs: list[tuple[str, str | None, str | None, Callable[[str], str]]] = [
-        ("MD5", md5_of_etag(source.etag), copy.checksums.md5, _hex),
+        (
+            "MD5",
+            md5_of_etag(source.etag) if etag_is_md5(source) else None,
+            copy.checksums.md5,
+            _hex,
+        ),
         ("CRC32C", full_object_crc32c(source), copy.checksums.crc32c, str),
     ]
+    recorded = identity.recorded_checksums(copy)
+    for algorithm, value in sorted(source.s3_checksums.items()):
+        if algorithm in recorded:
+            pairs.append((f"S3 {algorithm} (recorded at copy)", value, recorded[algorithm], str))
     compared: list[str] = []
     for name, ours, theirs, shown in pairs:
         if ours is None or theirs is None:

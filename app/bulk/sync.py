@@ -22,7 +22,7 @@ from typing import IO
 
 from app import errors
 from app.bulk.checkpoint import Checkpoint
-from app.bulk.compare import Compared, Location, compare_scope, key_ranges
+from app.bulk.compare import Compared, Location, compare_scope, key_ranges, require_key_order
 from app.bulk.decide import Kind, Outcome, Report, decisions
 from app.bulk.inventory import Inventory
 from app.bulk.patterns import KeyFilter
@@ -50,6 +50,11 @@ class SyncOptions:
     delete: bool = False
     max_delete: int | None = None
     concurrency: int = 16
+    # Archived keys (GLACIER, DEEP_ARCHIVE, Intelligent-Tiering archive tiers) are reported
+    # and counted as `archived`, not failed: a lifecycle rule archived them on purpose, and
+    # a sync that failed on each of them for ever would hide the failures that matter. Off,
+    # each is a failure naming its storage class (and the sync exits non-zero).
+    skip_archived: bool = True
     list_concurrency: int = 1  # key ranges listed at once (app.bulk.ranges)
     list_split_min_keys: int = 0  # a source of no more keys is listed as one range
     inventory: Inventory | None = None  # the source's listing, when not listed
@@ -77,7 +82,9 @@ class Sync:
         starts any more, the copies in flight finish and nothing is deleted (`tally.stopped`).
         With `checkpoint`, the keys concluded are marked in it, and a resumed checkpoint's run
         lists only what it had not concluded. Raises app.errors exceptions when a listing fails
-        (copies started finish; nothing more starts), TooManyDeletes."""
+        (copies started finish; nothing more starts), InvalidRequest for a source that does
+        not list in key order, TooManyDeletes."""
+        require_key_order(src)
         tally = tally or Tally()
         stop = stop or threading.Event()
         too_many = False
@@ -95,6 +102,8 @@ class Sync:
                 tally.add(skipped=1)
             elif outcome == Outcome.FAILED:
                 tally.add(failed=1)
+            elif outcome == Outcome.ARCHIVED:
+                tally.add(archived=1)
             report(key, outcome, detail)
 
         def copy(pair: Compared) -> None:
@@ -115,6 +124,13 @@ class Sync:
                     tally.add(found=-1, found_bytes=-listed.size, gone=1)
                     conclude(key, Outcome.GONE, exc.detail)
                     return
+                except errors.Archived as exc:
+                    if not options.skip_archived:
+                        conclude(key, Outcome.FAILED, f"{exc.kind}: {exc.detail}")
+                        return
+                    tally.add(found=-1, found_bytes=-listed.size)
+                    conclude(key, Outcome.ARCHIVED, exc.storage_class)
+                    return
                 except errors.ReplicatorError as exc:
                     conclude(key, Outcome.FAILED, f"{exc.kind}: {exc.detail}")
                     return
@@ -123,7 +139,11 @@ class Sync:
                     conclude(key, Outcome.FAILED, f"internal_error: {exc!r}")
                     return
                 if result.action == Action.REPLICATED:
-                    conclude(key, Outcome.COPIED, result.reason, result.destination.size)
+                    tally.add(unverified=int(result.unverified))
+                    detail = result.reason
+                    if result.checked:
+                        detail += f" (verified against {', '.join(result.checked)})"
+                    conclude(key, Outcome.COPIED, detail, result.destination.size)
                 else:  # it changed, or another replica copied it: no longer work to do
                     tally.add(found=-1, found_bytes=-listed.size)
                     conclude(key, Outcome.SKIPPED, result.reason)

@@ -25,7 +25,10 @@ COUNTS = (
     "extra",
     "different",
     "errors",  # keys a check could not compare
-    "unverified",  # of the identical keys, those a check --checksum found no checksum to compare
+    # check: of the identical keys, those --checksum found no checksum to compare;
+    # sync: of the copied keys, those S3 stated no checksum for (SSE-KMS without one)
+    "unverified",
+    "archived",  # keys in an archive storage class: restore them first
 )
 
 

@@ -225,11 +225,11 @@ def fail(command: str, message: Any) -> int:
 
 
 def listing_failed(command: str, exc: ReplicatorError) -> int:
-    """A missing bucket or refused credentials are configuration errors (2); anything else
-    that stopped a listing fails the run (1)."""
+    """A missing bucket, refused credentials or a source that cannot be listed in order
+    are configuration errors (2); anything else that stopped a listing fails the run (1)."""
     from app import errors
 
-    if isinstance(exc, errors.BucketNotFound | errors.AccessDenied):
+    if isinstance(exc, errors.BucketNotFound | errors.AccessDenied | errors.InvalidRequest):
         return fail(command, exc.detail)
     print(f"replicator {command}: listing failed: {exc.detail}", file=sys.stderr)
     return 1

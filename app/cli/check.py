@@ -86,6 +86,8 @@ def run(args: argparse.Namespace) -> int:
         bulk_run.close()
     snapshot = tally.snapshot()
     counts = ["identical", "missing", "extra", "different", "errors"]
+    if snapshot["archived"]:
+        counts.append("archived")  # reported apart from missing: restore them first
     if args.checksum:
         counts.append("unverified")  # identical by size and record: no checksum to compare
     summary = {name: snapshot[name] for name in counts}

@@ -53,6 +53,14 @@ def add_parser(commands: argparse._SubParsersAction[Any]) -> None:
         metavar="N",
         help="objects copied at once (default: BATCH_CONCURRENCY)",
     )
+    parser.add_argument(
+        "--skip-archived",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="report keys in an archive storage class (GLACIER, DEEP_ARCHIVE, Intelligent-"
+        "Tiering archive tiers) as `archived` and go on (default); --no-skip-archived: each "
+        "is a failure naming its class. Restored objects are copied either way",
+    )
     parser.add_argument("--report", metavar="FILE", help="one JSON line per key: what happened")
     parser.add_argument(
         "--checkpoint",
@@ -151,6 +159,7 @@ def _copy(args: argparse.Namespace, bulk_run: bulk.Started, report: Callable[...
         delete=args.delete,
         max_delete=args.max_delete,
         concurrency=args.concurrency or services.settings.batch_concurrency,
+        skip_archived=args.skip_archived,
         list_concurrency=args.list_concurrency or services.settings.list_concurrency,
         list_split_min_keys=services.settings.list_split_min_keys,
         inventory=bulk_run.inventory,
@@ -236,6 +245,8 @@ def _summary(snapshot: Any) -> dict[str, Any]:
     counts = ("copied", "skipped", "gone", "deleted", "failed", "bytes")
     return {
         **{name: snapshot[name] for name in counts},
+        # Only when there are some: most buckets have neither.
+        **{name: snapshot[name] for name in ("archived", "unverified") if snapshot[name]},
         "duration_seconds": round(snapshot.elapsed, 3),
     }
 
@@ -250,6 +261,10 @@ def _line(summary: dict[str, Any]) -> str:
         f"{deleted} {summary['deleted']}, failed {summary['failed']}, {summary['bytes']} bytes in "
         f"{summary['duration_seconds']:.1f}s" + (" (dry run)" if summary["dry_run"] else "")
     )
+    if summary.get("archived"):
+        line += f"; {summary['archived']} archived, not copied (restore them first)"
+    if summary.get("unverified"):
+        line += f"; {summary['unverified']} copied unverified (S3 stated no checksum)"
     if summary["interrupted"]:
         return f"interrupted: {line}: nothing more was started, nothing deleted"
     return line

@@ -38,6 +38,7 @@ as an outcome with `error` set, since no redelivery can fix them.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import enum
 import logging
 from collections.abc import Iterator, Sequence
@@ -77,7 +78,8 @@ class EventAction(enum.StrEnum):
 @dataclass(frozen=True)
 class EventOutcome:
     """What converging on one event did. `s3_key` is the key the source has it under (for
-    EventBridge, the form that was found); `error` is set when it failed for good."""
+    EventBridge, the form that was found); `error` is set when it failed for good, and
+    `error_kind` then says how (an app.errors `kind`: "archived", "sse_c", ...)."""
 
     s3_bucket: str
     s3_key: str
@@ -85,6 +87,7 @@ class EventOutcome:
     action: EventAction
     reason: str
     error: str | None = None
+    error_kind: str | None = None
 
 
 class _LookAgain(Exception):
@@ -378,7 +381,8 @@ def _failure(
         lost = errors.TransientError(exc.detail, cause="stream_broken")
         lost.__cause__ = exc
         return lost
-    return _outcome(record, key, EventAction.SKIPPED, f"failed: {exc.kind}", exc.detail)
+    failed = _outcome(record, key, EventAction.SKIPPED, f"failed: {exc.kind}", exc.detail)
+    return dataclasses.replace(failed, error_kind=exc.kind)
 
 
 def _copied_from(current: ObjectInfo, request: ReplicationRequest) -> bool:

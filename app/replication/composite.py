@@ -76,10 +76,11 @@ class CompositeCopy:
         key: str,
         metadata: Mapping[str, str],
         if_generation_match: int,
-    ) -> tuple[ObjectInfo, Checksums]:
+    ) -> tuple[ObjectInfo, Checksums, tuple[str, ...]]:
         """Copy `obj` (S3 multipart layout `part_sizes`, for its ETag; `body`: already open at
-        its first byte, or None) to gs://bucket/key. Returns what GCS holds and the checksums
-        of the bytes read (verified)."""
+        its first byte, or None) to gs://bucket/key. Returns what GCS holds, the checksums
+        of the bytes read, and what S3 stated that they were checked against (none: the
+        copy is unverified)."""
         digest = Digest(obj, part_sizes)
         run = uuid.uuid4().hex
         free: queue.SimpleQueue[bytearray] = queue.SimpleQueue()
@@ -113,7 +114,7 @@ class CompositeCopy:
             digest.verify()  # before anything is published: the parts are not the object
             _raise_first_failure(uploads, wait=True)
             written = destination.compose(
-                bucket, key, names, obj.headers, metadata, if_generation_match
+                bucket, key, names, obj.headers, metadata, if_generation_match, obj.modified
             )
         finally:
             reading.close()
@@ -126,7 +127,7 @@ class CompositeCopy:
                     for name in names
                 ]
             )
-        return written, digest.checksums()
+        return written, digest.checksums(), digest.checked
 
     def _discard(self, destination: Composer, bucket: str, name: str) -> None:
         try:

@@ -15,13 +15,36 @@ from dataclasses import dataclass
 from app import errors, metrics
 from app.logging_config import in_context
 from app.replication.composite import CompositeCopy
-from app.replication.digest import is_multipart_etag
+from app.replication.digest import needs_parts
 from app.replication.identity import destination_metadata
 from app.replication.stream import SourceStream
 from app.retry import RetryPolicy
-from app.storage.base import Body, Checksums, Composer, Destination, ObjectInfo, Source
+from app.storage.base import (
+    KMS_ENCRYPTIONS,
+    Body,
+    Checksums,
+    Composer,
+    Destination,
+    ObjectInfo,
+    Source,
+)
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Copied:
+    """What the destination holds now, and what S3 stated that the bytes read were checked
+    against (an ETag, S3's checksums); empty when S3 stated nothing checkable: the copy is
+    then `unverified` (GCS still checked its upload against the checksums computed while
+    streaming)."""
+
+    written: ObjectInfo
+    checked: tuple[str, ...]
+
+    @property
+    def verified(self) -> bool:
+        return bool(self.checked)
 
 
 @dataclass(frozen=True)
@@ -61,7 +84,7 @@ class Copier:
         key: str,
         generation: int,
         body: Body | None,
-    ) -> ObjectInfo:
+    ) -> Copied:
         """Write `source` to gs://bucket/key if it is at `generation` (0: absent). `body`, when
         given, is the object already open at its first byte; it is always closed."""
         with metrics.IN_FLIGHT.track_inprogress(), metrics.COPY_SECONDS.time():
@@ -77,15 +100,17 @@ class Copier:
                 self._move, source, composer, bucket, key, metadata, generation
             )
             try:
-                written, read = move(layout.sizes if layout else None, body)
+                written, read, checked = move(layout.sizes if layout else None, body)
             except errors.IntegrityError:
                 looked_up = self._looked_up_parts(source, layout)
                 if looked_up is None:
                     raise
-                written, read = move(looked_up, None)
+                written, read, checked = move(looked_up, None)
             self._verify(source, written, read)
+        if not checked:
+            metrics.OBJECTS_UNVERIFIED.labels(_unverified_because(source)).inc()
         log.info(
-            "replicated s3://%s/%s -> gs://%s/%s (%d bytes, crc32c %s%s)",
+            "replicated s3://%s/%s -> gs://%s/%s (%d bytes, crc32c %s%s; %s)",
             source.bucket,
             source.key,
             written.bucket,
@@ -93,8 +118,9 @@ class Copier:
             written.size,
             written.checksums.crc32c,
             ", composed in parallel" if composer is not None else "",
+            f"verified against {', '.join(checked)}" if checked else "UNVERIFIED at the source",
         )
-        return written
+        return Copied(written, checked)
 
     def _composer(self, source: ObjectInfo, bucket: str) -> Composer | None:
         """The destination, when this object goes up as a parallel composite upload."""
@@ -128,7 +154,7 @@ class Copier:
         answers `HeadObject(PartNumber=1)` with part 1's size and the parts count, and nearly
         every uploader cuts equal parts but the last. The copy then checks the ETag against
         that layout as it streams; `_looked_up_parts` is the fallback when it does not hold."""
-        if not is_multipart_etag(source.etag):
+        if not needs_parts(source):
             return None
         first, count = self._retry.call(self._source.part_size, source, 1)
         last = source.size - first * (count - 1)
@@ -174,9 +200,10 @@ class Copier:
         generation: int,
         part_sizes: list[int] | None,
         body: Body | None,
-    ) -> tuple[ObjectInfo, Checksums]:
+    ) -> tuple[ObjectInfo, Checksums, tuple[str, ...]]:
         """Stream `source` (or compose it from parts) to gs://bucket/key, checking it against
-        S3 with `part_sizes` as it goes. Returns what was written and the checksums read."""
+        S3 with `part_sizes` as it goes. Returns what was written, the checksums read and what
+        S3 stated that they were checked against (none: the copy is unverified)."""
         if composer is not None and self._composite is not None:
             return self._composite.copy(
                 source, part_sizes, body, composer, bucket, key, metadata, generation
@@ -198,10 +225,11 @@ class Copier:
                 source.headers,
                 metadata,
                 if_generation_match=generation,
+                custom_time=source.modified,
             )
         finally:
             stream.close()
-        return written, stream.checksums()
+        return written, stream.checksums(), stream.checked()
 
     def _discard(self, written: ObjectInfo) -> None:
         try:
@@ -212,3 +240,10 @@ class Copier:
             log.error(
                 "could not remove unverified gs://%s/%s: %s", written.bucket, written.key, exc
             )
+
+
+def _unverified_because(source: ObjectInfo) -> str:
+    """The metrics label of a copy S3 stated nothing checkable about."""
+    reason = "sse_kms" if source.encryption in KMS_ENCRYPTIONS else "no_checksum"
+    assert reason in metrics.UNVERIFIED_REASONS
+    return reason

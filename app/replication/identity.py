@@ -13,11 +13,13 @@ from app.names import (
     REPLICATED_AT,
     RESERVED_KEYS,
     SOURCE_BUCKET,
+    SOURCE_CHECKSUMS,
     SOURCE_ETAG,
     SOURCE_KEY,
     SOURCE_VERSION,
 )
 from app.policy import Overwrite
+from app.replication import digest
 from app.storage.base import ObjectInfo
 
 
@@ -45,7 +47,8 @@ def reason_to_skip(current: ObjectInfo | None, source: ObjectInfo, overwrite: Ov
 
 
 def destination_metadata(source: ObjectInfo) -> Mapping[str, str]:
-    """The source's user metadata, plus the record of where the copy came from."""
+    """The source's user metadata, plus the record of where the copy came from and of S3's
+    checksums it is verified against (the write completes only once they verified)."""
     metadata = {k: v for k, v in source.metadata.items() if k not in RESERVED_KEYS}
     metadata.update(
         {
@@ -56,4 +59,12 @@ def destination_metadata(source: ObjectInfo) -> Mapping[str, str]:
             REPLICATED_AT: datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         }
     )
+    if checked := digest.claims(source):
+        metadata[SOURCE_CHECKSUMS] = ",".join(f"{a}:{v}" for a, v in sorted(checked.items()))
     return metadata
+
+
+def recorded_checksums(copy: ObjectInfo) -> dict[str, str]:
+    """S3's checksums a destination object was verified against when it was copied."""
+    pairs = (item.partition(":") for item in copy.metadata.get(SOURCE_CHECKSUMS, "").split(","))
+    return {algorithm: value for algorithm, _, value in pairs if algorithm and value}

@@ -47,16 +47,24 @@ class ReplicationRequest:
 @dataclass(frozen=True)
 class ReplicationResult:
     """`noted`: the ledger was told what the destination holds now (with the request's
-    event), while the key was held."""
+    event), while the key was held. `checked`: what S3 stated that a copy's bytes were
+    checked against; `unverified`: a copy whose bytes S3 stated nothing checkable about (an
+    SSE-KMS object without an S3 checksum; app.replication.digest)."""
 
     action: Action
     source: ObjectInfo
     destination: ObjectInfo
     reason: str
     noted: bool = False
+    unverified: bool = False
+    checked: tuple[str, ...] = ()
 
 
 Fetch = Callable[[], tuple[ObjectInfo, Body]]
+UNVERIFIED = (
+    "S3 stated no checksum to check the bytes read against (an SSE-KMS ETag is not an MD5); "
+    "GCS checked the upload against the checksums computed while reading"
+)
 
 
 class Replicator:
@@ -145,7 +153,7 @@ class Replicator:
                 source, body = fetch()
             assert source is not None
             try:
-                written = self._copier.copy(
+                copied = self._copier.copy(
                     source, request.gcs_bucket, request.gcs_key, generation, body
                 )
             except errors.PreconditionFailed:
@@ -157,8 +165,15 @@ class Replicator:
                         Action.SKIPPED, source, current, "written concurrently", True
                     )
                 raise
-            held.hand_over(written, sequencer)
-        return ReplicationResult(Action.REPLICATED, source, written, "copied", True)
+            held.hand_over(copied.written, sequencer)
+        if copied.verified:
+            return ReplicationResult(
+                Action.REPLICATED, source, copied.written, "copied", True, checked=copied.checked
+            )
+        reason = f"copied, unverified: {UNVERIFIED}"
+        return ReplicationResult(
+            Action.REPLICATED, source, copied.written, reason, True, unverified=True
+        )
 
     def head_destination(self, request: ReplicationRequest) -> ObjectInfo | None:
         def head() -> ObjectInfo | None:

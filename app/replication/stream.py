@@ -65,6 +65,9 @@ class SourceStream:
         if self._current is None or self._position == len(self._current):
             self._release_current()
             if self._delivered == self._obj.size:
+                if not self._started:  # an empty object: nothing read, still checked
+                    self._started = True
+                    self._digest.verify()
                 return memoryview(b"")
             self._start_reader()
             item = self._ready.get()
@@ -80,6 +83,11 @@ class SourceStream:
     def checksums(self) -> Checksums:
         """Digests of the bytes read; final (and verified) once the last byte was returned."""
         return self._digest.checksums()
+
+    def checked(self) -> tuple[str, ...]:
+        """What S3 stated that the bytes read were checked against, once the last byte was
+        returned; empty when S3 stated nothing checkable (the copy is unverified)."""
+        return self._digest.checked
 
     def close(self) -> None:
         self._closed = True

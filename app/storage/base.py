@@ -49,6 +49,43 @@ class ObjectInfo:
     s3_checksums: Mapping[str, str] = field(default_factory=dict)
     s3_checksum_type: str | None = None  # "FULL_OBJECT" or "COMPOSITE" when S3 says
     updated: datetime.datetime | None = None  # destination: last written (GCS `updated`)
+    # S3: when the object was last written (LastModified); kept as the copy's `customTime`.
+    modified: datetime.datetime | None = None
+    # S3: "AES256" (SSE-S3), "aws:kms" (SSE-KMS), "aws:kms:dsse" (DSSE-KMS), or None for an
+    # unencrypted object or one whose encryption S3 did not say. SSE-C objects never get this
+    # far: S3 refuses to describe them without their key (errors.CustomerKeyEncrypted).
+    encryption: str | None = None
+    kms_key: str | None = None  # S3: the KMS key of an SSE-KMS object, when S3 says
+    storage_class: str | None = None  # S3: "STANDARD" when S3 does not say
+    archive_status: str | None = None  # S3 Intelligent-Tiering: "ARCHIVE_ACCESS", ...
+    restore: str | None = None  # S3: the x-amz-restore header of an archived object
+
+
+# S3 storage classes whose objects must be restored before they can be read, and the
+# Intelligent-Tiering tiers (x-amz-archive-status) with the same rule.
+ARCHIVE_CLASSES = frozenset({"GLACIER", "DEEP_ARCHIVE"})
+ARCHIVE_TIERS = frozenset({"ARCHIVE_ACCESS", "DEEP_ARCHIVE_ACCESS"})
+# S3 encryptions whose ETag is not the MD5 of the object's bytes, even for a single PUT.
+KMS_ENCRYPTIONS = frozenset({"aws:kms", "aws:kms:dsse"})
+
+
+def archived_as(obj: ObjectInfo) -> str | None:
+    """The storage class (or Intelligent-Tiering tier) that keeps `obj` from being read until
+    it is restored, or None when it can be read (not archived, or restored: a restore that
+    finished shows `ongoing-request="false"`)."""
+    if obj.restore and 'ongoing-request="false"' in obj.restore:
+        return None
+    if obj.storage_class in ARCHIVE_CLASSES:
+        return obj.storage_class
+    if obj.archive_status in ARCHIVE_TIERS:
+        return f"INTELLIGENT_TIERING {obj.archive_status}"
+    return None
+
+
+def etag_is_md5(obj: ObjectInfo) -> bool:
+    """Whether S3's ETag of `obj` can be checked as an MD5 of its bytes (single part) or of
+    its parts' MD5s (multipart): not under SSE-KMS or DSSE-KMS, whose ETags are opaque."""
+    return obj.encryption not in KMS_ENCRYPTIONS
 
 
 @contextlib.contextmanager
@@ -144,10 +181,13 @@ class Destination(Protocol):
         headers: ContentHeaders,
         metadata: Mapping[str, str],
         if_generation_match: int,
+        custom_time: datetime.datetime | None = None,
     ) -> ObjectInfo:
         """Write `size` bytes atomically: readers see the old object or the whole new one.
 
         `if_generation_match=0` means "only if absent"; raises PreconditionFailed otherwise.
+        `custom_time`, where the destination keeps one (GCS `customTime`), is the source's
+        last-modified time, so lifecycle rules by age see the source's age.
         """
         ...
 
@@ -203,6 +243,7 @@ class Composer(Protocol):
         headers: ContentHeaders,
         metadata: Mapping[str, str],
         if_generation_match: int,
+        custom_time: datetime.datetime | None = None,
     ) -> ObjectInfo: ...
 
     def delete(self, bucket: str, key: str, if_generation_match: int | None = None) -> None: ...

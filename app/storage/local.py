@@ -218,7 +218,9 @@ class LocalDestination:
         headers: ContentHeaders,
         metadata: Mapping[str, str],
         if_generation_match: int,
+        custom_time: datetime.datetime | None = None,
     ) -> ObjectInfo:
+        """`custom_time` is not kept: a file has no such field."""
         paths = self._locate(bucket, key)
         what = f"{bucket}/{key}"
         staged: list[str] = []  # temporary files not renamed into place (yet)

@@ -4,12 +4,24 @@ boto3's own retries are off (`total_max_attempts=1`) and nothing here retries: a
 the policy, and the services retry whole calls. Every call goes through `_translated`, which
 maps botocore (and urllib3) errors to app.errors once. Object GETs replay boto3's endpoint
 without its per-call machinery (s3_direct), unless `direct_gets` is off.
+
+What real S3 answers that emulators do not (docs/guarantees.md):
+- an archived object (GLACIER, DEEP_ARCHIVE, an Intelligent-Tiering archive tier) answers
+  GET with 403 InvalidObjectState until it is restored: errors.Archived, naming the class;
+- an SSE-C object answers HEAD with a bare 400 and GET with 400 InvalidRequest unless the
+  request carries the customer's key: errors.CustomerKeyEncrypted;
+- an SSE-KMS object whose key policy does not let the role decrypt answers GET with 403
+  AccessDenied: the error names `kms:Decrypt` on the key;
+- a requester-pays bucket answers 403 AccessDenied to any request without
+  `x-amz-request-payer: requester` (S3_REQUESTER_PAYS=true sends it on every call).
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Sequence
+import datetime
+import email.utils
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import boto3
@@ -21,7 +33,7 @@ import urllib3.exceptions
 from app import errors, names, retry
 from app.identity.aws import AwsIdentity, credential_error
 from app.storage import s3_listing
-from app.storage.base import ContentHeaders, ObjectInfo, bucket_request
+from app.storage.base import KMS_ENCRYPTIONS, ContentHeaders, ObjectInfo, bucket_request
 from app.storage.s3_direct import DirectGets, Moved
 
 _NOT_FOUND = {"NoSuchKey", "NotFound", "404"}
@@ -34,6 +46,7 @@ _DENIED = {
     "AllAccessDisabled",
 }
 _CHANGED = {"PreconditionFailed", "412"}
+_ARCHIVED = "InvalidObjectState"  # a GET of an object that must be restored first
 MAX_KEYS = 1000  # the most objects S3 lists on one page
 _NETWORK_ERRORS = (
     bce.ConnectionError,  # includes EndpointConnectionError, ConnectTimeoutError
@@ -56,6 +69,7 @@ def build_source(
     max_pool_connections: int,
     direct_gets: bool,
     list_page_size: int = MAX_KEYS,
+    requester_pays: bool = False,
 ) -> S3Source:
     """The boto3 client, and the direct GETs beside it (see s3_direct) when `direct_gets` is
     on; off, every GET goes through boto3. Its credentials are `identity`'s (shared with the
@@ -76,7 +90,8 @@ def build_source(
         response_checksum_validation="when_required",
     )
     core = botocore.session.get_session()
-    # Timestamps (LastModified) are never used here; parsing them costs a share of every HEAD.
+    # Timestamps are parsed only where used (LastModified, _modified): botocore's parser
+    # costs a share of every HEAD.
     core.get_component("response_parser_factory").set_parser_defaults(timestamp_parser=str)
     identity.install(core)
     session = boto3.session.Session(botocore_session=core)
@@ -91,12 +106,21 @@ def build_source(
             max_pool_connections=max_pool_connections,
             timeout=(connect_timeout, read_timeout),
         )
-    return S3Source(client, endpoint_url, direct, list_page_size=list_page_size)
+    return S3Source(
+        client,
+        endpoint_url,
+        direct,
+        list_page_size=list_page_size,
+        requester_pays=requester_pays,
+    )
 
 
-def translate(exc: Exception, what: str, bucket: str | None = None) -> errors.ReplicatorError:
+def translate(
+    exc: Exception, what: str, bucket: str | None = None, *, requester_pays: bool = True
+) -> errors.ReplicatorError:
     """Map a botocore exception to the project's vocabulary; `what` names the object and
-    `bucket` its bucket, when known."""
+    `bucket` its bucket, when known. `requester_pays` False: an AccessDenied says that a
+    requester-pays bucket answers so too, and which setting fixes that."""
     if (refused := credential_error(exc)) is not None:
         return refused
     if isinstance(exc, bce.ClientError):
@@ -110,8 +134,23 @@ def translate(exc: Exception, what: str, bucket: str | None = None) -> errors.Re
             return errors.BucketNotFound(f"S3 bucket {named} does not exist")
         if code in _NOT_FOUND or status == 404:
             return errors.ObjectNotFound(f"{what} does not exist")
+        if code == _ARCHIVED:
+            return _archived(what, error)
+        if _needs_customer_key(status, code, message):
+            return errors.CustomerKeyEncrypted(
+                f"encrypted with a customer-provided key (SSE-C): S3 serves {what} only to "
+                "requests that carry that key, and the replicator has none"
+            )
         if code in _DENIED or status == 403:
-            return errors.AccessDenied(f"S3 denied access to {what}: {message}")
+            if "kms" in message.lower():
+                return kms_denied(what, None, message)
+            hint = (
+                ""
+                if requester_pays
+                else " (a requester-pays bucket answers so to requests that do not agree to "
+                "pay: set S3_REQUESTER_PAYS=true for such a source)"
+            )
+            return errors.AccessDenied(f"S3 denied access to {what}: {message}{hint}")
         if code in _CHANGED or status == 412:
             return errors.PreconditionFailed(f"{what} changed while it was being copied")
         if cause := retry.transient_cause(status, code):
@@ -131,6 +170,36 @@ def translate(exc: Exception, what: str, bucket: str | None = None) -> errors.Re
             "no AWS credentials found (set AWS_ACCESS_KEY_ID, or run with a role)"
         )
     return errors.ReplicatorError(f"unexpected S3 failure for {what}: {exc!r}")
+
+
+def kms_denied(what: str, key: str | None, message: str) -> errors.AccessDenied:
+    """S3 refused to read an SSE-KMS object because KMS refused to decrypt it for us."""
+    named = f"key {key}" if key else "its KMS key"
+    return errors.AccessDenied(
+        f"S3 denied access to {what}, encrypted with SSE-KMS: the role needs kms:Decrypt on "
+        f"{named} ({message})"
+    )
+
+
+def _archived(what: str, error: Mapping[str, Any]) -> errors.Archived:
+    storage_class = str(error.get("StorageClass") or "an archive storage class")
+    if tier := error.get("AccessTier"):
+        storage_class = f"{storage_class} {tier}"
+    return errors.Archived(
+        f"{what} is archived ({storage_class}): restore it first (S3 RestoreObject, such as "
+        "`aws s3api restore-object`); once restored it copies normally",
+        storage_class=storage_class,
+    )
+
+
+def _needs_customer_key(status: int, code: str, message: str) -> bool:
+    """An SSE-C object asked for without its key: GET answers 400 InvalidRequest about
+    server-side encryption; HEAD, which has no body, a bare 400."""
+    if status != 400:
+        return False
+    if code == "InvalidRequest":
+        return "encryption" in message.lower()
+    return code in ("400", "BadRequest", "Bad Request")
 
 
 def _cause(exc: Exception) -> str:
@@ -153,11 +222,13 @@ def _seconds(value: str | None) -> float | None:
 
 
 @contextlib.contextmanager
-def _translated(what: str, bucket: str | None = None) -> Iterator[None]:
+def _translated(
+    what: str, bucket: str | None = None, *, requester_pays: bool = True
+) -> Iterator[None]:
     try:
         yield
     except (bce.BotoCoreError, bce.ClientError, urllib3.exceptions.HTTPError) as exc:
-        raise translate(exc, what, bucket) from exc
+        raise translate(exc, what, bucket, requester_pays=requester_pays) from exc
 
 
 def _describe(bucket: str, key: str) -> str:
@@ -172,10 +243,15 @@ class S3Source:
         direct: DirectGets | None = None,
         *,
         list_page_size: int = MAX_KEYS,
+        requester_pays: bool = False,
     ) -> None:
+        """`requester_pays`: every request says the requester pays (RequestPayer=requester),
+        as a requester-pays bucket requires."""
         self._client = client
         self._direct = direct
         self._page_size = list_page_size
+        self._requester_pays = requester_pays
+        self._payer = {"RequestPayer": "requester"} if requester_pays else {}
         self.target = endpoint_url or "REAL AWS"
 
     def probe(self) -> None:
@@ -190,14 +266,14 @@ class S3Source:
             raise errors.StartupError(f"cannot reach S3 at {self.target}: {exc}") from exc
 
     def head(self, bucket: str, key: str) -> ObjectInfo:
-        request = {"Bucket": bucket, "Key": key, "ChecksumMode": "ENABLED"}
+        request = {"Bucket": bucket, "Key": key, "ChecksumMode": "ENABLED", **self._payer}
         return _object_info(bucket, key, self._head_object(_describe(bucket, key), request))
 
     def _head_object(self, what: str, request: dict[str, Any]) -> dict[str, Any]:
         """HeadObject. A HEAD answer has no body to say which is missing, so a 404 asks
         HeadBucket: BucketNotFound when the bucket is gone, else ObjectNotFound."""
         try:
-            with _translated(what):
+            with self._translated(what):
                 response: dict[str, Any] = self._client.head_object(**request)
         except errors.ObjectNotFound:
             self._raise_if_bucket_missing(request["Bucket"])
@@ -206,7 +282,7 @@ class S3Source:
 
     def _raise_if_bucket_missing(self, bucket: str) -> None:
         try:
-            self._client.head_bucket(Bucket=bucket)
+            self._client.head_bucket(Bucket=bucket, **self._payer)
         except bce.ClientError as exc:
             if translate(exc, bucket).status_code == 404:
                 raise errors.BucketNotFound(f"S3 bucket '{bucket}' does not exist") from exc
@@ -217,7 +293,12 @@ class S3Source:
         """The size of part `part_number` of a multipart object, and how many parts it has."""
         # No If-Match here: emulators compare it with the part's ETag. A layout read from a
         # replaced object cannot pass the ETag check, and the GET itself is pinned.
-        request: dict[str, Any] = {"Bucket": obj.bucket, "Key": obj.key, "PartNumber": part_number}
+        request: dict[str, Any] = {
+            "Bucket": obj.bucket,
+            "Key": obj.key,
+            "PartNumber": part_number,
+            **self._payer,
+        }
         if obj.version_id:
             request["VersionId"] = obj.version_id
         what = f"part {part_number} of {_describe(obj.bucket, obj.key)}"
@@ -257,10 +338,10 @@ class S3Source:
         """ListObjectsV2 (`request` plus the bucket and page size), one page per step: its
         objects, and whether more pages follow. Each page is requested when the caller asks
         for it."""
-        request = {**request, "Bucket": bucket, "MaxKeys": self._page_size}
+        request = {**request, "Bucket": bucket, "MaxKeys": self._page_size, **self._payer}
         what = f"the listing of s3://{bucket}/{request.get('Prefix', '')}"
         while True:
-            with bucket_request("S3", bucket), _translated(what, bucket):
+            with bucket_request("S3", bucket), self._translated(what, bucket):
                 page = self._client.list_objects_v2(**request)
             objects = [_listed(bucket, item) for item in page.get("Contents", [])]
             more = bool(page.get("IsTruncated"))
@@ -270,26 +351,40 @@ class S3Source:
             request["ContinuationToken"] = page["NextContinuationToken"]
 
     def get(self, bucket: str, key: str, etag: str | None) -> tuple[ObjectInfo, S3Body]:
-        request: dict[str, Any] = {"Bucket": bucket, "Key": key, "ChecksumMode": "ENABLED"}
+        request: dict[str, Any] = {
+            "Bucket": bucket,
+            "Key": key,
+            "ChecksumMode": "ENABLED",
+            **self._payer,
+        }
         if etag:
             request["IfMatch"] = f'"{etag}"'
         response, body = self._get_object(request)
         return _object_info(bucket, key, response), body
 
     def open(self, obj: ObjectInfo, start: int = 0) -> S3Body:
-        request: dict[str, Any] = {"Bucket": obj.bucket, "Key": obj.key}
+        """If-Match on the ETag pins the bytes on real S3 too, encrypted or not: S3 compares
+        the header with the ETag it returns for the object, whatever that ETag is made of
+        (an MD5, or the opaque value of an SSE-KMS object)."""
+        request: dict[str, Any] = {"Bucket": obj.bucket, "Key": obj.key, **self._payer}
         if obj.etag:
             request["IfMatch"] = f'"{obj.etag}"'
         if obj.version_id:
             request["VersionId"] = obj.version_id
         if start:
             request["Range"] = f"bytes={start}-"
-        return self._get_object(request)[1]
+        try:
+            return self._get_object(request)[1]
+        except errors.AccessDenied as exc:
+            if obj.encryption in KMS_ENCRYPTIONS and "kms:Decrypt" not in exc.detail:
+                what = _describe(obj.bucket, obj.key)
+                raise kms_denied(what, obj.kms_key, exc.detail) from exc
+            raise
 
     def _get_object(self, request: dict[str, Any]) -> tuple[dict[str, Any], S3Body]:
         """GetObject directly once boto3 has shown the bucket's endpoint, else through boto3."""
         what = _describe(request["Bucket"], request["Key"])
-        with _translated(what, request["Bucket"]):
+        with self._translated(what, request["Bucket"]):
             if self._direct is not None and self._direct.knows(request["Bucket"]):
                 with contextlib.suppress(Moved):
                     fields, raw = self._direct.get(request)
@@ -298,6 +393,11 @@ class S3Source:
             if self._direct is not None:
                 self._direct.learn(request["Bucket"], request["Key"])
         return response, S3Body(response["Body"], what)
+
+    def _translated(
+        self, what: str, bucket: str | None = None
+    ) -> contextlib.AbstractContextManager[None]:
+        return _translated(what, bucket, requester_pays=self._requester_pays)
 
 
 class S3Body:
@@ -317,9 +417,13 @@ class S3Body:
 
 
 def _listed(bucket: str, item: dict[str, Any]) -> ObjectInfo:
-    """An object as a listing describes it: key, size and ETag."""
+    """An object as a listing describes it: key, size, ETag and storage class."""
     return ObjectInfo(
-        bucket=bucket, key=item["Key"], size=int(item["Size"]), etag=str(item["ETag"]).strip('"')
+        bucket=bucket,
+        key=item["Key"],
+        size=int(item["Size"]),
+        etag=str(item["ETag"]).strip('"'),
+        storage_class=item.get("StorageClass"),
     )
 
 
@@ -345,4 +449,22 @@ def _object_info(bucket: str, key: str, response: dict[str, Any]) -> ObjectInfo:
             if name.startswith("Checksum") and name != "ChecksumType" and value
         },
         s3_checksum_type=response.get("ChecksumType"),
+        modified=_modified(response.get("LastModified")),
+        encryption=response.get("ServerSideEncryption"),
+        kms_key=response.get("SSEKMSKeyId"),
+        storage_class=response.get("StorageClass") or "STANDARD",
+        archive_status=response.get("ArchiveStatus"),
+        restore=response.get("Restore"),
     )
+
+
+def _modified(value: object) -> datetime.datetime | None:
+    """LastModified as botocore leaves it unparsed (the HTTP date of the header), or parsed."""
+    if isinstance(value, datetime.datetime):
+        return value
+    if not value:
+        return None
+    try:
+        return email.utils.parsedate_to_datetime(str(value))
+    except (TypeError, ValueError):
+        return None

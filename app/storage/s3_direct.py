@@ -32,7 +32,7 @@ import urllib3
 
 from app import names
 
-_ERROR_FIELD = re.compile(r"<(Code|Message)>([^<]*)</\1>")
+_ERROR_FIELD = re.compile(r"<(Code|Message|StorageClass|AccessTier)>([^<]*)</\1>")
 _PROXY_VARIABLES = ("http_proxy", "https_proxy", "all_proxy")
 # botocore's GetObject output names for the response headers the copy uses.
 _FIELDS = {
@@ -45,6 +45,12 @@ _FIELDS = {
     "content-disposition": "ContentDisposition",
     "content-language": "ContentLanguage",
     "x-amz-checksum-type": "ChecksumType",
+    "last-modified": "LastModified",
+    "x-amz-server-side-encryption": "ServerSideEncryption",
+    "x-amz-server-side-encryption-aws-kms-key-id": "SSEKMSKeyId",
+    "x-amz-storage-class": "StorageClass",
+    "x-amz-restore": "Restore",
+    "x-amz-archive-status": "ArchiveStatus",
 }
 # Answers meaning the bucket is served from another region or endpoint (botocore's
 # S3RegionRedirectorv2 follows these).
@@ -54,7 +60,12 @@ _MOVED_CODES = {
     "IllegalLocationConstraintException",
 }
 # botocore's request parameter names, as headers.
-_HEADERS = {"IfMatch": "If-Match", "Range": "Range", "ChecksumMode": "x-amz-checksum-mode"}
+_HEADERS = {
+    "IfMatch": "If-Match",
+    "Range": "Range",
+    "ChecksumMode": "x-amz-checksum-mode",
+    "RequestPayer": "x-amz-request-payer",
+}
 
 
 class Moved(Exception):
@@ -120,7 +131,7 @@ class DirectGets:
 
     def get(self, params: Mapping[str, Any]) -> tuple[dict[str, Any], urllib3.BaseHTTPResponse]:
         """GetObject with botocore's parameters (Bucket, Key, IfMatch, Range, VersionId,
-        ChecksumMode). Returns the output fields boto3 would and the open body; raises
+        ChecksumMode, RequestPayer). Returns the output fields boto3 would and the open body; raises
         bce.ClientError for an error answer, Moved when boto3 must take the call, and
         urllib3 errors for the network."""
         bucket = params["Bucket"]
@@ -191,7 +202,11 @@ def _output(headers: Mapping[str, str]) -> dict[str, Any]:
 def _client_error(status: int, headers: Mapping[str, str], body: bytes) -> bce.ClientError:
     fields = dict(_ERROR_FIELD.findall(body.decode("utf-8", "replace")))
     response: Any = {
-        "Error": {"Code": fields.get("Code") or str(status), "Message": fields.get("Message", "")},
+        "Error": {
+            **fields,
+            "Code": fields.get("Code") or str(status),
+            "Message": fields.get("Message", ""),
+        },
         "ResponseMetadata": {
             "HTTPStatusCode": status,
             "HTTPHeaders": {name.lower(): value for name, value in headers.items()},

@@ -12,8 +12,17 @@
 - A body that can never be converged (no known shape, invalid JSON) is poison: logged with its
   id and receive count and left alone, so the queue's redrive policy moves it to the
   dead-letter queue after `maxReceiveCount` receives. It never stops the worker.
+- A key that cannot be copied as things stand (errors.Unreplicable: archived, encrypted with
+  a customer's key (SSE-C), a destination under retention) is not retried with a backoff:
+  no wait helps until someone acts. The rule: with a dead-letter queue, its message is made
+  visible again at once, so it reaches the dead-letter queue after `maxReceiveCount` quick
+  receives, where an operator finds the key (and redrives it once the object is restored);
+  without one, it is deleted, since it would otherwise come back until it expires. Either
+  way it is logged at ERROR with the key and its reason, and counted in
+  `replicator_messages_unreplicable{reason}` (and `replicator_objects_failed{reason}`).
 - Why each key of a message left for redelivery failed is noted (`notes`: in the shared
   ledger's Redis), and cleared once a delivery converges it: `replicator failures` reads it.
+  So is why a key that cannot be copied was sent on to the dead-letter queue.
 - While a message is being converged, a heartbeat keeps it invisible (ChangeMessageVisibility),
   so a copy longer than the visibility timeout is never started by a second worker.
 - `stop()`: no more receives; what is in flight finishes; a message received after the stop
@@ -60,9 +69,12 @@ class Worker:
         wait: int,
         put_back: float = 1.0,
         put_back_max: float | None = None,
+        dead_letter_queue: bool = True,
         notes: FailureNotes | None = None,
     ) -> None:
-        """`notes`: where the last reason each key failed is kept (`replicator failures`)."""
+        """`dead_letter_queue`: the queue has a redrive policy (see the module's rule for
+        keys that cannot be copied). `notes`: where the last reason each key failed is kept
+        (`replicator failures`)."""
         self._queue = queue
         self._notes = notes or NoFailureNotes()
         self._events = events
@@ -75,6 +87,7 @@ class Worker:
         self._backoff = backoff
         self._put_back = put_back
         self._put_back_max = max(put_back, put_back_max or put_back)
+        self._dead_letter_queue = dead_letter_queue
         self._stopping = threading.Event()
         self.refused: errors.AccessDenied | None = None  # the queue refused ReceiveMessage
         self._in_flight: dict[str, tuple[Message, float]] = {}  # id -> (message, hidden until)
@@ -172,6 +185,7 @@ class Worker:
             owners += [message] * len(parsed.records)
         failed: dict[str, str] = {}  # message id -> the first problem of its records
         leased: dict[str, str] = {}  # the same, for records whose key another replica holds
+        stuck: dict[str, str] = {}  # the same, for keys that cannot be copied as they stand
         notes: list[Failure] = []  # why each record of a message left for redelivery failed
         with self._tracked([m for m in messages if m in owners]):
             outcomes = self._events.converge_all(records) if records else []
@@ -180,6 +194,15 @@ class Worker:
             problem = _problem(outcome)
             if isinstance(outcome, errors.KeyLeased):
                 leased.setdefault(owner.id, problem)
+            elif isinstance(outcome, EventOutcome) and _unreplicable(outcome):
+                stuck.setdefault(owner.id, problem)
+                self._count_unreplicable(owner, outcome)
+                if self._dead_letter_queue:  # noted as it goes on to the dead-letter queue
+                    notes.append(
+                        Failure(
+                            record.bucket, record.key, problem, now, owner.receive_count, owner.id
+                        )
+                    )
             elif problem:
                 failed.setdefault(owner.id, problem)
                 notes.append(
@@ -191,6 +214,8 @@ class Worker:
                     route = self._events.destination_of(record) or "none"
                     metrics.EVENT_LAG_SECONDS.labels(route).observe(lag)
         undone = failed.keys() | leased.keys()
+        if self._dead_letter_queue:  # else deleted: it would come back until it expired
+            undone |= stuck.keys()
         done += [m for m in dict.fromkeys(owners) if m.id not in undone]
         self._delete(done)
         self._notes.note(notes)
@@ -204,6 +229,22 @@ class Worker:
                 self._retry_later(message, failed[message.id])
             elif message.id in leased:
                 self._put_back_for_a_while(message, leased[message.id])
+            elif message.id in stuck and self._dead_letter_queue:
+                self._release([message])  # on to the dead-letter queue, without waiting
+
+    @staticmethod
+    def _count_unreplicable(message: Message, outcome: EventOutcome) -> None:
+        reason = outcome.error_kind or "unreplicable"
+        metrics.MESSAGES_UNREPLICABLE.labels(reason).inc()
+        log.error(
+            "s3://%s/%s cannot be copied as it stands (%s), message %s received %d times: %s",
+            outcome.s3_bucket,
+            outcome.s3_key,
+            reason,
+            message.id,
+            message.receive_count,
+            outcome.error,
+        )
 
     def _delete(self, messages: list[Message]) -> None:
         if not messages:
@@ -290,6 +331,10 @@ class Worker:
                     self._queue.hide(message, self._visibility)
                 except errors.ReplicatorError as exc:
                     log.warning("heartbeat for message %s failed: %s", message.id, exc)
+
+
+def _unreplicable(outcome: EventOutcome) -> bool:
+    return outcome.error is not None and outcome.error_kind in errors.UNREPLICABLE_KINDS
 
 
 def _problem(outcome: EventOutcome | errors.TransientError) -> str:

@@ -73,6 +73,7 @@ def run() -> int:
         wait=settings.sqs_wait_seconds,
         put_back=max(1.0, settings.ledger_lock_ttl / 10),
         put_back_max=settings.ledger_lock_ttl,  # a dead holder's lease has expired by then
+        dead_letter_queue=attributes.redrive_policy is not None,
         notes=services.failure_notes,
     )
     try:

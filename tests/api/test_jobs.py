@@ -64,7 +64,7 @@ def metric(client: TestClient, sample: str) -> float:
 
 def counts(**nonzero: int) -> dict[str, int]:
     names = ("listed", "copied", "skipped", "deleted", "failed")
-    names += ("identical", "missing", "extra", "different", "errors")
+    names += ("identical", "missing", "extra", "different", "errors", "archived", "unverified")
     return {name: nonzero.get(name, 0) for name in names}
 
 

@@ -52,7 +52,8 @@ def test_pages_read_here_match_botocore_s_own_reading(
     assert sorted(key for key, _, _ in read_here) == sorted(KEYS)
     page = quick.list_objects_v2(Bucket=source_bucket, Prefix="a/", MaxKeys=4)
     # Only the fields read here: botocore's parser, which adds LastModified, did not run.
-    assert [set(entry) for entry in page["Contents"]] == [{"Key", "Size", "ETag"}] * 4
+    fields = {"Key", "Size", "ETag", "StorageClass"}
+    assert [set(entry) for entry in page["Contents"]] == [fields] * 4
     assert page["IsTruncated"] is True
     assert page["NextContinuationToken"]
 

@@ -146,6 +146,8 @@ def test_head_describes_the_object(subject: Subject) -> None:
         headers=headers,
         metadata={"owner": "finance"},  # S3 keeps user metadata names in lower case
         s3_checksums={"SHA256": stored["ChecksumSHA256"]},
+        modified=stored["LastModified"],
+        storage_class="STANDARD",
     )
 
 
@@ -272,7 +274,13 @@ def test_iter_objects_lists_under_a_prefix_after_a_key(
     listed = list(subject.source.iter_objects(subject.bucket, prefix, start_after))
 
     assert listed == [
-        ObjectInfo(bucket=subject.bucket, key=key, size=len(data[key]), etag=md5(data[key]))
+        ObjectInfo(
+            bucket=subject.bucket,
+            key=key,
+            size=len(data[key]),
+            etag=md5(data[key]),
+            storage_class="STANDARD",
+        )
         for key in expected
     ]
 

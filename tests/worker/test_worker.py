@@ -551,3 +551,49 @@ def test_a_queue_that_refuses_receive_stops_the_worker_with_one_line(
     [line] = [line for line in result.stderr.splitlines() if line.startswith("replicator worker")]
     assert "SQS_QUEUE_URL" in line
     assert "denied" in line
+
+
+# --- keys that cannot be copied as things stand (docs/guarantees.md, the worker's rule) -----
+
+
+def test_an_archived_key_goes_to_the_dead_letter_queue_at_once_counted_by_reason(
+    aws: Aws, shared: Shared, gcs: storage.Client
+) -> None:
+    bucket = aws.bucket("cold")
+    aws.s3.put_object(Bucket=bucket, Key="cold.txt", Body=b"cold", StorageClass="DEEP_ARCHIVE")
+    sample = 'replicator_messages_unreplicable_total{reason="archived"}'
+    before = metric(shared.worker, re.escape(sample))
+    body = event_body(bucket, "cold.txt")
+    message_id = aws.send(shared.queue, body)
+    dead: list[str] = []
+    wait_for(
+        lambda: dead.extend(aws.dead_letters(shared.queue)) or json.dumps(body) in dead,
+        "the archived key's message is in the dead-letter queue",
+    )
+    assert metric(shared.worker, re.escape(sample)) >= before + 1
+    log = shared.worker.log.read_text()
+    said = [line for line in log.splitlines() if f"s3://{bucket}/cold.txt" in line]
+    assert any("ERROR" in line and "DEEP_ARCHIVE" in line for line in said)
+    # Never retried with a backoff: no wait makes an archived object readable.
+    assert f"message {message_id} (received" not in log  # the backoff's "will be retried"
+    assert blob_of(gcs, shared.dest, "cold.txt") is None
+
+
+def test_without_a_dead_letter_queue_an_archived_key_is_deleted_logged_and_counted(
+    aws: Aws, gcs_server: emulators.Emulator, gcs: storage.Client, tmp_path: Path
+) -> None:
+    url = aws.sqs.create_queue(
+        QueueName=f"bare-{uuid.uuid4().hex[:12]}", Attributes={"VisibilityTimeout": "2"}
+    )["QueueUrl"]
+    bare = plumbing.Queue(url, "", "")
+    bucket, dest = aws.bucket("cold"), gcs_bucket(gcs)
+    aws.s3.put_object(Bucket=bucket, Key="cold.txt", Body=b"cold", StorageClass="GLACIER")
+    settings = worker_settings(aws, aws.url, gcs_server.url, dest, bare)
+    with running_worker(tmp_path, settings) as worker:
+        aws.send(bare, event_body(bucket, "cold.txt"))
+        sample = re.escape('replicator_messages_unreplicable_total{reason="archived"}')
+        wait_for(lambda: metric(worker, sample) >= 1, "the archived key is counted")
+        wait_for(lambda: aws.is_drained(url), "its message is deleted")
+        assert metric(worker, "replicator_messages_retried") == 0
+        assert "GLACIER" in worker.log.read_text()
+    assert blob_of(gcs, dest, "cold.txt") is None

@@ -48,6 +48,7 @@ from google.auth.credentials import AnonymousCredentials, Credentials
 from app.retry import RetryPolicy
 from app.storage.gcs import transport
 from app.storage.gcs.destination import GCSDestination
+from app.storage.gcs.resources import Placement
 from app.storage.gcs.transport import Timeout
 
 __all__ = ["GCSDestination", "build_destination"]
@@ -63,6 +64,8 @@ def build_destination(
     timeout: Timeout,
     max_pool_connections: int,
     target: str = "REAL GCS",
+    storage_class: str | None = None,
+    kms_key: str | None = None,
 ) -> GCSDestination:
     """The destination at the emulator at `emulator_host` (STORAGE_EMULATOR_HOST) without
     credentials, else at `endpoint_url` (GCS_ENDPOINT_URL; None: GCS's own) with
@@ -76,4 +79,11 @@ def build_destination(
         assert credentials is not None, "real GCS needs credentials"
         base_url = endpoint_url or transport.GCS_URL
         http = transport.Http(credentials, base_url, max_pool_connections=max_pool_connections)
-    return GCSDestination(http, retry, chunk_size=chunk_size, timeout=timeout, target=target)
+    return GCSDestination(
+        http,
+        retry,
+        chunk_size=chunk_size,
+        timeout=timeout,
+        target=target,
+        placement=Placement(storage_class=storage_class, kms_key=kms_key),
+    )

@@ -16,6 +16,7 @@ chunks (`write`), and each round of `compose` with the deletes of its intermedia
 from __future__ import annotations
 
 import contextlib
+import datetime
 import logging
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
@@ -32,6 +33,7 @@ from app.storage.base import (
 from app.storage.gcs import download, upload
 from app.storage.gcs.errors import translate
 from app.storage.gcs.resources import (
+    Placement,
     allows_parts,
     bucket_path,
     object_info,
@@ -56,7 +58,12 @@ class GCSDestination:
         timeout: Timeout,
         target: str = "REAL GCS",
         page_size: int = PAGE_SIZE,
+        placement: Placement = Placement(),
     ) -> None:
+        """`placement`: the storage class and KMS key of every object written (compose's
+        destination too); the temporary parts of a composite upload take the bucket's
+        default class, which `composable` requires to have no minimum storage duration, so
+        deleting them right after the compose costs nothing."""
         if chunk_size % upload.UPLOAD_GRANULARITY:
             raise ValueError(f"chunk_size must be a multiple of {upload.UPLOAD_GRANULARITY}")
         self._http = http
@@ -65,6 +72,7 @@ class GCSDestination:
         self._chunk_size = chunk_size
         self._timeout = timeout
         self._page_size = page_size
+        self._placement = placement
         self._composable: dict[str, bool] = {}
         self._buckets_seen: set[str] = set()  # buckets this process has seen exist
         self.target = target
@@ -137,16 +145,19 @@ class GCSDestination:
         headers: ContentHeaders,
         metadata: Mapping[str, str],
         if_generation_match: int,
+        custom_time: datetime.datetime | None = None,
     ) -> ObjectInfo:
         """Up to 8 MiB in one request, larger objects chunk by chunk (app.storage.gcs.upload);
         each request is retried here, as the stream cannot be read twice."""
+        placement = self._placement
         if size <= min(SIMPLE_UPLOAD_MAX, self._chunk_size):
             data = bytes(read_exactly(stream, size))  # raises before returning bad bytes
             if len(data) != size:
                 raise errors.IntegrityError(
                     f"the source ended {size - len(data)} bytes early; nothing published"
                 )
-            resource = object_resource(key, headers, metadata, stream.checksums())
+            sums = stream.checksums()
+            resource = object_resource(key, headers, metadata, sums, placement, custom_time)
             written = self._retry.call(
                 upload.upload_simple,
                 self._http,
@@ -161,7 +172,7 @@ class GCSDestination:
                 self._http,
                 self._retry,
                 bucket,
-                object_resource(key, headers, metadata, None),
+                object_resource(key, headers, metadata, None, placement, custom_time),
                 stream,
                 size,
                 chunk_size=self._chunk_size,
@@ -192,7 +203,9 @@ class GCSDestination:
 
     def write_part(self, bucket: str, name: str, data: bytes | memoryview, crc32c: str) -> None:
         """One part, in one request; GCS refuses it unless its bytes match `crc32c`."""
-        resource = object_resource(name, ContentHeaders(), {}, Checksums(crc32c=crc32c))
+        # The bucket's default class (see __init__), and the KMS key: every byte is under it.
+        parts = Placement(kms_key=self._placement.kms_key)
+        resource = object_resource(name, ContentHeaders(), {}, Checksums(crc32c=crc32c), parts)
         try:
             upload.upload_simple(self._http, bucket, resource, data, 0, self._timeout)
         except errors.PreconditionFailed:
@@ -206,11 +219,15 @@ class GCSDestination:
         headers: ContentHeaders,
         metadata: Mapping[str, str],
         if_generation_match: int,
+        custom_time: datetime.datetime | None = None,
     ) -> ObjectInfo:
-        """`parts`, in order, as `key`. Beyond 32 parts, the first ones are composed into
+        """`parts`, in order, as `key`, in the storage class and under the KMS key of every
+        object written. Beyond 32 parts, the first ones are composed into
         intermediate objects first (named after the part they end with, plus "+"), which are
         deleted afterwards. Each round and each of those deletes is retried here."""
-        plain = object_resource("", ContentHeaders(), {}, None)
+        plain = object_resource(
+            "", ContentHeaders(), {}, None, Placement(kms_key=self._placement.kms_key)
+        )
         sources = list(parts)
         merged: list[str] = []
         compose = upload.compose
@@ -222,7 +239,7 @@ class GCSDestination:
                     compose, self._http, bucket, merged[-1], batch, plain, None, self._timeout
                 )
                 sources.insert(0, merged[-1])
-            resource = object_resource(key, headers, metadata, None)
+            resource = object_resource(key, headers, metadata, None, self._placement, custom_time)
             written = self._retry.call(
                 compose,
                 self._http,

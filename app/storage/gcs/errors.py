@@ -5,7 +5,8 @@ exception raised instead of one) and returns the app.errors exception to raise:
 
     404, 410      `missing`: what "not found" means for that request (the caller says: the
                   object, the bucket of a bucket-level request, a lost upload session)
-    412           PreconditionFailed (a generation precondition did not hold)
+    409, 412      PreconditionFailed (a generation precondition or a concurrent change)
+    403 retention DestinationRetained: the object is under a retention policy or a hold
     401, 403      AccessDenied
     408, 429, 5xx TransientError, with the server's Retry-After (app.retry.transient_cause)
     400 checksum  IntegrityError: GCS refused bytes that do not match the hashes sent
@@ -20,6 +21,7 @@ request), so that one case reads the text.
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import urllib3.exceptions
@@ -28,6 +30,10 @@ from app import errors, retry
 from app.storage.gcs.transport import Response
 
 _CHECKSUM_WORDS = ("checksum", "hash", "crc32c", "md5")
+# GCS's 403 for an object it must keep: "... is subject to bucket's retention policy or object
+# retention and cannot be deleted or overwritten ...", "... is under active Event-Based hold
+# ...", "... Temporary hold ...", reason retentionPolicyNotMet.
+_RETENTION = re.compile(r"retention|\bhold\b", re.IGNORECASE)
 
 
 def translate(
@@ -42,6 +48,13 @@ def translate(
         return missing or errors.ObjectNotFound(f"{what} does not exist")
     if status == 412:
         return errors.PreconditionFailed(f"{what} was changed by another writer")
+    if status == 409:
+        return errors.PreconditionFailed(f"{what} was changed by a conflicting request")
+    if status == 403 and _RETENTION.search(message):
+        return errors.DestinationRetained(
+            f"{what} is under a retention policy or hold at GCS and cannot be replaced until "
+            f"it ends: {message}"
+        )
     if status in (401, 403):
         return errors.AccessDenied(f"GCS denied access to {what}: {message}")
     if cause := retry.transient_cause(status):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
@@ -22,11 +23,25 @@ def object_path(bucket: str, key: str) -> str:
     return f"/b/{quote(bucket, safe='')}/o/{quote(key, safe='')}"
 
 
+@dataclass(frozen=True)
+class Placement:
+    """How every object written is stored: its storage class (None: the bucket's default)
+    and the Cloud KMS key that encrypts it (None: the bucket's default encryption)."""
+
+    storage_class: str | None = None
+    kms_key: str | None = None
+
+
 def object_resource(
-    key: str, headers: ContentHeaders, metadata: Mapping[str, str], sums: Checksums | None
+    key: str,
+    headers: ContentHeaders,
+    metadata: Mapping[str, str],
+    sums: Checksums | None,
+    placement: Placement = Placement(),
+    custom_time: datetime.datetime | None = None,
 ) -> dict[str, Any]:
-    """The object resource to create: name, content headers, custom metadata and, when known
-    up front, the checksums GCS must find."""
+    """The object resource to create: name, content headers, custom metadata, storage class,
+    KMS key, `customTime` and, when known up front, the checksums GCS must find."""
     resource: dict[str, Any] = {
         "name": key,
         "contentType": headers.content_type or "application/octet-stream",
@@ -35,6 +50,9 @@ def object_resource(
         "contentDisposition": headers.content_disposition,
         "contentLanguage": headers.content_language,
         "metadata": dict(metadata),
+        "storageClass": placement.storage_class,
+        "kmsKeyName": placement.kms_key,
+        "customTime": _rfc3339(custom_time) if custom_time else None,
     }
     if sums is not None:
         resource.update(md5Hash=sums.md5, crc32c=sums.crc32c)
@@ -59,6 +77,8 @@ def object_info(bucket: str, resource: Mapping[str, Any]) -> ObjectInfo:
         ),
         metadata=dict(resource.get("metadata") or {}),
         updated=_timestamp(resource.get("updated")),
+        modified=_timestamp(resource.get("customTime")),
+        storage_class=resource.get("storageClass"),
     )
 
 
@@ -73,6 +93,15 @@ def allows_parts(bucket: Mapping[str, Any]) -> bool:
         and not retention
         and not bucket.get("defaultEventBasedHold")
     )
+
+
+def kms_params(resource: Mapping[str, Any]) -> dict[str, str]:
+    """The `kmsKeyName` query parameter an insert or compose takes for the resource's key."""
+    return {"kmsKeyName": resource["kmsKeyName"]} if resource.get("kmsKeyName") else {}
+
+
+def _rfc3339(moment: datetime.datetime) -> str:
+    return moment.astimezone(datetime.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _timestamp(value: str | None) -> datetime.datetime | None:

@@ -27,7 +27,7 @@ from app import errors
 from app.retry import RetryPolicy
 from app.storage.base import Checksums, VerifiedStream, read_exactly
 from app.storage.gcs.errors import translate
-from app.storage.gcs.resources import bucket_path, object_path
+from app.storage.gcs.resources import bucket_path, kms_params, object_path
 from app.storage.gcs.transport import NETWORK_ERRORS, Http, Response, Timeout
 
 UPLOAD_GRANULARITY = 256 * 1024  # resumable chunks must be multiples of this
@@ -56,7 +56,11 @@ def upload_simple(
         f"gs://{bucket}/{resource['name']}",
         errors.BucketNotFound(f"GCS bucket '{bucket}' does not exist"),
         f"{http.base_url}/upload/storage/v1{bucket_path(bucket)}/o",
-        params={"uploadType": "multipart", "ifGenerationMatch": str(generation)},
+        params={
+            "uploadType": "multipart",
+            "ifGenerationMatch": str(generation),
+            **kms_params(resource),
+        },
         body=body,
         headers={
             "content-type": f'multipart/related; boundary="{boundary}"',
@@ -123,7 +127,11 @@ def start_session(
         what,
         errors.BucketNotFound(f"GCS bucket '{bucket}' does not exist"),
         f"{http.base_url}/upload/storage/v1{bucket_path(bucket)}/o",
-        params={"uploadType": "resumable", "ifGenerationMatch": str(generation)},
+        params={
+            "uploadType": "resumable",
+            "ifGenerationMatch": str(generation),
+            **kms_params(resource),
+        },
         json=resource,
         headers={
             "X-Upload-Content-Type": resource["contentType"],
@@ -153,7 +161,10 @@ def compose(
         what,
         errors.UploadSessionLost(f"a part of {what} is gone"),
         f"{http.base_url}/storage/v1{object_path(bucket, key)}/compose",
-        params={} if generation is None else {"ifGenerationMatch": str(generation)},
+        params={
+            **({} if generation is None else {"ifGenerationMatch": str(generation)}),
+            **kms_params(resource),
+        },
         json={
             "sourceObjects": [{"name": name} for name in sources],
             "destination": {name: value for name, value in resource.items() if name != "name"},
