@@ -50,17 +50,21 @@ def test_sync_and_check_over_ranges_match_one_stream(
     run: Any, buckets: Buckets, many: dict[str, bytes], s3_proxy: FaultProxy
 ) -> None:
     src, dst = f"s3://{buckets.source}", f"gs://{buckets.dest}"
-    synced = run(
-        "sync",
-        src,
-        dst,
-        "--list-concurrency",
-        "8",
-        "--json",
-        s3_url=s3_proxy.url,
-        timeout=300,
-        LIST_SPLIT_MIN_KEYS="1000",
-    )
+
+    def sync_over_ranges() -> Any:
+        return run(
+            "sync",
+            src,
+            dst,
+            "--list-concurrency",
+            "8",
+            "--json",
+            s3_url=s3_proxy.url,
+            timeout=300,
+            LIST_SPLIT_MIN_KEYS="1000",
+        )
+
+    synced = sync_over_ranges()
     assert synced.returncode == 0, synced.stderr
     assert json.loads(synced.stdout)["copied"] == len(KEYS)
     assert {blob.name for blob in buckets.gcs.list_blobs(buckets.dest)} == set(KEYS)
@@ -80,17 +84,7 @@ def test_sync_and_check_over_ranges_match_one_stream(
         assert checked.returncode == 1, checked.stderr
         assert checked.stdout.splitlines() == lines  # in key order across the ranges
 
-    again = run(
-        "sync",
-        src,
-        dst,
-        "--list-concurrency",
-        "8",
-        "--json",
-        s3_url=s3_proxy.url,
-        timeout=300,
-        LIST_SPLIT_MIN_KEYS="1000",
-    )
+    again = sync_over_ranges()
     assert again.returncode == 0, again.stderr
     assert json.loads(again.stdout) | {"duration_seconds": 0} == {
         "copied": 2,
