@@ -47,6 +47,7 @@ from tests.faults import Fault, FaultProxy
 WORKERS = 3
 KILL_EVERY = 60.0  # seconds, give or take a quarter
 FAULT_CHANCE = {"status": 0.02, "reset": 0.01, "stall": 0.003}  # of each request, per cloud
+START_ATTEMPTS = 5
 DRAIN_TIMEOUT = 600.0  # a safety net for a queue that never drains
 READ_AT_MOST = 1.05
 LAG_BUCKETS = "replicator_event_lag_seconds_bucket"
@@ -62,10 +63,21 @@ class Process:
     port: int
     log: Path
     process: subprocess.Popen[bytes] | None = None
+    restarts: int = 0  # starts that ended during start-up (see `start`)
     last_metrics: dict[str, float] = field(default_factory=dict)  # this incarnation's
     finished: list[dict[str, float]] = field(default_factory=list)  # earlier incarnations'
 
     def start(self) -> None:
+        """Start it and wait for /health. A process that exits during start-up is started
+        again, as its supervisor (Kubernetes) would: its start-up probe does not retry, so a
+        fault the proxies inject into it ends it with one line (counted in `restarts`)."""
+        for _ in range(START_ATTEMPTS):
+            if self._started():
+                return
+            self.restarts += 1
+        raise RuntimeError(f"{self.name} did not start {START_ATTEMPTS} times; see {self.log}")
+
+    def _started(self) -> bool:
         with self.log.open("ab") as out:
             self.process = subprocess.Popen(
                 self.command, cwd=REPO, env=self.env, stdout=out, stderr=subprocess.STDOUT
@@ -74,9 +86,25 @@ class Process:
         while time.monotonic() < deadline:
             with contextlib.suppress(httpx.HTTPError):
                 if httpx.get(f"{self.url}/health", timeout=1).status_code == 200:
-                    return
+                    return True
+            if self.process.poll() is not None:
+                return False
             time.sleep(0.2)
-        raise RuntimeError(f"{self.name} did not start; see {self.log}")
+        self.process.kill()
+        self.process.wait()
+        return False
+
+    def stop(self) -> None:
+        """SIGTERM, or SIGKILL when it does not stop in time: the soak never leaves a process
+        behind, whether it passed or failed."""
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
 
     @property
     def url(self) -> str:
@@ -231,10 +259,8 @@ def run(seconds: float, workdir: Path, console: Console) -> dict[str, Any]:
             command = [sys.executable, "-m", "app.cli", "worker"]
             workers.append(Process(f"worker-{n}", command, worker_env, port, workdir / f"w{n}.log"))
         for process in [service, *workers]:
+            stack.callback(process.stop)
             process.start()
-            stack.callback(
-                lambda p=process: p.process and p.process.poll() is None and p.terminate()
-            )
 
         load = Load(clouds.s3, clouds.sqs, SOURCE_BUCKET, queue.url, service.url)
         chaos = Chaos(workers, redis, seconds)
@@ -297,6 +323,8 @@ def run(seconds: float, workdir: Path, console: Console) -> dict[str, Any]:
             "kills": chaos.kills,
             "rolling_restarts": chaos.rolling,
             "redis_restarts": chaos.redis_restarts,
+            "start_up_exits": sum(p.restarts for p in [service, *workers]),
+            "chaos_error": chaos.error,
             "failed_by_reason": {
                 k.split('"')[1]: v
                 for k, v in totals.items()
@@ -308,7 +336,8 @@ def run(seconds: float, workdir: Path, console: Console) -> dict[str, Any]:
             "parts_left": parts,
         }
         results["passed"] = bool(
-            drained
+            chaos.error is None
+            and drained
             and check.get("exit") == 0
             and check.get("different", 1) == 0
             and check.get("missing", 1) == 0
@@ -335,8 +364,18 @@ class Chaos:
         self.kills = 0
         self.rolling = 0
         self.redis_restarts = 0
+        self.error: str | None = None
 
     def run(self, stop: threading.Event) -> None:
+        """The chaos until `stop`; an error here stops the soak (kept in `error`) rather than
+        leaving it to run on without its chaos."""
+        try:
+            self._run(stop)
+        except Exception as exc:
+            self.error = f"{type(exc).__name__}: {exc}"
+            stop.set()
+
+    def _run(self, stop: threading.Event) -> None:
         began = time.monotonic()
         rolled = redis_done = False
         next_kill = began + KILL_EVERY * self._rng.uniform(0.75, 1.25)
@@ -437,6 +476,8 @@ def print_table(console: Console, results: dict[str, Any]) -> None:
             "worker SIGKILLs / rolling restarts / Redis restarts",
             f"{results['kills']} / {results['rolling_restarts']} / {results['redis_restarts']}",
         ),
+        ("worker starts ended by a fault at start-up", str(results["start_up_exits"])),
+        ("chaos stopped by", results["chaos_error"] or "-"),
         ("failures by reason (retried)", json.dumps(results["failed_by_reason"])),
         (
             "check --checksum",
