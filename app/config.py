@@ -124,6 +124,8 @@ class Settings(BaseSettings):
     parallel_composite_threshold: int = Field(150 * MiB, ge=0)
     parallel_composite_part_size: int = Field(32 * MiB, ge=256 * 1024, le=1024 * MiB)
     parallel_composite_workers: int = Field(4, ge=1, le=32)
+    # Parts older than this are a killed copy's: no live copy may take longer.
+    parallel_composite_stale_after: int = Field(86400, ge=60)
 
     @field_validator(
         "s3_endpoint_url",

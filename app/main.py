@@ -43,7 +43,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             app.state.startup_error = exc
             raise
         anyio.to_thread.current_default_thread_limiter().total_tokens = services.request_threads
-        threading.Thread(target=services.sweep_stale_parts, name="sweep", daemon=True).start()
+        threading.Thread(target=services.keep_sweeping, name="sweep", daemon=True).start()
         if not config.api_key_list():
             log.warning("API_KEYS is not set: anyone who can reach this service can use its API")
         if not config.sns_verify_signatures:

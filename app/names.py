@@ -27,6 +27,11 @@ except importlib.metadata.PackageNotFoundError:  # run from a checkout that was 
 # this appended.
 USER_AGENT = f"{PRODUCT}/{VERSION} python/{platform.python_version()}"
 
+# The service's own temporary objects (the parts of parallel composite uploads) live under
+# this prefix of the destination bucket: no copied object may be written there, and `sync` and
+# `check` neither compare nor delete what is there.
+TEMPORARY_PREFIX = "replicator-tmp/"
+
 # The custom metadata in which a destination object records its source. S3 stores user metadata
 # keys in lower case, so these capitalised keys can never collide with metadata copied from S3.
 SOURCE_BUCKET = "Replicator-Source-Bucket"
@@ -101,6 +106,10 @@ def check_gcs_key(key: str) -> str:
         raise ValueError("a GCS object name cannot contain carriage returns or line feeds")
     if key in (".", "..") or key.startswith(".well-known/acme-challenge/"):
         raise ValueError("GCS does not allow this object name")
+    if key.startswith(TEMPORARY_PREFIX):
+        raise ValueError(
+            f"names under {TEMPORARY_PREFIX} are the replicator's own temporary objects"
+        )
     return key
 
 

@@ -7,6 +7,7 @@ does, when asked.
 
 from __future__ import annotations
 
+import datetime
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -171,14 +172,28 @@ class Services:
     dead_letters: DeadLetters | None  # `replicator failures`, `redrive`: with SQS_QUEUE_URL
     request_threads: int
     pools: list[ThreadPoolExecutor] = field(default_factory=list)
+    closing: threading.Event = field(default_factory=threading.Event)
 
     def sweep_stale_parts(self) -> None:
-        """Remove what killed composite copies left in the destination bucket (GCS only)."""
+        """Remove what killed composite copies left in the destination bucket (GCS only): the
+        parts older than PARALLEL_COMPOSITE_STALE_AFTER."""
         if isinstance(self.destination, Composer):
-            sweep_stale_parts(self.destination, self.retry, self.settings.gcs_bucket_name)
+            stale_after = datetime.timedelta(seconds=self.settings.parallel_composite_stale_after)
+            sweep_stale_parts(
+                self.destination, self.retry, self.settings.gcs_bucket_name, stale_after
+            )
+
+    def keep_sweeping(self) -> None:
+        """Sweep now, then every half PARALLEL_COMPOSITE_STALE_AFTER until `close`: a worker
+        that runs for weeks sweeps as one that restarts does. Run it on a thread of its own."""
+        while True:
+            self.sweep_stale_parts()
+            if self.closing.wait(self.settings.parallel_composite_stale_after / 2):
+                return
 
     def close(self) -> None:
         """Stop the jobs and the thread pools; work in flight finishes, queued work is dropped."""
+        self.closing.set()
         self.jobs.close()
         for pool in self.pools:
             pool.shutdown(wait=True, cancel_futures=True)

@@ -90,7 +90,7 @@ def compare(
 
         pairs = merge(
             listed(source.iter_objects, src),
-            listed(destination.iter_objects, dst),
+            (o for o in listed(destination.iter_objects, dst) if not _temporary(o.key)),
             lambda obj: obj.key[len(src.prefix) :],
             lambda obj: obj.key[len(dst.prefix) :],
         )
@@ -176,6 +176,12 @@ def require_key_order(src: Location) -> None:
             "key order: sync and check cannot compare it with the destination; copy its "
             "objects one by one (POST /v1/replicate, or replicator enqueue)"
         )
+
+
+def _temporary(key: str) -> bool:
+    """The service's own temporary object (a part of a parallel composite copy in flight, or
+    one a killed copy left for the sweep): never compared, never deleted by `sync --delete`."""
+    return key.startswith(names.TEMPORARY_PREFIX)
 
 
 def unwritable(dst: Location, key: str) -> str:

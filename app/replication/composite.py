@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import google_crc32c
 
-from app import errors
+from app import errors, names
 from app.logging_config import in_context
 from app.replication.digest import Digest
 from app.replication.stream import ResumableRead
@@ -34,8 +34,7 @@ from app.retry import RetryPolicy
 from app.storage.base import Body, Checksums, Composer, ObjectInfo, Source
 
 log = logging.getLogger(__name__)
-PARTS_PREFIX = "replicator-tmp/parallel-composite/"  # temporary parts, deleted after each copy
-STALE_AFTER = datetime.timedelta(days=1)  # no live copy keeps a part this long
+PARTS_PREFIX = f"{names.TEMPORARY_PREFIX}parallel-composite/"  # deleted after each copy
 MAX_COMPONENTS = 1024  # GCS's limit on the components of one composite object
 
 
@@ -164,7 +163,7 @@ def sweep_stale_parts(
     destination: Composer,
     retry: RetryPolicy,
     bucket: str,
-    older_than: datetime.timedelta = STALE_AFTER,
+    older_than: datetime.timedelta,
 ) -> int:
     """Delete the parts that copies which died mid-way (a killed process) left under
     PARTS_PREFIX more than `older_than` ago; returns how many. A copy deletes its own parts

@@ -96,7 +96,7 @@ def run() -> int:
         if settings.worker_port
         else None
     )
-    threading.Thread(target=services.sweep_stale_parts, name="sweep", daemon=True).start()
+    threading.Thread(target=services.keep_sweeping, name="sweep", daemon=True).start()
 
     def stop(signum: int, _: FrameType | None) -> None:
         log.info("%s: finishing what is in flight, then stopping", signal.Signals(signum).name)

@@ -188,6 +188,11 @@ TWO_BYTE_KEY = "é" * 513  # 1026 bytes of UTF-8 in 513 characters
         ({"s3_bucket": "source-bucket", "s3_key": "a", "gcs_bucket": "-x-"}, "gcs_bucket"),
         ({"s3_bucket": "source-bucket", "s3_key": "a\nb"}, "s3_key"),
         ({"s3_bucket": "source-bucket", "s3_key": "a", "gcs_key": "a\rb"}, "gcs_key"),
+        ({"s3_bucket": "source-bucket", "s3_key": "replicator-tmp/x"}, "s3_key"),
+        (
+            {"s3_bucket": "source-bucket", "s3_key": "a", "gcs_key": "replicator-tmp/a"},
+            "temporary objects",
+        ),
         ({"s3_bucket": "source-bucket", "s3_key": "a", "overwrite": "sometimes"}, "overwrite"),
     ],
 )

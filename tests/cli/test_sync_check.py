@@ -15,6 +15,7 @@ import pytest
 
 from app.dev import emulators
 from app.replication import identity
+from app.replication.composite import PARTS_PREFIX
 from tests.conftest import Buckets
 from tests.faults import Fault, FaultProxy
 
@@ -152,6 +153,23 @@ def test_delete_removes_extras_under_the_prefix_only(
         ("extra", "deleted"),
         ("keep", "copied"),
     ]
+
+
+def test_the_services_temporary_parts_are_neither_compared_nor_deleted(
+    run: Any, buckets: Buckets
+) -> None:
+    """A part of a composite copy in flight (or left by a killed one, for the sweep) is not the
+    user's: `sync --delete` keeps it, `check` does not call it extra."""
+    buckets.put("a", b"a")
+    part = f"{PARTS_PREFIX}0f3c/00000"
+    put_dest(buckets, part, b"part bytes")
+    synced = run("sync", f"s3://{buckets.source}", f"gs://{buckets.dest}", "--delete", "--json")
+    assert synced.returncode == 0, synced.stderr
+    assert summary(synced) == sync_summary(copied=1, bytes=1)
+    assert dest_keys(buckets) == {"a", part}
+    checked = run("check", f"s3://{buckets.source}", f"gs://{buckets.dest}")
+    assert checked.returncode == 0, checked.stdout
+    assert checked.stdout.splitlines() == ["= a"]
 
 
 def test_more_deletes_than_max_delete_deletes_nothing_and_fails(run: Any, buckets: Buckets) -> None:

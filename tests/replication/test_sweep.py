@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import threading
 from typing import Any
 
 import pytest
@@ -45,13 +46,32 @@ def test_parts_older_than_the_limit_go_and_everything_else_stays(
     target = destination(gcs_server.url)
 
     # Just written: younger than a day, so a copy may still be using them.
-    assert sweep_stale_parts(target, RETRY, dest_bucket) == 0
+    assert sweep_stale_parts(target, RETRY, dest_bucket, datetime.timedelta(days=1)) == 0
     assert names(gcs, dest_bucket) == sorted(parts + kept)
 
     with caplog.at_level("INFO", logger="app.replication.composite"):
         assert sweep_stale_parts(target, RETRY, dest_bucket, datetime.timedelta(0)) == 3
     assert names(gcs, dest_bucket) == sorted(kept)
     assert "removed 3 parts older than 0:00:00 left in" in caplog.text  # the limit applied
+
+
+def test_the_sweep_goes_on_until_the_services_close(
+    gcs_server: Any, moto_server: Any, gcs: storage.Client, dest_bucket: str
+) -> None:
+    """The service and the worker run `keep_sweeping` on a thread: it sweeps at once (the
+    parts' age is compared with PARALLEL_COMPOSITE_STALE_AFTER), then waits, and `close` ends it."""
+    plant(gcs, dest_bucket, f"{PARTS_PREFIX}run1/00000")
+    services = build(make_settings(moto_server.url, gcs_server.url, dest_bucket))
+    sweeping = threading.Thread(target=services.keep_sweeping)
+    sweeping.start()
+    try:
+        sweeping.join(timeout=1.0)
+        assert sweeping.is_alive()  # waiting for the next sweep
+    finally:
+        services.close()
+    sweeping.join(timeout=5.0)
+    assert not sweeping.is_alive()
+    assert names(gcs, dest_bucket) == [f"{PARTS_PREFIX}run1/00000"]  # younger than a day
 
 
 def test_a_missing_bucket_is_logged_not_raised(
