@@ -17,6 +17,13 @@ _PACKAGES = ("fastapi", "uvicorn", "boto3", "google-cloud-storage", "moto")
 _SECRETS = ("KEY", "SECRET", "CREDENTIALS")
 
 
+def _system_rclone() -> str:
+    """The version of an rclone on the system's PATH (Debian's), or "not installed"; never the
+    bundled one (`rclone.version(None)` would answer with that)."""
+    binary = shutil.which("rclone", path=os.defpath)
+    return (rclone.version(binary) if binary else None) or "not installed"
+
+
 def describe() -> dict[str, object]:
     return {
         "nproc": len(os.sched_getaffinity(0)),
@@ -26,7 +33,7 @@ def describe() -> dict[str, object]:
         "os": platform.platform(),
         "python": platform.python_version(),
         "rclone": rclone.version() or "not installed",
-        "rclone_debian": rclone.version(shutil.which("rclone", path=os.defpath)) or "not installed",
+        "rclone_debian": _system_rclone(),
         "packages": {name: _version(name) for name in _PACKAGES},
         "commit": _commit(),
         "service_settings": service_settings(),
