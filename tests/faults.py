@@ -50,7 +50,8 @@ class Fault:
     `X-Amz-Target`: "ReceiveMessage"). Fires on the `nth` match only, else on the first
     `times` matches, else with `chance` (0 to 1) on each match, else on every match.
     Actions:
-      reset               close the client connection (RST) without forwarding or answering
+      reset               close the client connection (RST) without forwarding or answering;
+                          with `at`, once `at` bytes of the request body arrived (mid-upload)
       status              answer `status` with `body` and `headers` without forwarding
       stall               hold the client without an answer for `stall_for` seconds (or until it
                           gives up); with `at`, forward and send the head and `at` body bytes first
@@ -241,17 +242,25 @@ class FaultProxy:
                 arrived = time.monotonic()
                 if (request.header("expect") or "").lower() == "100-continue":
                     client.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")
-                request.body = _read_body(reader, request, bodyless=False)
                 method, target = request.start.split(" ")[:2]
                 with self._lock:
                     operation = request.header("x-amz-target") or ""
                     fault = next(
                         (f for f in self.faults if f.claims(method, target, operation)), None
                     )
+                if fault and fault.action == "reset" and fault.at is not None:
+                    length = int(request.header("content-length") or 0)
+                    request.body = reader.read(min(fault.at, length))  # the rest still on its way
+                else:
+                    request.body = _read_body(reader, request, bodyless=False)
+                with self._lock:
                     headers = {k.lower(): v for k, v in request.headers}
                     action = fault.action if fault else None
                     body = request.body if len(request.body) <= SEEN_BODY else b""
                     self.requests.append(Seen(method, target, headers, arrived, action, body))
+                short = len(request.body) < int(request.header("content-length") or 0)
+                if short and action != "reset":
+                    return  # the client gave up mid-body: nothing to send on
                 if not self._respond(client, request, method, fault):
                     return
                 if (request.header("connection") or "").lower() == "close":

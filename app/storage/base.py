@@ -118,6 +118,32 @@ class VerifiedStream(Protocol):
         ...
 
 
+class Block(Protocol):
+    """`len(block)` bytes of a stream, some perhaps still arriving. Every byte stays in memory
+    until the next block is taken, so a failed send of the block can be made again."""
+
+    def __len__(self) -> int: ...
+
+    def pieces(self, start: int) -> Iterator[memoryview]:
+        """The block's bytes from `start` as they arrive (waiting for them); raises what
+        reading the source failed with."""
+        ...
+
+
+@runtime_checkable
+class BlockStream(Protocol):
+    """An optional ability of a VerifiedStream: its bytes as blocks of `block_size` (the last
+    shorter), each handed out as soon as its first bytes are read, so a writer sends a block
+    while it is being read. The final block is handed out only once the whole object
+    verified. Take blocks or `read`, not both."""
+
+    block_size: int
+
+    def read_block(self) -> Block | None:
+        """The next block, valid until the next call; None after the last."""
+        ...
+
+
 class Source(Protocol):
     def probe(self) -> None:
         """Raise StartupError if the source cannot be reached with the configured credentials."""

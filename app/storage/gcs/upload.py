@@ -20,12 +20,12 @@ import contextlib
 import json
 import re
 import secrets
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from app import errors
 from app.retry import RetryPolicy
-from app.storage.base import Checksums, VerifiedStream, read_exactly
+from app.storage.base import Block, BlockStream, Checksums, VerifiedStream, read_exactly
 from app.storage.gcs.errors import translate
 from app.storage.gcs.resources import bucket_path, kms_params, object_path
 from app.storage.gcs.transport import NETWORK_ERRORS, Http, Response, Timeout
@@ -90,10 +90,24 @@ def upload_resumable(
     what = f"gs://{bucket}/{resource['name']}"
     url = retry.call(start_session, http, bucket, resource, size, generation, timeout)
     session = ResumableSession(http, url, size, what)
+    blocks = isinstance(stream, BlockStream) and not stream.block_size % UPLOAD_GRANULARITY
     try:
         finished: dict[str, Any] | None = None
         while session.offset < size:
             chunk_start = session.offset
+            if blocks:  # each chunk a block of the stream, sent while it is read
+                assert isinstance(stream, BlockStream)
+                block = stream.read_block()
+                if block is None:
+                    raise errors.IntegrityError(
+                        f"the source ended {size - chunk_start} bytes early; nothing published"
+                    )
+                sums = stream.checksums() if chunk_start + len(block) == size else None
+                try:
+                    finished = retry.call(session.send, block, chunk_start, sums, timeout)
+                except SourceFailed as failed:
+                    raise failed.error from None
+                continue
             chunk = stream.read(chunk_size)  # a block: no copy
             if not chunk:
                 raise errors.IntegrityError(
@@ -201,13 +215,14 @@ class ResumableSession:
 
     def send(
         self,
-        chunk: bytes | memoryview,
+        chunk: bytes | memoryview | Block,
         chunk_start: int,
         sums: Checksums | None,
         timeout: Timeout,
     ) -> dict[str, Any] | None:
-        """Send what GCS has not kept yet of `chunk`, the bytes from `chunk_start`.
-        Returns the object resource once the upload is complete, else None."""
+        """Send what GCS has not kept yet of `chunk`, the bytes from `chunk_start` (a Block
+        is sent as its bytes arrive). Returns the object resource once the upload is
+        complete, else None. SourceFailed when reading the block failed: not retryable."""
         if not self._offset_known:
             done = self._query(timeout)
             if done is not None:
@@ -218,11 +233,17 @@ class ResumableSession:
                 f"GCS resumed the upload of {self._what} at byte {self.offset}, "
                 f"outside the chunk being sent ({chunk_start}+{len(chunk)})"
             )
-        body = memoryview(chunk)[skip:]
-        if not body:
+        length = len(chunk) - skip
+        if not length:
             return None  # GCS already holds this whole chunk: only its answer was lost
-        end = self.offset + len(body) - 1
+        end = self.offset + length - 1
         headers = {"Content-Range": f"bytes {self.offset}-{end}/{self._size}"}
+        body: memoryview | Iterator[memoryview]
+        if isinstance(chunk, bytes | memoryview):
+            body = memoryview(chunk)[skip:]
+        else:
+            body = _arriving(chunk, skip)
+            headers["Content-Length"] = str(length)  # sent as it is, not chunk-encoded
         if sums is not None:
             hashes = {"crc32c": sums.crc32c, "md5": sums.md5}
             headers["X-Goog-Hash"] = ",".join(f"{k}={v}" for k, v in hashes.items() if v)
@@ -276,6 +297,22 @@ class ResumableSession:
         """Abandon the session so GCS discards what it holds (it answers 499)."""
         with contextlib.suppress(Exception):
             self._http.request("DELETE", self._url, timeout=timeout)
+
+
+class SourceFailed(Exception):
+    """Reading the source failed while a block of it was being sent: `error` is raised as it
+    is, not retried as a failed send (the stream retried its reads already)."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+def _arriving(block: Block, start: int) -> Iterator[memoryview]:
+    try:
+        yield from block.pieces(start)
+    except Exception as exc:  # the request is abandoned; its connection is closed
+        raise SourceFailed(exc) from exc
 
 
 def _persisted(response: Response) -> int:
