@@ -32,7 +32,16 @@ from types import TracebackType
 from typing import BinaryIO
 from urllib.parse import urlsplit
 
-ACTIONS = ("reset", "status", "stall", "delay", "truncate", "flip", "reset_after_upload")
+ACTIONS = (
+    "reset",
+    "status",
+    "stall",
+    "delay",
+    "truncate",
+    "flip",
+    "flip_request",
+    "reset_after_upload",
+)
 SEEN_BODY = 1024 * 1024  # request bodies up to this size are kept in `proxy.requests`
 HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "expect", "proxy-connection"}
 S3_SLOW_DOWN = (
@@ -58,6 +67,7 @@ class Fault:
       delay               hold the request `stall_for` seconds, then forward it and answer in full
       truncate            forward, then send only `at` bytes of the response body and close
       flip                forward, then invert the response body's byte at offset `at`
+      flip_request        invert the request body's byte at offset `at`, then forward it
       reset_after_upload  forward (the upstream acts on the request), then reset the client
     """
 
@@ -79,7 +89,7 @@ class Fault:
     def __post_init__(self) -> None:
         if self.action not in ACTIONS:
             raise ValueError(f"unknown action {self.action!r}; one of {ACTIONS}")
-        if self.action in ("truncate", "flip") and self.at is None:
+        if self.action in ("truncate", "flip", "flip_request") and self.at is None:
             raise ValueError(f"{self.action} needs `at`, a body offset")
 
     def claims(self, method: str, target: str, amz_target: str = "") -> bool:
@@ -292,6 +302,9 @@ class FaultProxy:
             return False
         if fault and action == "delay":
             self._hold(client, fault.stall_for)
+        if fault and action == "flip_request" and fault.at is not None:
+            body = request.body
+            request.body = body[: fault.at] + bytes([body[fault.at] ^ 0xFF]) + body[fault.at + 1 :]
         if self._resumable_status and _is_status_query(method, request):
             client.sendall(self._session_status(request))
             return True

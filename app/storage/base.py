@@ -130,6 +130,16 @@ class Block(Protocol):
         ...
 
 
+class SourceFailed(Exception):
+    """Raised by a destination when a Block it was sending failed to arrive: `error` is what
+    reading the source failed with, to be raised as it is, not retried as a failed send (the
+    reads were retried already)."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
 @runtime_checkable
 class BlockStream(Protocol):
     """An optional ability of a VerifiedStream: its bytes as blocks of `block_size` (the last
@@ -259,7 +269,14 @@ class Composer(Protocol):
 
     def composable(self, bucket: str) -> bool: ...
 
-    def write_part(self, bucket: str, name: str, data: bytes | memoryview, crc32c: str) -> None: ...
+    def write_part(
+        self, bucket: str, name: str, data: bytes | memoryview | Block, crc32c: str | None
+    ) -> str | None:
+        """One part; returns the CRC32C the destination stored. With `crc32c`, the destination
+        refuses bytes that do not match it; without (a Block sent as it arrives, whose
+        checksum is known only after its last byte), the caller compares what is returned.
+        SourceFailed when a Block failed to arrive."""
+        ...
 
     def compose(
         self,

@@ -17,15 +17,23 @@ benchmark: 228 -> 254 objects/s).
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import re
 import secrets
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 from app import errors
 from app.retry import RetryPolicy
-from app.storage.base import Block, BlockStream, Checksums, VerifiedStream, read_exactly
+from app.storage.base import (
+    Block,
+    BlockStream,
+    Checksums,
+    SourceFailed,
+    VerifiedStream,
+    read_exactly,
+)
 from app.storage.gcs.errors import translate
 from app.storage.gcs.resources import bucket_path, kms_params, object_path
 from app.storage.gcs.transport import NETWORK_ERRORS, Http, Response, Timeout
@@ -37,20 +45,26 @@ def upload_simple(
     http: Http,
     bucket: str,
     resource: Mapping[str, Any],
-    data: bytes | memoryview,
+    data: bytes | memoryview | Block,
     generation: int,
     timeout: Timeout,
 ) -> dict[str, Any]:
     """One multipart/related POST: the resource as JSON, then the bytes (sent as they are,
-    not copied into one body). Returns the object resource GCS stored."""
+    not copied into one body; a Block as its bytes arrive). Returns the object resource GCS
+    stored. SourceFailed when a Block failed to arrive."""
     boundary = f"=============={secrets.token_hex(16)}=="
-    body = (
+    head = (
         f"--{boundary}\r\ncontent-type: application/json; charset=UTF-8\r\n\r\n".encode(),
         json.dumps(resource).encode(),
         f"\r\n--{boundary}\r\ncontent-type: {resource['contentType']}\r\n\r\n".encode(),
-        data,
-        f"\r\n--{boundary}--".encode(),
     )
+    tail = f"\r\n--{boundary}--".encode()
+    length = sum(len(piece) for piece in head) + len(data) + len(tail)
+    body: Iterable[bytes | memoryview]
+    if isinstance(data, bytes | memoryview):
+        body = (*head, data, tail)
+    else:
+        body = itertools.chain(head, _arriving(data, 0), (tail,))
     response = _post(
         http,
         f"gs://{bucket}/{resource['name']}",
@@ -64,7 +78,7 @@ def upload_simple(
         body=body,
         headers={
             "content-type": f'multipart/related; boundary="{boundary}"',
-            "content-length": str(sum(len(piece) for piece in body)),
+            "content-length": str(length),
         },
         timeout=timeout,
     )
@@ -297,15 +311,6 @@ class ResumableSession:
         """Abandon the session so GCS discards what it holds (it answers 499)."""
         with contextlib.suppress(Exception):
             self._http.request("DELETE", self._url, timeout=timeout)
-
-
-class SourceFailed(Exception):
-    """Reading the source failed while a block of it was being sent: `error` is raised as it
-    is, not retried as a failed send (the stream retried its reads already)."""
-
-    def __init__(self, error: Exception) -> None:
-        super().__init__(str(error))
-        self.error = error
 
 
 def _arriving(block: Block, start: int) -> Iterator[memoryview]:
