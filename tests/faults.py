@@ -32,7 +32,16 @@ from types import TracebackType
 from typing import BinaryIO
 from urllib.parse import urlsplit
 
-ACTIONS = ("reset", "status", "stall", "delay", "truncate", "flip", "reset_after_upload")
+ACTIONS = (
+    "reset",
+    "status",
+    "stall",
+    "delay",
+    "truncate",
+    "flip",
+    "flip_request",
+    "reset_after_upload",
+)
 SEEN_BODY = 1024 * 1024  # request bodies up to this size are kept in `proxy.requests`
 HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "expect", "proxy-connection"}
 S3_SLOW_DOWN = (
@@ -50,13 +59,15 @@ class Fault:
     `X-Amz-Target`: "ReceiveMessage"). Fires on the `nth` match only, else on the first
     `times` matches, else with `chance` (0 to 1) on each match, else on every match.
     Actions:
-      reset               close the client connection (RST) without forwarding or answering
+      reset               close the client connection (RST) without forwarding or answering;
+                          with `at`, once `at` bytes of the request body arrived (mid-upload)
       status              answer `status` with `body` and `headers` without forwarding
       stall               hold the client without an answer for `stall_for` seconds (or until it
                           gives up); with `at`, forward and send the head and `at` body bytes first
       delay               hold the request `stall_for` seconds, then forward it and answer in full
       truncate            forward, then send only `at` bytes of the response body and close
       flip                forward, then invert the response body's byte at offset `at`
+      flip_request        invert the request body's byte at offset `at`, then forward it
       reset_after_upload  forward (the upstream acts on the request), then reset the client
     """
 
@@ -78,7 +89,7 @@ class Fault:
     def __post_init__(self) -> None:
         if self.action not in ACTIONS:
             raise ValueError(f"unknown action {self.action!r}; one of {ACTIONS}")
-        if self.action in ("truncate", "flip") and self.at is None:
+        if self.action in ("truncate", "flip", "flip_request") and self.at is None:
             raise ValueError(f"{self.action} needs `at`, a body offset")
 
     def claims(self, method: str, target: str, amz_target: str = "") -> bool:
@@ -241,17 +252,25 @@ class FaultProxy:
                 arrived = time.monotonic()
                 if (request.header("expect") or "").lower() == "100-continue":
                     client.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")
-                request.body = _read_body(reader, request, bodyless=False)
                 method, target = request.start.split(" ")[:2]
                 with self._lock:
                     operation = request.header("x-amz-target") or ""
                     fault = next(
                         (f for f in self.faults if f.claims(method, target, operation)), None
                     )
+                if fault and fault.action == "reset" and fault.at is not None:
+                    length = int(request.header("content-length") or 0)
+                    request.body = reader.read(min(fault.at, length))  # the rest still on its way
+                else:
+                    request.body = _read_body(reader, request, bodyless=False)
+                with self._lock:
                     headers = {k.lower(): v for k, v in request.headers}
                     action = fault.action if fault else None
                     body = request.body if len(request.body) <= SEEN_BODY else b""
                     self.requests.append(Seen(method, target, headers, arrived, action, body))
+                short = len(request.body) < int(request.header("content-length") or 0)
+                if short and action != "reset":
+                    return  # the client gave up mid-body: nothing to send on
                 if not self._respond(client, request, method, fault):
                     return
                 if (request.header("connection") or "").lower() == "close":
@@ -283,6 +302,9 @@ class FaultProxy:
             return False
         if fault and action == "delay":
             self._hold(client, fault.stall_for)
+        if fault and action == "flip_request" and fault.at is not None:
+            body = request.body
+            request.body = body[: fault.at] + bytes([body[fault.at] ^ 0xFF]) + body[fault.at + 1 :]
         if self._resumable_status and _is_status_query(method, request):
             client.sendall(self._session_status(request))
             return True

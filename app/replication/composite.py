@@ -2,11 +2,12 @@
 
 What `gcloud storage cp` does above its threshold. The object is read once, in order, on one
 GET (a broken read resumes where it stopped, pinned to the ETag and version): one stream from
-S3 outruns one upload to GCS, and parallel ranged GETs measured slower here. Each part, once
-read, is uploaded by a worker as a temporary object that GCS accepts only if it matches the
-part's CRC32C, while the next part is read. Every byte goes through one Digest; only once the
-whole object verifies against S3 are the parts composed into the destination, with its
-metadata and the generation precondition. The parts are deleted whatever happens.
+S3 outruns one upload to GCS, and parallel ranged GETs measured slower here. Each part is
+uploaded by a worker as a temporary object while it is being read (the request streams its
+bytes as they arrive; a failed send is made again from the part's buffer), then the CRC32C
+GCS stored for it is checked against the one read. Every byte goes through one Digest; only
+once the whole object verifies against S3 are the parts composed into the destination, with
+its metadata and the generation precondition. The parts are deleted whatever happens.
 
 A composite object has a CRC32C but no MD5 at GCS: the copy is checked by CRC32C.
 Memory: `workers x part_size` buffers for each copy in flight.
@@ -29,7 +30,7 @@ import google_crc32c
 from app import errors, names
 from app.logging_config import in_context
 from app.replication.digest import Digest
-from app.replication.stream import ResumableRead
+from app.replication.stream import ArrivingBlock, ResumableRead
 from app.retry import RetryPolicy
 from app.storage.base import Body, Checksums, Composer, ObjectInfo, Source
 
@@ -100,16 +101,22 @@ class CompositeCopy:
                 _raise_first_failure(uploads, wait=False)
                 length = min(self._plan.part_size, obj.size - start)
                 crc = google_crc32c.Checksum()
-                self._retry.call(reading.fill, buffer, start, length)
                 name = f"{PARTS_PREFIX}{run}/{n:05}"
                 names.append(name)
-                part = memoryview(buffer)[:length]
-                crc32c = base64.b64encode(crc.digest()).decode()
+                part = ArrivingBlock(buffer, length, complete=False)
+                read: Future[str] = Future()  # the part's CRC32C, once its last byte was read
                 uploads.append(
                     self._parts.submit(
-                        in_context(self._upload), destination, bucket, name, part, crc32c, free
+                        in_context(self._upload), destination, bucket, name, part, read, free
                     )
                 )
+                try:  # the upload sends the part's bytes as they arrive
+                    self._retry.call(reading.fill, buffer, start, length, part.arrived)
+                except BaseException as exc:
+                    part.failed(exc)
+                    read.set_exception(exc)
+                    raise
+                read.set_result(base64.b64encode(crc.digest()).decode())
             digest.verify()  # before anything is published: the parts are not the object
             _raise_first_failure(uploads, wait=True)
             written = destination.compose(
@@ -141,16 +148,22 @@ class CompositeCopy:
         destination: Composer,
         bucket: str,
         name: str,
-        part: memoryview,
-        crc32c: str,
+        part: ArrivingBlock,
+        read: Future[str],
         free: queue.SimpleQueue[bytearray],
     ) -> None:
+        """Send `part` as its bytes arrive (again from memory if a send fails), then check
+        that GCS stored the CRC32C that was read: the part's checksum is known only after its
+        last byte, too late for the request to carry it."""
         try:
-            self._retry.call(destination.write_part, bucket, name, part, crc32c)
+            stored = self._retry.call(destination.write_part, bucket, name, part, None)
+            if stored != read.result():
+                raise errors.IntegrityError(
+                    f"GCS stored the part gs://{bucket}/{name} with CRC32C {stored}, not the "
+                    f"{read.result()} of the bytes sent; nothing was published"
+                )
         finally:
-            buffer = part.obj
-            assert isinstance(buffer, bytearray)
-            free.put(buffer)
+            free.put(part.buffer)
 
 
 def _raise_first_failure(uploads: list[Future[None]], *, wait: bool) -> None:

@@ -118,6 +118,42 @@ class VerifiedStream(Protocol):
         ...
 
 
+class Block(Protocol):
+    """`len(block)` bytes of a stream, some perhaps still arriving. Every byte stays in memory
+    until the next block is taken, so a failed send of the block can be made again."""
+
+    def __len__(self) -> int: ...
+
+    def pieces(self, start: int) -> Iterator[memoryview]:
+        """The block's bytes from `start` as they arrive (waiting for them); raises what
+        reading the source failed with."""
+        ...
+
+
+class SourceFailed(Exception):
+    """Raised by a destination when a Block it was sending failed to arrive: `error` is what
+    reading the source failed with, to be raised as it is, not retried as a failed send (the
+    reads were retried already)."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+@runtime_checkable
+class BlockStream(Protocol):
+    """An optional ability of a VerifiedStream: its bytes as blocks of `block_size` (the last
+    shorter), each handed out as soon as its first bytes are read, so a writer sends a block
+    while it is being read. The final block is handed out only once the whole object
+    verified. Take blocks or `read`, not both."""
+
+    block_size: int
+
+    def read_block(self) -> Block | None:
+        """The next block, valid until the next call; None after the last."""
+        ...
+
+
 class Source(Protocol):
     def probe(self) -> None:
         """Raise StartupError if the source cannot be reached with the configured credentials."""
@@ -233,7 +269,14 @@ class Composer(Protocol):
 
     def composable(self, bucket: str) -> bool: ...
 
-    def write_part(self, bucket: str, name: str, data: bytes | memoryview, crc32c: str) -> None: ...
+    def write_part(
+        self, bucket: str, name: str, data: bytes | memoryview | Block, crc32c: str | None
+    ) -> str | None:
+        """One part; returns the CRC32C the destination stored. With `crc32c`, the destination
+        refuses bytes that do not match it; without (a Block sent as it arrives, whose
+        checksum is known only after its last byte), the caller compares what is returned.
+        SourceFailed when a Block failed to arrive."""
+        ...
 
     def compose(
         self,

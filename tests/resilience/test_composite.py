@@ -108,11 +108,18 @@ def test_a_flipped_byte_keeps_the_previous_version(
     "fault",
     [
         Fault("POST", "uploadType=multipart", "reset", nth=3),
+        Fault("POST", "uploadType=multipart", "reset", at=PART // 2, nth=3),  # mid-part
         Fault("POST", "uploadType=multipart", "reset_after_upload", nth=2),
         Fault("POST", "/compose", "status", status=503, times=1),
         Fault("POST", "/compose", "reset_after_upload", times=1),
     ],
-    ids=["part-reset", "part-answer-lost", "compose-503", "compose-answer-lost"],
+    ids=[
+        "part-reset",
+        "part-reset-mid-body",
+        "part-answer-lost",
+        "compose-503",
+        "compose-answer-lost",
+    ],
 )
 def test_transient_faults_in_parts_or_compose_are_retried(
     settings: Settings, gcs_proxy: FaultProxy, buckets: Buckets, fault: Fault
@@ -143,6 +150,38 @@ def test_a_source_fault_on_every_attempt_is_503_and_leaves_nothing(
     response = buckets.replicate(settings, "big.bin")
 
     assert_error(response, 503, "unavailable")
+    assert_only(buckets)
+
+
+def test_a_source_failing_while_its_part_is_sent_is_503_and_leaves_nothing(
+    settings: Settings, s3_proxy: FaultProxy, gcs_proxy: FaultProxy, buckets: Buckets
+) -> None:
+    """S3 breaks for good in the middle of the third part, which is already going to GCS as
+    it is read: the reads are retried, that part's upload is not retried on top of them."""
+    buckets.put_random("big.bin", SIZE)
+    s3_proxy.add(Fault("GET", "/big.bin", "truncate", at=2 * PART + 1000, nth=1))
+    s3_proxy.add(Fault("GET", "/big.bin", "reset"))  # every later read
+
+    response = buckets.replicate(settings, "big.bin")
+
+    assert_error(response, 503, "unavailable")
+    # The third part went at most once (unless the copy ended before its upload began).
+    assert len(part_uploads(gcs_proxy)) <= 3
+    assert_only(buckets)
+
+
+def test_a_part_gcs_stored_differently_from_what_was_read_publishes_nothing(
+    settings: Settings, gcs_proxy: FaultProxy, buckets: Buckets
+) -> None:
+    """A part's CRC32C is known only once it was sent, so what GCS stored is checked after."""
+    buckets.put_random("big.bin", SIZE)
+    flip = gcs_proxy.add(Fault("POST", "uploadType=multipart", "flip_request", at=PART // 2, nth=2))
+
+    response = buckets.replicate(settings, "big.bin")
+
+    assert_error(response, 502, "integrity_error")
+    assert flip.fired == 1
+    assert not gcs_proxy.seen("POST", "/compose")  # caught at the part, before composing
     assert_only(buckets)
 
 

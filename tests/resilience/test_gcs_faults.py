@@ -201,11 +201,12 @@ def test_lost_answer_to_a_simple_upload_is_not_a_failure(
     "fault",
     [
         {"action": "reset"},
+        {"action": "reset", "at": CHUNK // 2},  # while the chunk is being sent
         SERVICE_UNAVAILABLE,
         {"action": "stall", "stall_for": 10},
         {"action": "reset_after_upload"},
     ],
-    ids=["reset", "503", "stall", "reset-after-upload"],
+    ids=["reset", "reset-mid-chunk", "503", "stall", "reset-after-upload"],
 )
 def test_fault_on_a_middle_chunk_resumes_where_gcs_left_off(
     gcs_proxy: FaultProxy, settings_for: SettingsFor, buckets: Buckets, fault: dict[str, Any]
@@ -222,6 +223,30 @@ def test_fault_on_a_middle_chunk_resumes_where_gcs_left_off(
         sent.insert(3, sent[2])  # GCS never saw the third chunk: it goes again, whole
     assert chunk_ranges(gcs_proxy) == sent
     assert all(_valid(r) for r in chunk_ranges(gcs_proxy)), chunk_ranges(gcs_proxy)
+
+
+def test_a_source_failing_while_its_chunk_is_sent_is_503_and_the_chunk_is_not_sent_again(
+    s3_proxy: FaultProxy, gcs_proxy: FaultProxy, dest_bucket: str, buckets: Buckets
+) -> None:
+    """S3 breaks for good in the middle of the second block, whose chunk is already going to
+    GCS as it is read: the reads are retried, the send is not retried on top of them, the
+    session is cancelled and nothing is published."""
+    buckets.put_random("a.bin", LARGE)
+    path = f"/{buckets.source}/a.bin"
+    s3_proxy.add(Fault("GET", path, "truncate", at=CHUNK + 1000, nth=1))
+    broken = s3_proxy.add(Fault("GET", path, "reset"))  # every later read
+    settings = proxied_settings(
+        s3_proxy.url, gcs_proxy.url, dest_bucket, upload_chunk_size=CHUNK, max_retries=2
+    )
+
+    response = buckets.replicate(settings, "a.bin")
+
+    assert_error(response, 503, "unavailable")
+    assert broken.fired == 2  # the two retries of the read that broke
+    second = chunks_of(LARGE)[1]
+    assert [r for r in chunk_ranges(gcs_proxy) if r == second] == [second]
+    assert gcs_proxy.seen("DELETE", CHUNK_PUT), "the upload session was not cancelled"
+    buckets.assert_nothing_written()
 
 
 def test_lost_answer_to_the_final_chunk_is_not_a_failure(

@@ -24,6 +24,7 @@ from typing import Any
 from app import errors
 from app.retry import RetryPolicy
 from app.storage.base import (
+    Block,
     Checksums,
     ContentHeaders,
     ObjectInfo,
@@ -201,15 +202,26 @@ class GCSDestination:
                 self._composable[bucket] = False
         return self._composable[bucket]
 
-    def write_part(self, bucket: str, name: str, data: bytes | memoryview, crc32c: str) -> None:
-        """One part, in one request; GCS refuses it unless its bytes match `crc32c`."""
+    def write_part(
+        self, bucket: str, name: str, data: bytes | memoryview | Block, crc32c: str | None
+    ) -> str | None:
+        """One part, in one request; returns the CRC32C GCS stored. With `crc32c`, GCS refuses
+        bytes that do not match it; without (a Block sent as it arrives), the caller compares."""
         # The bucket's default class (see __init__), and the KMS key: every byte is under it.
         parts = Placement(kms_key=self._placement.kms_key)
-        resource = object_resource(name, ContentHeaders(), {}, Checksums(crc32c=crc32c), parts)
+        sums = None if crc32c is None else Checksums(crc32c=crc32c)
+        resource = object_resource(name, ContentHeaders(), {}, sums, parts)
         try:
-            upload.upload_simple(self._http, bucket, resource, data, 0, self._timeout)
+            stored = upload.upload_simple(self._http, bucket, resource, data, 0, self._timeout)
         except errors.PreconditionFailed:
-            pass  # an earlier attempt stored it (parts have names of their own), and GCS checked it
+            # An earlier attempt stored it (parts have names of their own): what did it store?
+            info = self.head(bucket, name)
+            if info is None:
+                raise errors.TransientError(
+                    f"gs://{bucket}/{name} was stored, then was gone"
+                ) from None
+            return info.checksums.crc32c
+        return object_info(bucket, stored).checksums.crc32c
 
     def compose(
         self,

@@ -18,7 +18,7 @@ from __future__ import annotations
 import json as jsonlib
 import os
 import urllib.request
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode, urlsplit
@@ -74,7 +74,7 @@ class Http:
         *,
         timeout: Timeout,
         params: Mapping[str, str] | None = None,
-        body: bytes | memoryview | Sequence[bytes | memoryview] | None = None,
+        body: bytes | memoryview | Iterable[bytes | memoryview] | None = None,
         json: Any = None,
         headers: Mapping[str, str] | None = None,
     ) -> Response:
@@ -104,7 +104,7 @@ class Http:
         url: str,
         timeout: Timeout,
         params: Mapping[str, str] | None,
-        body: bytes | memoryview | Sequence[bytes | memoryview] | None,
+        body: bytes | memoryview | Iterable[bytes | memoryview] | None,
         headers: Mapping[str, str] | None,
         *,
         preload: bool,

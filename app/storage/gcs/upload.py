@@ -17,15 +17,23 @@ benchmark: 228 -> 254 objects/s).
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import re
 import secrets
-from collections.abc import Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 from app import errors
 from app.retry import RetryPolicy
-from app.storage.base import Checksums, VerifiedStream, read_exactly
+from app.storage.base import (
+    Block,
+    BlockStream,
+    Checksums,
+    SourceFailed,
+    VerifiedStream,
+    read_exactly,
+)
 from app.storage.gcs.errors import translate
 from app.storage.gcs.resources import bucket_path, kms_params, object_path
 from app.storage.gcs.transport import NETWORK_ERRORS, Http, Response, Timeout
@@ -37,20 +45,26 @@ def upload_simple(
     http: Http,
     bucket: str,
     resource: Mapping[str, Any],
-    data: bytes | memoryview,
+    data: bytes | memoryview | Block,
     generation: int,
     timeout: Timeout,
 ) -> dict[str, Any]:
     """One multipart/related POST: the resource as JSON, then the bytes (sent as they are,
-    not copied into one body). Returns the object resource GCS stored."""
+    not copied into one body; a Block as its bytes arrive). Returns the object resource GCS
+    stored. SourceFailed when a Block failed to arrive."""
     boundary = f"=============={secrets.token_hex(16)}=="
-    body = (
+    head = (
         f"--{boundary}\r\ncontent-type: application/json; charset=UTF-8\r\n\r\n".encode(),
         json.dumps(resource).encode(),
         f"\r\n--{boundary}\r\ncontent-type: {resource['contentType']}\r\n\r\n".encode(),
-        data,
-        f"\r\n--{boundary}--".encode(),
     )
+    tail = f"\r\n--{boundary}--".encode()
+    length = sum(len(piece) for piece in head) + len(data) + len(tail)
+    body: Iterable[bytes | memoryview]
+    if isinstance(data, bytes | memoryview):
+        body = (*head, data, tail)
+    else:
+        body = itertools.chain(head, _arriving(data, 0), (tail,))
     response = _post(
         http,
         f"gs://{bucket}/{resource['name']}",
@@ -64,7 +78,7 @@ def upload_simple(
         body=body,
         headers={
             "content-type": f'multipart/related; boundary="{boundary}"',
-            "content-length": str(sum(len(piece) for piece in body)),
+            "content-length": str(length),
         },
         timeout=timeout,
     )
@@ -90,10 +104,24 @@ def upload_resumable(
     what = f"gs://{bucket}/{resource['name']}"
     url = retry.call(start_session, http, bucket, resource, size, generation, timeout)
     session = ResumableSession(http, url, size, what)
+    blocks = isinstance(stream, BlockStream) and not stream.block_size % UPLOAD_GRANULARITY
     try:
         finished: dict[str, Any] | None = None
         while session.offset < size:
             chunk_start = session.offset
+            if blocks:  # each chunk a block of the stream, sent while it is read
+                assert isinstance(stream, BlockStream)
+                block = stream.read_block()
+                if block is None:
+                    raise errors.IntegrityError(
+                        f"the source ended {size - chunk_start} bytes early; nothing published"
+                    )
+                sums = stream.checksums() if chunk_start + len(block) == size else None
+                try:
+                    finished = retry.call(session.send, block, chunk_start, sums, timeout)
+                except SourceFailed as failed:
+                    raise failed.error from None
+                continue
             chunk = stream.read(chunk_size)  # a block: no copy
             if not chunk:
                 raise errors.IntegrityError(
@@ -201,13 +229,14 @@ class ResumableSession:
 
     def send(
         self,
-        chunk: bytes | memoryview,
+        chunk: bytes | memoryview | Block,
         chunk_start: int,
         sums: Checksums | None,
         timeout: Timeout,
     ) -> dict[str, Any] | None:
-        """Send what GCS has not kept yet of `chunk`, the bytes from `chunk_start`.
-        Returns the object resource once the upload is complete, else None."""
+        """Send what GCS has not kept yet of `chunk`, the bytes from `chunk_start` (a Block
+        is sent as its bytes arrive). Returns the object resource once the upload is
+        complete, else None. SourceFailed when reading the block failed: not retryable."""
         if not self._offset_known:
             done = self._query(timeout)
             if done is not None:
@@ -218,11 +247,17 @@ class ResumableSession:
                 f"GCS resumed the upload of {self._what} at byte {self.offset}, "
                 f"outside the chunk being sent ({chunk_start}+{len(chunk)})"
             )
-        body = memoryview(chunk)[skip:]
-        if not body:
+        length = len(chunk) - skip
+        if not length:
             return None  # GCS already holds this whole chunk: only its answer was lost
-        end = self.offset + len(body) - 1
+        end = self.offset + length - 1
         headers = {"Content-Range": f"bytes {self.offset}-{end}/{self._size}"}
+        body: memoryview | Iterator[memoryview]
+        if isinstance(chunk, bytes | memoryview):
+            body = memoryview(chunk)[skip:]
+        else:
+            body = _arriving(chunk, skip)
+            headers["Content-Length"] = str(length)  # sent as it is, not chunk-encoded
         if sums is not None:
             hashes = {"crc32c": sums.crc32c, "md5": sums.md5}
             headers["X-Goog-Hash"] = ",".join(f"{k}={v}" for k, v in hashes.items() if v)
@@ -276,6 +311,13 @@ class ResumableSession:
         """Abandon the session so GCS discards what it holds (it answers 499)."""
         with contextlib.suppress(Exception):
             self._http.request("DELETE", self._url, timeout=timeout)
+
+
+def _arriving(block: Block, start: int) -> Iterator[memoryview]:
+    try:
+        yield from block.pieces(start)
+    except Exception as exc:  # the request is abandoned; its connection is closed
+        raise SourceFailed(exc) from exc
 
 
 def _persisted(response: Response) -> int:
