@@ -102,7 +102,7 @@ def worker_settings(
         "SQS_QUEUE_URL": queue.url,
         "SQS_ENDPOINT_URL": aws.url,
         "WORKER_RETRY_BACKOFF": "0.5",
-        "SQS_WAIT_SECONDS": "2",  # a stop waits for the long poll in progress
+        "SQS_WAIT_SECONDS": "1",  # the least: a stop waits for the long poll in progress
         "MAX_RETRIES": "1",
         "RETRY_DELAY": "0.01",
         "PROBE_TIMEOUT": "30",  # moto answers its first requests slowly on a busy machine
