@@ -21,6 +21,7 @@ import pytest
 
 from app.config import Settings
 from app.dev import emulators
+from tests import http_calls
 
 REPO = Path(__file__).resolve().parents[1]
 REPLICATOR = Path(sys.executable).with_name("replicator")
@@ -121,7 +122,7 @@ def running_service(
             if time.monotonic() > deadline:
                 pytest.fail(f"the {name} did not answer /health:\n{log.read_text()}")
             with contextlib.suppress(httpx.TransportError):
-                if httpx.get(f"{service.url}/health", timeout=1).status_code == 200:
+                if http_calls.get(f"{service.url}/health", timeout=1).status_code == 200:
                     break
             time.sleep(0.05)
         yield service

@@ -13,9 +13,8 @@ import sys
 import tomllib
 from pathlib import Path
 
-import httpx
-
 from app.dev import emulators
+from tests import http_calls
 from tests.service_process import (
     REPLICATOR,
     REPO,
@@ -77,7 +76,7 @@ def test_serve_answers_health_and_stops_on_sigterm(
         return [str(REPLICATOR), "serve", "--port", str(port), "--log-level", "info"]
 
     with running_service(tmp_path, settings, serve) as service:
-        health = httpx.get(f"{service.url}/health")
+        health = http_calls.get(f"{service.url}/health")
         assert health.status_code == 200
         assert health.json()["current_config"]["gcs_bucket"] == dest_bucket
         service.process.send_signal(signal.SIGTERM)

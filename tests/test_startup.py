@@ -9,10 +9,10 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-import httpx
 import pytest
 
 from app.dev import emulators
+from tests import http_calls
 from tests.service_process import running_service, service_command, service_env, service_settings
 
 SECRET = "do-not-print-this-secret-0451"
@@ -154,7 +154,7 @@ def test_serves_with_correct_settings(
     settings = service_settings(moto_server.url, gcs_server.url, dest_bucket, **AWS_KEYS)
     settings[bucket_setting] = settings.pop("GCS_BUCKET_NAME")  # the name or its alias
     with running_service(tmp_path, settings) as service:
-        response = httpx.get(f"{service.url}/health")
+        response = http_calls.get(f"{service.url}/health")
 
     assert response.status_code == 200
     assert response.json()["current_config"] == {
@@ -174,7 +174,7 @@ def test_probe_can_be_turned_off(tmp_path: Path) -> None:
         "STARTUP_PROBE": "false",
     }
     with running_service(tmp_path, settings) as service:
-        response = httpx.get(f"{service.url}/health")
+        response = http_calls.get(f"{service.url}/health")
 
     assert response.status_code == 200
     assert response.json()["current_config"] == {

@@ -19,7 +19,7 @@ import botocore.exceptions as bce
 import botocore.session
 
 from app import errors, names, retry
-from app.identity.aws import AwsIdentity, credential_error
+from app.identity.aws import AwsIdentity, credential_error, new_session
 
 LONG_POLL_SECONDS = 20  # SQS's maximum
 MAX_MESSAGES = 10  # per receive, SQS's maximum
@@ -73,7 +73,7 @@ def build_queue(
     identity = identity or AwsIdentity(
         region=region, access_key_id=access_key_id, secret_access_key=secret_access_key
     )
-    core = botocore.session.get_session()
+    core = new_session()
     identity.install(core)
     session = boto3.session.Session(botocore_session=core)
     return SqsQueue(session.client("sqs", endpoint_url=endpoint_url, config=config), url)

@@ -31,7 +31,7 @@ import botocore.session
 import urllib3.exceptions
 
 from app import errors, names, retry
-from app.identity.aws import AwsIdentity, credential_error
+from app.identity.aws import AwsIdentity, credential_error, new_session
 from app.storage import s3_listing
 from app.storage.base import KMS_ENCRYPTIONS, ContentHeaders, ObjectInfo, bucket_request
 from app.storage.s3_direct import DirectGets, Moved
@@ -89,7 +89,7 @@ def build_source(
         request_checksum_calculation="when_required",
         response_checksum_validation="when_required",
     )
-    core = botocore.session.get_session()
+    core = new_session()
     # Timestamps are parsed only where used (LastModified, _modified): botocore's parser
     # costs a share of every HEAD.
     core.get_component("response_parser_factory").set_parser_defaults(timestamp_parser=str)

@@ -19,7 +19,7 @@ import pytest
 
 from app.dev import emulators
 from tests.conftest import Buckets, s3_client_for
-from tests.faults import Fault, FaultProxy
+from tests.faults import Fault, FaultProxy, Seen
 from tests.service_process import REPLICATOR, replicator, service_env, service_settings
 
 KEYS = [f"f/{n % 5}/{n:05d}" for n in range(1_100)]  # more than a page: several key ranges
@@ -36,14 +36,18 @@ def source(moto_server: emulators.Emulator) -> str:
     return name
 
 
+def object_get(request: Seen, bucket: str) -> str | None:
+    """The key of an object GET in `bucket`, else None."""
+    path, _, query = request.target.partition("?")
+    if request.method == "GET" and path.startswith(f"/{bucket}/") and "list-type" not in query:
+        return path[len(bucket) + 2 :]
+    return None
+
+
 def gets(proxy: FaultProxy, bucket: str) -> Counter[str]:
     """Object GETs the proxy saw, by key."""
-    seen: Counter[str] = Counter()
-    for request in proxy.requests:
-        path, _, query = request.target.partition("?")
-        if request.method == "GET" and path.startswith(f"/{bucket}/") and "list-type" not in query:
-            seen[path[len(bucket) + 2 :]] += 1
-    return seen
+    keys = (object_get(request, bucket) for request in proxy.requests)
+    return Counter(key for key in keys if key is not None)
 
 
 @pytest.mark.parametrize("how", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL])
@@ -73,9 +77,13 @@ def test_a_stopped_sync_resumes_exactly(
         text=True,
     )
     deadline = time.monotonic() + 120  # a safety net on a loaded machine, never a measure
-    while sum(gets(s3_proxy, source).values()) < stop_after and first.poll() is None:
+    looked, fetched = 0, 0  # requests looked at so far, and the object GETs among them
+    while fetched < stop_after and first.poll() is None:  # counted as they come, not re-read
         assert time.monotonic() < deadline, "the first run never got going"
         time.sleep(0.02)
+        new = s3_proxy.requests[looked:]
+        looked += len(new)
+        fetched += sum(object_get(request, source) is not None for request in new)
     first.send_signal(how)
     out, err = first.communicate(timeout=30)
     assert first.returncode == (-signal.SIGKILL if how == signal.SIGKILL else 130), err

@@ -22,6 +22,7 @@ import httpx
 import pytest
 
 from app.dev import emulators
+from tests import http_calls
 from tests.service_process import REPO, START_TIMEOUT, STOP_TIMEOUT, service_env
 
 
@@ -71,7 +72,7 @@ def make_dev(workdir: Path) -> Iterator[MakeDev]:
                 pytest.fail(f"make dev's API did not answer /health:\n{dev.output()}")
             with contextlib.suppress(httpx.TransportError):
                 url = f"http://{emulators.HOST}:{ports['API']}/health"
-                if httpx.get(url, timeout=1).status_code == 200:
+                if http_calls.get(url, timeout=1).status_code == 200:
                     break
             time.sleep(0.05)
         children = dev.children()
@@ -164,7 +165,7 @@ def test_a_script_stops_make_dev_with_sigterm_to_makes_pid(tmp_path: Path) -> No
             assert time.monotonic() < deadline, f"no /health:\n{log.read_text()}"
             with contextlib.suppress(httpx.TransportError):
                 url = f"http://{emulators.HOST}:{ports['API']}/health"
-                if httpx.get(url, timeout=1).status_code == 200:
+                if http_calls.get(url, timeout=1).status_code == 200:
                     break
             time.sleep(0.05)
         started = descendants(make.pid)

@@ -17,6 +17,7 @@ import httpx
 from google.cloud import storage
 
 from app.dev import emulators, plumbing
+from tests import http_calls
 from tests.conftest import client_for, destination_bytes
 from tests.faults import FaultProxy, Seen
 from tests.identity.conftest import TOKEN_TTL, Clouds, eks_settings, gke_settings
@@ -78,14 +79,14 @@ def run_everything(
             "RETRY_DELAY": "0.01",
         }
         with running_service(workdir, settings) as service:
-            health = httpx.get(f"{service.url}/health").json()
-            ready = httpx.get(f"{service.url}/ready", timeout=30).json()
+            health = http_calls.get(f"{service.url}/health").json()
+            ready = http_calls.get(f"{service.url}/ready", timeout=30).json()
             answers = []
             for n in range(2):
                 if n:
                     time.sleep(TOKEN_TTL + 0.5)  # every token issued so far has expired
                 answers.append(
-                    httpx.post(
+                    http_calls.post(
                         f"{service.url}/v1/replicate",
                         json={"s3_bucket": source, "s3_key": f"http/{n}.bin"},
                         timeout=30,
@@ -120,7 +121,7 @@ def run_everything(
         }
         plumbing.notify_queue(s3, source, queue)
         with running_worker(workdir, settings) as worker:
-            worker_health = httpx.get(f"{worker.url}/health").json()
+            worker_health = http_calls.get(f"{worker.url}/health").json()
             for n in range(2):
                 put(f"events/{n}.bin", 3072 + n)  # S3 tells the queue, with the version
             for key in expected:

@@ -7,11 +7,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import httpx
-
 from app.config import Settings
 from app.dev import emulators
 from app.wiring import build_identities
+from tests import http_calls
 from tests.conftest import Buckets
 from tests.identity.conftest import POOL, PROBE_TIMEOUT, Clouds, eks_settings, federation_file
 from tests.service_process import running_service
@@ -69,8 +68,8 @@ def copy_one(workdir: Path, settings: dict[str, str], buckets: Buckets) -> dict[
     """Start the service, copy one object with it; returns what /health said of GCS."""
     data = buckets.put_random("impersonated.bin", 5000)
     with running_service(workdir, settings) as service:
-        health = httpx.get(f"{service.url}/health").json()
-        answer = httpx.post(
+        health = http_calls.get(f"{service.url}/health").json()
+        answer = http_calls.post(
             f"{service.url}/v1/replicate",
             json={"s3_bucket": buckets.source, "s3_key": "impersonated.bin"},
             timeout=30,

@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 
 from app.dev import emulators
+from tests import http_calls
 from tests.conftest import Buckets
 from tests.service_process import running_service, service_settings
 
@@ -33,7 +34,7 @@ def test_sigterm_finishes_the_copy_in_flight_then_exits(
         outcome: dict[str, Any] = {}
 
         def copy() -> None:
-            outcome["response"] = httpx.post(
+            outcome["response"] = http_calls.post(
                 service.url + "/v1/replicate",
                 json={"s3_bucket": buckets.source, "s3_key": "big.bin"},
                 timeout=120,
@@ -41,7 +42,9 @@ def test_sigterm_finishes_the_copy_in_flight_then_exits(
 
         worker = threading.Thread(target=copy)
         worker.start()
-        while "replicator_objects_in_flight 1.0" not in httpx.get(service.url + "/metrics").text:
+        while (
+            "replicator_objects_in_flight 1.0" not in http_calls.get(service.url + "/metrics").text
+        ):
             assert worker.is_alive(), outcome
             time.sleep(0.05)
 
@@ -51,7 +54,7 @@ def test_sigterm_finishes_the_copy_in_flight_then_exits(
 
         refused = False
         try:
-            httpx.get(service.url + "/health", timeout=2)
+            http_calls.get(service.url + "/health", timeout=2)
         except httpx.HTTPError:
             refused = True
 

@@ -25,6 +25,7 @@ import yaml
 from google.cloud import storage
 
 from app.dev import emulators
+from tests import http_calls
 from tests.conftest import RedisServer
 from tests.ops import prom
 from tests.service_process import START_TIMEOUT, running_service, service_settings
@@ -90,7 +91,7 @@ def running_prometheus(workdir: Path, targets: dict[str, str]) -> Iterator[str]:
         while True:
             assert process.poll() is None, (workdir / "prometheus.log").read_text()
             with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{url}/-/ready", timeout=2).status_code == 200:
+                if http_calls.get(f"{url}/-/ready", timeout=2).status_code == 200:
                     break
             if time.monotonic() > deadline:
                 pytest.fail("prometheus never became ready")
@@ -103,7 +104,7 @@ def running_prometheus(workdir: Path, targets: dict[str, str]) -> Iterator[str]:
 
 
 def firing(url: str, name: str) -> list[dict[str, Any]]:
-    answer = httpx.get(f"{url}/api/v1/alerts", timeout=5).json()
+    answer = http_calls.get(f"{url}/api/v1/alerts", timeout=5).json()
     return [
         alert
         for alert in answer["data"]["alerts"]
@@ -112,14 +113,14 @@ def firing(url: str, name: str) -> list[dict[str, Any]]:
 
 
 def query(url: str, expression: str) -> dict[str, Any]:
-    answer: dict[str, Any] = httpx.get(
+    answer: dict[str, Any] = http_calls.get(
         f"{url}/api/v1/query", params={"query": expression}, timeout=10
     ).json()
     return answer
 
 
 def known_names(url: str) -> set[str]:
-    return set(httpx.get(f"{url}/api/v1/label/__name__/values", timeout=5).json()["data"])
+    return set(http_calls.get(f"{url}/api/v1/label/__name__/values", timeout=5).json()["data"])
 
 
 def test_prometheus_fires_the_alerts_and_evaluates_every_expression(
@@ -148,7 +149,7 @@ def test_prometheus_fires_the_alerts_and_evaluates_every_expression(
             aws.s3.put_object(Bucket=bucket, Key="good.txt", Body=os.urandom(1000))
             aws.send(queue, event_body(bucket, "good.txt"))
             wait_for(lambda: blob_of(gcs, dest, "good.txt"), "the good key is copied")
-            httpx.get(f"{service.url}/v1/object/{dest}/good.txt")  # an API request, timed
+            http_calls.get(f"{service.url}/v1/object/{dest}/good.txt")  # an API request, timed
             assert firing(url, "ReplicatorDeadLetters") == []
 
             aws.send(queue, "{a poison message")
@@ -166,7 +167,7 @@ def test_prometheus_fires_the_alerts_and_evaluates_every_expression(
             for expression in every:
                 answer = query(url, expression)
                 assert answer["status"] == "success", (expression, answer)
-            loaded = httpx.get(f"{url}/api/v1/rules", timeout=5).json()["data"]["groups"]
+            loaded = http_calls.get(f"{url}/api/v1/rules", timeout=5).json()["data"]["groups"]
             assert [(r["name"], r["duration"]) for g in loaded for r in g["rules"]] == [
                 (name, 1) for name in prom.alerts()
             ]

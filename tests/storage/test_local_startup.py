@@ -7,13 +7,13 @@ import os
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from fastapi.testclient import TestClient
 
 from app.dev import emulators
 from app.main import create_app
 from app.storage import local
+from tests import http_calls
 from tests.conftest import make_settings
 from tests.service_process import running_service
 from tests.test_startup import AWS_KEYS, assert_refused_naming, start_and_exit
@@ -38,7 +38,7 @@ def test_a_missing_directory_is_created_and_replicated_into(
     s3.put_object(Bucket=source_bucket, Key="reports/q3.csv", Body=data)
 
     with running_service(tmp_path, local_settings(moto_server.url, root)) as service:
-        response = httpx.post(
+        response = http_calls.post(
             f"{service.url}/v1/replicate",
             json={"s3_bucket": source_bucket, "s3_key": "reports/q3.csv"},
         )

@@ -19,11 +19,11 @@ import signal
 from pathlib import Path
 from urllib.parse import quote, quote_plus
 
-import httpx
 import pytest
 import redis
 from google.cloud import storage
 
+from tests import http_calls
 from tests.conftest import RedisServer, destination_bytes
 from tests.events import samples
 from tests.faults import Fault, FaultProxy
@@ -114,7 +114,7 @@ def test_three_workers_read_and_write_each_object_once(
         for key in data:
             wait_for(lambda key=key: blob_of(gcs, dest, key), f"{key!r} is copied")
         wait_for(lambda: aws.is_drained(queue.url), "every delivery is converged")
-        ready = httpx.get(f"{workers[0].url}/ready")
+        ready = http_calls.get(f"{workers[0].url}/ready")
         logs = [worker.log.read_text() for worker in workers]
 
     for key, expected in data.items():

@@ -22,12 +22,12 @@ from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import quote, quote_plus
 
-import httpx
 import pytest
 from google.cloud import storage
 
 from app.dev import emulators, plumbing
 from app.names import SOURCE_ETAG
+from tests import http_calls
 from tests.conftest import client_for, destination_bytes
 from tests.events import samples
 from tests.events.test_aws_plumbing import KEYS
@@ -102,7 +102,7 @@ def worker_settings(
         "SQS_QUEUE_URL": queue.url,
         "SQS_ENDPOINT_URL": aws.url,
         "WORKER_RETRY_BACKOFF": "0.5",
-        "SQS_WAIT_SECONDS": "2",  # a stop waits for the long poll in progress
+        "SQS_WAIT_SECONDS": "1",  # the least: a stop waits for the long poll in progress
         "MAX_RETRIES": "1",
         "RETRY_DELAY": "0.01",
         "PROBE_TIMEOUT": "30",  # moto answers its first requests slowly on a busy machine
@@ -149,7 +149,7 @@ def s3_gets(proxy: FaultProxy, bucket: str, key: str) -> int:
 
 
 def metric(worker: ServiceProcess, name: str) -> float:
-    text = httpx.get(f"{worker.url}/metrics").text
+    text = http_calls.get(f"{worker.url}/metrics").text
     match = re.search(rf"^{name}(?:_total)? (\S+)$", text, re.MULTILINE)
     return float(match.group(1)) if match else 0.0
 
@@ -303,7 +303,7 @@ def test_poison_messages_go_to_the_dead_letter_queue(
         lambda: dead.extend(aws.dead_letters(shared.queue)) or sorted(set(dead)) == sorted(poison),
         "both poison messages are in the dead-letter queue",
     )
-    assert httpx.get(f"{shared.worker.url}/health").status_code == 200
+    assert http_calls.get(f"{shared.worker.url}/health").status_code == 200
     log = shared.worker.log.read_text()
     for message_id in poison_ids:
         assert f"poison message {message_id}" in log
@@ -480,7 +480,7 @@ def test_a_queue_without_a_redrive_policy_is_warned_about(
     bare = plumbing.Queue(url, "", "")
     settings = worker_settings(aws, aws.url, gcs_server.url, gcs_bucket(gcs), bare)
     with running_worker(tmp_path, settings) as worker:
-        assert httpx.get(f"{worker.url}/health").status_code == 200
+        assert http_calls.get(f"{worker.url}/health").status_code == 200
         warnings = [line for line in worker.log.read_text().splitlines() if "redrive" in line]
         assert len(warnings) == 1
         assert "WARNING" in warnings[0]
@@ -494,7 +494,7 @@ def test_sns_verify_signatures_false_is_said_to_do_nothing_in_the_worker(
         aws, aws.url, gcs_server.url, gcs_bucket(gcs), aws.queue(), SNS_VERIFY_SIGNATURES="false"
     )
     with running_worker(tmp_path, settings) as worker:
-        missing = httpx.get(f"{worker.url}/no-such-path")
+        missing = http_calls.get(f"{worker.url}/no-such-path")
         said = [line for line in worker.log.read_text().splitlines() if "SNS_VERIFY" in line]
 
     assert len(said) == 1, said
