@@ -15,7 +15,7 @@ from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from urllib.parse import unquote_plus
+from urllib.parse import parse_qs, unquote_plus
 
 import pytest
 from google.cloud import storage
@@ -214,6 +214,20 @@ def expected_check() -> tuple[list[str], dict[str, int]]:
     return lines, {name: counts[mark] for mark, name in names.items()}
 
 
+def first_listed(proxy: FaultProxy, bucket: str) -> list[str | None]:
+    """For each listing of `bucket` the proxy saw begin (a first page: no continuation
+    token), the first source key it could return (None: none is left after its start)."""
+    firsts: list[str | None] = []
+    for request in list(proxy.requests):
+        path, _, query = request.target.partition("?")
+        params = parse_qs(query)
+        if path != f"/{bucket}" or "list-type" not in params or "continuation-token" in params:
+            continue
+        start = params.get("start-after", [""])[0]
+        firsts.append(next((key for key in sorted(KEYS) if key > start), None))
+    return firsts
+
+
 def concluded(checkpoint: Path) -> set[str]:
     """The keys a checkpoint says were concluded: in done ranges, or up to a range's mark."""
     state = json.loads(checkpoint.read_text())
@@ -260,6 +274,7 @@ def test_a_stopped_check_resumes_with_the_summary_and_file_of_one_never_stopped(
     read_before = set(gets(s3_proxy, source))
     assert done_before < set(KEYS + EXTRAS)  # stopped part of the way
 
+    left = sum(1 for entry in json.loads(checkpoint.read_text())["ranges"] if not entry["done"])
     s3_proxy.faults.clear()
     s3_proxy.requests.clear()
     resumed = replicator(*command, *common, "--resume", cwd=tmp_path, timeout=300, **settings)
@@ -271,6 +286,9 @@ def test_a_stopped_check_resumes_with_the_summary_and_file_of_one_never_stopped(
     assert summary["interrupted"] is False
     assert combined.read_text().splitlines() == lines
     read_after = gets(s3_proxy, source)
+    listings = first_listed(s3_proxy, source)
+    assert len(listings) == left  # each range not done listed once, none of the done ones
+    assert not set(listings) & done_before  # each from after its mark
     assert not set(read_after) & done_before  # nothing concluded is read again
     assert all(n == 1 for n in read_after.values())
     identical = {key for key in KEYS if key not in MISSING and key not in CHANGED}
