@@ -30,6 +30,7 @@ from app.events.sns import SnsVerifier
 from app.identity import google
 from app.identity.aws import AwsIdentity
 from app.ledger.base import Ledger
+from app.ledger.checkpoints import RedisCheckpoints
 from app.ledger.failures import FailureNotes, NoFailureNotes, RedisFailureNotes
 from app.ledger.local import LocalLedger
 from app.queues import sqs
@@ -171,6 +172,8 @@ class Services:
     failure_notes: FailureNotes  # why keys failed, noted by the worker (in the ledger's Redis)
     dead_letters: DeadLetters | None  # `replicator failures`, `redrive`: with SQS_QUEUE_URL
     request_threads: int
+    # `--checkpoint ledger` of sync, check and enqueue: with LEDGER_URL, built when asked for
+    checkpoints: RedisCheckpoints | None = None
     pools: list[ThreadPoolExecutor] = field(default_factory=list)
     closing: threading.Event = field(default_factory=threading.Event)
 
@@ -200,6 +203,17 @@ class Services:
         self.ledger.close()
         if isinstance(self.failure_notes, RedisFailureNotes):
             self.failure_notes.close()
+        if self.checkpoints is not None:
+            self.checkpoints.close()
+
+    def ledger_checkpoints(self) -> RedisCheckpoints | None:
+        """The checkpoints kept in the ledger's Redis (None without LEDGER_URL), connected
+        when first asked for: only a command with `--checkpoint ledger` talks to it."""
+        if self.checkpoints is None and self.settings.ledger_url is not None:
+            self.checkpoints = RedisCheckpoints.from_url(
+                self.settings.ledger_url.get_secret_value(), ttl=self.settings.ledger_ttl
+            )
+        return self.checkpoints
 
 
 def build(settings: Settings, *, wait_for_leases: bool = True) -> Services:

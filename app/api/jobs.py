@@ -88,6 +88,10 @@ class JobCounts(BaseModel):
     listed: int
     copied: int = Field(description="In a dry run: would be copied")
     skipped: int
+    gone: int = Field(
+        description="sync: listed, then deleted at the source before it could be copied "
+        "(not a failure)"
+    )
     deleted: int = Field(description="In a dry run: would be deleted")
     failed: int
     identical: int

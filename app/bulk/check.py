@@ -14,15 +14,19 @@ import collections
 import enum
 import json
 import logging
+import os
+import shutil
 import tempfile
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import IO
 
 from app import errors
 from app.bulk import fingerprints
+from app.bulk.checkpoint import Checkpoint
 from app.bulk.compare import (
     Compared,
     Location,
@@ -33,7 +37,7 @@ from app.bulk.compare import (
 )
 from app.bulk.inventory import Inventory
 from app.bulk.patterns import KeyFilter
-from app.bulk.ranges import range_of
+from app.bulk.ranges import KeyRange, range_of
 from app.bulk.tally import Snapshot, Tally
 from app.logging_config import in_context
 from app.replication.identity import holds
@@ -62,6 +66,7 @@ COUNT_OF = {
     Mark.ERROR: "errors",
     Mark.ARCHIVED: "archived",
 }
+MARKED = tuple(COUNT_OF.values())  # the counts of keys reported, one mark each
 
 # The key below the prefix, its mark, and why: for `=`, NOT_COMPARABLE when --checksum found
 # nothing to compare, else "".
@@ -124,21 +129,65 @@ class Check:
         report: CheckReport,
         tally: Tally | None = None,
         stop: threading.Event | None = None,
+        checkpoint: Checkpoint | None = None,
+        held_in: Path | None = None,
     ) -> Tally:
         """Report every key below the prefixes once, in key order, from this thread, counting
         in `tally`; stop early when `stop` is set (`tally.stopped`: keys being looked at
         finish and are reported, those waiting are not). Raises app.errors exceptions when a
-        listing fails, after reporting the keys listed before."""
+        listing fails, after reporting the keys listed before.
+
+        With `checkpoint` (saved from this thread), each key reported is concluded in it with
+        the counts, and the reports of ranges waiting for those before them are held in files
+        in the directory `held_in`, whose lengths it keeps too: a resumed checkpoint's run
+        lists only what was not reported, starts from its counts, and reports, in key order,
+        exactly the lines the stopped run had not. A stopped run reports only up to its first
+        key not looked at, in each range, and leaves the held files for the resumed one."""
         require_key_order(src)
         tally = tally or Tally()
         stop = stop or threading.Event()
-        ranges = key_ranges(self._source, src, options, self._retry)
-        with _Held(report, len(ranges)) as held:
-            waiting = [_InOrder(held.reporter(i), tally) for i in range(len(ranges))]
+        if checkpoint is not None and checkpoint.resumed:
+            fresh: tuple[KeyRange, ...] = ()
+            ended = list(checkpoint.done())
+            counts = checkpoint.kept("counts") or {}
+            tally.add(**counts, listed=sum(n for name, n in counts.items() if name in MARKED))
+        else:
+            fresh = key_ranges(self._source, src, options, self._retry)
+            ended = [False] * len(fresh)
+        held_lengths = checkpoint.kept("held") if checkpoint is not None else None
+        with _Held(report, ended, held_in, held_lengths) as held:
+            if checkpoint is not None:
+                checkpoint.keep("counts", lambda: _kept_counts(tally))
+                checkpoint.keep("held", held.lengths)
+                ranges = checkpoint.begin(fresh, writer=False)
+                positions = checkpoint.positions()
+            else:
+                ranges, positions = fresh, tuple(range(len(fresh)))
+
+            def save() -> None:
+                if checkpoint is not None:
+                    checkpoint.save()
+                    held.drop_replayed()
+
+            def reporter(index: int) -> CheckReport:
+                out = held.reporter(positions[index])
+                if checkpoint is None:
+                    return out
+
+                def report_and_conclude(key: str, mark: Mark, reason: str) -> None:
+                    out(key, mark, reason)
+                    checkpoint.concluded(index, key)
+
+                return report_and_conclude
+
+            waiting = [_InOrder(reporter(i), tally) for i in range(len(ranges))]
 
             def range_ended(index: int) -> None:
                 waiting[index].report_settled(keep=0)
-                held.end(index)
+                if checkpoint is not None:
+                    checkpoint.range_listed(index)
+                held.end(positions[index])
+                save()
 
             with ThreadPoolExecutor(options.concurrency, thread_name_prefix="check") as pool:
                 try:
@@ -160,6 +209,8 @@ class Check:
                         in_order = waiting[range_of(ranges, pair.key)]
                         in_order.add(pair.key, self._verdict(pair, dst, options, pool, tally))
                         in_order.report_settled(keep=options.concurrency * 2)
+                        if checkpoint is not None and checkpoint.due():
+                            save()
                     else:
                         tally.mark(listing_done=True)
                 finally:
@@ -167,7 +218,11 @@ class Check:
                         if stop.is_set():
                             in_order.cancel()
                         in_order.report_settled(keep=0)
-                        held.end(index)
+                        if checkpoint is None:  # else the held reports wait for the resume
+                            held.end(index)
+                    if checkpoint is not None:
+                        checkpoint.close()
+                        held.drop_replayed()
         tally.finish()
         return tally
 
@@ -264,28 +319,50 @@ class _InOrder:
         them, until at most `keep` are left waiting."""
         while self._keys and (len(self._keys) > keep or self._keys[0][1].done()):
             key, future = self._keys.popleft()
-            if future.cancelled():
-                continue
+            if future.cancelled():  # stopped: neither it nor any key after it is reported
+                self._keys.clear()
+                return
             verdict = future.result()
             self._tally.add(**{COUNT_OF[verdict.mark]: 1}, unverified=int(verdict.unverified))
             self._report(key, verdict.mark, verdict.reason)
 
     def cancel(self) -> None:
-        """Drop the keys whose closer look has not started; they are not reported."""
+        """Drop the keys whose closer look has not started; they are not reported, nor the
+        keys after them (a checkpoint's mark covers an unbroken run of reported keys)."""
         for _, future in self._keys:
             future.cancel()
 
 
 class _Held:
     """Reports of concurrent key ranges, printed in key order: those of the first range not
-    yet ended go straight to `report`; the others wait in a temporary file, one JSON line
-    each, until every range before theirs has ended, so memory stays bounded."""
+    yet ended go straight to `report`; the others wait in a file, one JSON line each, until
+    every range before theirs has ended, so memory stays bounded. The files are temporary,
+    or (`directory`) named by range, to outlive a stopped run: `lengths` says how long each
+    is, and a resumed run's `_Held` cuts them back to the `lengths` its checkpoint kept."""
 
-    def __init__(self, report: CheckReport, count: int) -> None:
+    def __init__(
+        self,
+        report: CheckReport,
+        ended: list[bool],
+        directory: Path | None = None,
+        lengths: dict[str, int] | None = None,
+    ) -> None:
         self._report = report
-        self._files: list[IO[str] | None] = [None] * count
-        self._ended = [False] * count
-        self._current = 0  # the range reported live
+        self._files: list[IO[str] | None] = [None] * len(ended)
+        self._ended = ended
+        self._current = next((i for i, e in enumerate(ended) if not e), len(ended))
+        self._directory = directory
+        self._replayed: list[Path] = []  # to remove once a checkpoint no longer names them
+        if directory is not None:
+            directory.mkdir(exist_ok=True)
+            for path in directory.iterdir():
+                length = (lengths or {}).get(path.name)
+                if length is None:
+                    path.unlink()
+                    continue
+                with open(path, "r+b") as file:
+                    file.truncate(length)
+                self._files[int(path.name)] = open(path, "a+", encoding="utf-8")
 
     def reporter(self, index: int) -> CheckReport:
         def report(key: str, mark: Mark, reason: str) -> None:
@@ -294,10 +371,15 @@ class _Held:
                 return
             file = self._files[index]
             if file is None:
-                file = self._files[index] = tempfile.TemporaryFile("w+", encoding="utf-8")
+                file = self._files[index] = self._open(index)
             file.write(json.dumps([key, str(mark), reason]) + "\n")
 
         return report
+
+    def _open(self, index: int) -> IO[str]:
+        if self._directory is None:
+            return tempfile.TemporaryFile("w+", encoding="utf-8")
+        return open(self._directory / str(index), "a+", encoding="utf-8")
 
     def end(self, index: int) -> None:
         """Range `index` has reported its last key: once it is the current one, the next
@@ -308,6 +390,21 @@ class _Held:
             if self._current < len(self._files):
                 self._replay(self._current)
 
+    def lengths(self) -> dict[str, int]:
+        """The length of each range's file of waiting reports, written through to disk."""
+        lengths = {}
+        for index, file in enumerate(self._files):
+            if file is not None:
+                file.flush()
+                lengths[str(index)] = os.fstat(file.fileno()).st_size
+        return lengths
+
+    def drop_replayed(self) -> None:
+        """Remove the files replayed: call once a checkpoint that no longer names them is saved."""
+        for path in self._replayed:
+            path.unlink(missing_ok=True)
+        self._replayed.clear()
+
     def _replay(self, index: int) -> None:
         file, self._files[index] = self._files[index], None
         if file is None:
@@ -317,6 +414,8 @@ class _Held:
             for line in file:
                 key, mark, reason = json.loads(line)
                 self._report(key, Mark(mark), reason)
+        if self._directory is not None:
+            self._replayed.append(self._directory / str(index))
 
     def __enter__(self) -> _Held:
         return self
@@ -325,6 +424,14 @@ class _Held:
         for file in self._files:
             if file is not None:
                 file.close()
+        if self._directory is not None and all(self._ended):
+            shutil.rmtree(self._directory, ignore_errors=True)
+
+
+def _kept_counts(tally: Tally) -> dict[str, int]:
+    """The counts a check's checkpoint keeps: the marks reported, and `unverified`."""
+    snapshot = tally.snapshot()
+    return {name: snapshot[name] for name in (*MARKED, "unverified")}
 
 
 def differs(snapshot: Snapshot) -> bool:

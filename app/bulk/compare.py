@@ -16,6 +16,7 @@ from typing import Protocol
 
 from app import errors, names
 from app.bulk import ranges
+from app.bulk.checkpoint import Checkpoint
 from app.bulk.inventory import Inventory
 from app.bulk.patterns import KeyFilter
 from app.bulk.ranges import KeyRange
@@ -162,6 +163,17 @@ def key_ranges(
         return None if key is None else key[len(src.prefix) :]
 
     return ranges.probe(first_after, count)
+
+
+def checkpointed_ranges(
+    source: Source, src: Location, scope: Scope, retry: RetryPolicy, checkpoint: Checkpoint | None
+) -> tuple[KeyRange, ...]:
+    """The key ranges to list: what is left of a resumed checkpoint's, else `key_ranges`
+    (then kept in the checkpoint, when there is one, which starts writing)."""
+    if checkpoint is not None and checkpoint.resumed:
+        return checkpoint.begin(())
+    found = key_ranges(source, src, scope, retry)
+    return checkpoint.begin(found) if checkpoint is not None else found
 
 
 DIRECTORY_BUCKET_SUFFIX = "--x-s3"  # S3 Express One Zone directory buckets end so

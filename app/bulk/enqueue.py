@@ -7,7 +7,10 @@ form-encoded as S3 encodes it), ten to a SendMessageBatch. The workers then copy
 copy S3's own events, so the work outlives the process that listed it. Nothing is deleted.
 
 A batch whose request fails is retried whole by the retry policy, so a message may go twice;
-the worker settles a repeated event as a skip.
+the worker settles a repeated event as a skip. With a checkpoint, each key is concluded once
+its batch was sent (or it needs nothing), and the checkpoint is saved after every batch: a run
+killed at any point sends again, when resumed, at most the one batch (MAX_MESSAGES keys) sent
+before its last save.
 """
 
 from __future__ import annotations
@@ -22,10 +25,12 @@ from typing import Any, Protocol
 from urllib.parse import quote_plus
 
 from app import errors, rules
-from app.bulk.compare import Compared, Location, compare_scope
+from app.bulk.checkpoint import Checkpoint
+from app.bulk.compare import Compared, Location, checkpointed_ranges, compare_scope
 from app.bulk.decide import Kind, Outcome, Report, decisions
 from app.bulk.inventory import Inventory
 from app.bulk.patterns import KeyFilter
+from app.bulk.ranges import range_of
 from app.bulk.tally import Tally
 from app.policy import Overwrite
 from app.queues.sqs import MAX_MESSAGES
@@ -100,15 +105,22 @@ class Enqueue:
         report: Report,
         tally: Tally,
         stop: threading.Event | None = None,
+        checkpoint: Checkpoint | None = None,
     ) -> int:
         """Queue an event for every key below `src` that `dst` lacks or holds in another
         version; returns how many were queued. Counts listed, found (to queue), skipped and
         failed keys in `tally`. When `stop` is set, nothing more is listed; what was gathered
-        is still sent. Raises app.errors exceptions when a listing fails (after sending what
-        it had gathered)."""
+        is still sent. With `checkpoint`, the keys concluded are marked in it, and a resumed
+        checkpoint's run lists only what it had not concluded. Raises app.errors exceptions
+        when a listing fails (after sending what it had gathered)."""
         stop = stop or threading.Event()
         gathered: list[tuple[str, str]] = []  # (key below the prefix, message body)
         queued = 0
+        ranges = checkpointed_ranges(self._source, src, options, self._retry, checkpoint)
+
+        def conclude(key: str, ok: bool = True) -> None:
+            if checkpoint is not None:
+                checkpoint.concluded(range_of(ranges, key), key, ok)
 
         def send() -> None:
             nonlocal queued
@@ -118,6 +130,7 @@ class Enqueue:
             except errors.ReplicatorError as exc:
                 refused = dict.fromkeys(range(len(bodies)), f"{exc.kind}: {exc.detail}")
             for n, (key, _) in enumerate(gathered):
+                conclude(key, ok=n not in refused)
                 if n in refused:
                     tally.add(failed=1)
                     report(key, Outcome.FAILED, f"SQS refused it: {refused[n]}")
@@ -125,16 +138,25 @@ class Enqueue:
                     queued += 1
                     report(key, Outcome.QUEUED, "")
             gathered.clear()
+            if checkpoint is not None:
+                checkpoint.save()
 
-        _, pairs = compare_scope(self._source, self._destination, src, dst, options, self._retry)
+        range_ended = checkpoint.range_listed if checkpoint is not None else lambda _: None
+        _, pairs = compare_scope(
+            self._source, self._destination, src, dst, options, self._retry, ranges, range_ended
+        )
         try:
             routed = functools.partial(misrouted, src=src, dst=dst, options=options)
             for decision in decisions(pairs, dst, options.overwrite, tally, stop, routed):
                 pair = decision.pair
-                if decision.kind == Kind.FAIL:
+                if decision.kind == Kind.EXTRA:
+                    conclude(pair.key)
+                elif decision.kind == Kind.FAIL:
+                    conclude(pair.key, ok=False)
                     tally.add(failed=1)
                     report(pair.key, Outcome.FAILED, decision.reason)
                 elif decision.kind == Kind.SKIP:
+                    conclude(pair.key)
                     tally.add(skipped=1)
                     report(pair.key, Outcome.SKIPPED, decision.reason)
                 elif decision.kind == Kind.WORK and options.dry_run:
@@ -143,12 +165,16 @@ class Enqueue:
                     assert pair.left is not None
                     now = datetime.datetime.now(datetime.UTC)
                     event = s3_event(pair.left, self._region, now)
+                    if checkpoint is not None:
+                        checkpoint.listed(range_of(ranges, pair.key), pair.key)
                     gathered.append((pair.key, json.dumps(event)))
                     if len(gathered) == MAX_MESSAGES:
                         send()
         finally:
             if gathered:
                 send()
+            if checkpoint is not None:
+                checkpoint.close()
             tally.finish()
         return queued
 

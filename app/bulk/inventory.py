@@ -270,7 +270,10 @@ class Inventory:
         if count <= 1 or len(self._index) < 2:
             return (KeyRange(),)
         step = len(self._index) / count
-        cuts = sorted({self._index[round(step * i)][0] for i in range(1, count)})
+        # Rounded down: step * i < len for i < count. Rounding to nearest went past the end
+        # whenever fewer than 2 x count keys were indexed (a sync of 5,000 keys over 16
+        # ranges died with an IndexError).
+        cuts = sorted({self._index[int(step * i)][0] for i in range(1, count)})
         return between([cut[len(prefix) :] for cut in cuts if cut.startswith(prefix)])
 
     def close(self) -> None:

@@ -22,7 +22,13 @@ from typing import IO
 
 from app import errors
 from app.bulk.checkpoint import Checkpoint
-from app.bulk.compare import Compared, Location, compare_scope, key_ranges, require_key_order
+from app.bulk.compare import (
+    Compared,
+    Location,
+    checkpointed_ranges,
+    compare_scope,
+    require_key_order,
+)
 from app.bulk.decide import Kind, Outcome, Report, decisions
 from app.bulk.inventory import Inventory
 from app.bulk.patterns import KeyFilter
@@ -154,7 +160,7 @@ class Sync:
         pool = ThreadPoolExecutor(options.concurrency, thread_name_prefix="sync")
         with _Spool() as doomed, pool:
             try:
-                ranges = self._ranges(src, options, checkpoint)
+                ranges = checkpointed_ranges(source, src, options, self._retry, checkpoint)
                 range_ended = checkpoint.range_listed if checkpoint else lambda _: None
                 _, pairs = compare_scope(
                     source, destination, src, dst, options, self._retry, ranges, range_ended
@@ -196,17 +202,6 @@ class Sync:
                 self._delete(dst, doomed, too_many, options, tally, report, stop)
         tally.finish()
         return tally
-
-    def _ranges(
-        self, src: Location, options: SyncOptions, checkpoint: Checkpoint | None
-    ) -> tuple[KeyRange, ...]:
-        """The key ranges to list: a resumed checkpoint's, else probed (and then kept in the
-        checkpoint, when there is one)."""
-        if checkpoint is not None and checkpoint.resumed:
-            return checkpoint.begin(())
-        source = self._replicator.source
-        ranges = key_ranges(source, src, options, self._retry)
-        return checkpoint.begin(ranges) if checkpoint is not None else ranges
 
     def _delete(
         self,

@@ -75,6 +75,69 @@ def add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON summary on stdout")
 
 
+def add_checkpoint(parser: argparse.ArgumentParser, concluded: str) -> None:
+    """--checkpoint and --resume; `concluded` says what concluded means for the command."""
+    parser.add_argument(
+        "--checkpoint",
+        metavar="FILE",
+        help=f"keep in FILE, per key range, the last key {concluded} (written every second), "
+        "so that --resume can go on from there after an interruption or a kill; 'ledger': "
+        "keep it in LEDGER_URL's Redis, under a name derived from the run's locations and "
+        "filters, so that the same command with --resume finds it from any machine",
+    )
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="with --checkpoint: go on from where the run that wrote FILE stopped, listing "
+        "and comparing nothing it had concluded",
+    )
+
+
+LEDGER = "ledger"  # --checkpoint ledger: kept in LEDGER_URL's Redis, named for the run
+
+
+def checkpoint(args: argparse.Namespace, started: Started, **run: Any) -> Any:
+    """The Checkpoint of --checkpoint (resumed with --resume) for a run described by `run`
+    (the command, what else changes its outcome) and the locations and filters, or None;
+    UsageError saying why it cannot be used. `--checkpoint ledger` keeps it in the shared
+    ledger under a name derived from that description, so the same command line finds it
+    again from any machine."""
+    import hashlib
+    import json
+    from pathlib import Path
+
+    from app.bulk.checkpoint import Checkpoint, CheckpointError, FileStore, Store
+    from app.ledger.checkpoints import CheckpointUnreadable
+
+    if args.checkpoint is None:
+        if args.resume:
+            raise UsageError("--resume needs --checkpoint FILE (or ledger), where to resume from")
+        return None
+    described = {
+        **run,
+        "source": str(started.source),
+        "destination": str(started.destination),
+        "include": args.include,
+        "exclude": args.exclude,
+        "inventory": args.inventory,
+    }
+    store: Store
+    if args.checkpoint == LEDGER:
+        checkpoints = started.services.ledger_checkpoints()
+        if checkpoints is None:
+            raise UsageError("--checkpoint ledger needs LEDGER_URL, the ledger to keep it in")
+        text = json.dumps(described, sort_keys=True)
+        store = checkpoints.store(hashlib.sha256(text.encode()).hexdigest()[:32])
+    else:
+        store = FileStore(Path(args.checkpoint))
+    if not args.resume:
+        return Checkpoint(store, described)
+    try:
+        return Checkpoint.resume(store, described)
+    except (CheckpointError, CheckpointUnreadable) as exc:
+        raise UsageError(str(exc)) from None
+
+
 def _moment(value: str) -> Any:
     import datetime
 
@@ -116,10 +179,12 @@ class Started:
         self.services.close()
 
 
-def start(args: argparse.Namespace, output: str | None, option: str) -> Started:
+def start(
+    args: argparse.Namespace, output: str | None, option: str, append: bool = False
+) -> Started:
     """The two locations, the key filter, the services built for them and the file `output`
-    named by `option`, opened for writing; UsageError with one line for a bad location,
-    setting or file."""
+    named by `option`, opened for writing (`append`: at its end); UsageError with one line
+    for a bad location, setting or file."""
     from app import config, errors, logging_config, wiring
     from app.bulk.compare import Location
     from app.bulk.inventory import parse_url
@@ -154,7 +219,7 @@ def start(args: argparse.Namespace, output: str | None, option: str) -> Started:
         if args.inventory:
             src, inventory = _inventory(args, src, services)
         assert src is not None
-        return Started(src, dst, keys, services, open_output(output, option), inventory)
+        return Started(src, dst, keys, services, open_output(output, option, append), inventory)
     except UsageError:
         services.close()
         raise
@@ -207,13 +272,13 @@ def reach(services: Services, destination: Location) -> None:
         raise UsageError(str(exc)) from None  # LOCAL_GCS_PATH's lines name it
 
 
-def open_output(path: str | None, option: str) -> IO[str] | None:
-    """The file named by `option`, opened for writing (None: not asked for); UsageError when
-    it cannot be."""
+def open_output(path: str | None, option: str, append: bool = False) -> IO[str] | None:
+    """The file named by `option`, opened for writing (`append`: at its end; None: not asked
+    for); UsageError when it cannot be."""
     if path is None:
         return None
     try:
-        return open(path, "w", encoding="utf-8")  # the command closes it
+        return open(path, "a" if append else "w", encoding="utf-8")  # the command closes it
     except OSError as exc:
         raise UsageError(f"{option}: {exc}") from None
 

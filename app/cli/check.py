@@ -4,14 +4,18 @@ One line per key, as rclone's `--combined`: `= key` identical, `- key` missing a
 destination, `+ key` only at the destination, `* key` different, `! key` could not be compared
 (the reason of `*` and `!` on stderr). `--checksum` and `--download` look closer at the keys
 identical by the listings (app.bulk.check). Exit status 0 only when nothing differs, 1
-otherwise, 2 for a usage or configuration error.
+otherwise, 2 for a usage or configuration error, 130 when interrupted. With `--checkpoint
+FILE`, `--resume` goes on where a stopped check left off, and its summary and `--combined`
+file are those of a check never stopped.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+from pathlib import Path
 from typing import Any
 
 from app.cli import bulk, interrupt, progress
@@ -46,7 +50,40 @@ def add_parser(commands: argparse._SubParsersAction[Any]) -> None:
         help="keys looked at closer at once (default: BATCH_CONCURRENCY)",
     )
     parser.add_argument("--combined", metavar="FILE", help="write the lines to FILE")
+    bulk.add_checkpoint(parser, "reported (with the counts and --combined's length)")
     parser.set_defaults(run=run, skip_teardown=True)
+
+
+def _checkpoint(args: argparse.Namespace, bulk_run: bulk.Started) -> Any:
+    """The Checkpoint of --checkpoint, keeping --combined's length; a resumed one cuts
+    --combined back to the length it kept, so that no line is written twice."""
+    if args.checkpoint == bulk.LEDGER and args.combined is None:
+        raise bulk.UsageError(
+            "--checkpoint ledger needs --combined FILE: the lines held for key order are kept "
+            "beside it, on this machine"
+        )
+    run = {"command": "check", "combined": args.combined}
+    run |= {"checksum": args.checksum, "download": args.download}
+    checkpoint = bulk.checkpoint(args, bulk_run, **run)
+    combined = bulk_run.output
+    if checkpoint is None or combined is None:
+        return checkpoint
+    if checkpoint.resumed:
+        combined.truncate(checkpoint.kept("combined") or 0)
+
+    def length() -> int:
+        combined.flush()
+        return os.fstat(combined.fileno()).st_size
+
+    checkpoint.keep("combined", length)
+    return checkpoint
+
+
+def _held_in(args: argparse.Namespace) -> Path:
+    """Where the lines of ranges waiting for those before them are kept: beside the
+    checkpoint's file, or (kept in the ledger) beside --combined."""
+    beside = args.combined if args.checkpoint == bulk.LEDGER else args.checkpoint
+    return Path(f"{beside}.held")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -54,10 +91,15 @@ def run(args: argparse.Namespace) -> int:
     from app.bulk.check import CheckOptions, Mark, differs
 
     try:
-        bulk_run = bulk.start(args, args.combined, "--combined")
+        bulk_run = bulk.start(args, args.combined, "--combined", append=args.resume)
     except bulk.UsageError as exc:
         return bulk.fail("check", exc)
     services, combined = bulk_run.services, bulk_run.output
+    try:
+        checkpoint = _checkpoint(args, bulk_run)
+    except bulk.UsageError as exc:
+        bulk_run.close()
+        return bulk.fail("check", exc)
 
     def report(key: str, mark: Mark, reason: str) -> None:
         line = f"{mark} {key}"
@@ -79,7 +121,16 @@ def run(args: argparse.Namespace) -> int:
     )
     try:
         with bulk.watched("check", progress.check_figures) as (tally, stop):
-            services.check.run(bulk_run.source, bulk_run.destination, options, report, tally, stop)
+            services.check.run(
+                bulk_run.source,
+                bulk_run.destination,
+                options,
+                report,
+                tally,
+                stop,
+                checkpoint,
+                _held_in(args) if checkpoint is not None else None,
+            )
     except errors.ReplicatorError as exc:
         return bulk.listing_failed("check", exc)
     finally:

@@ -62,18 +62,7 @@ def add_parser(commands: argparse._SubParsersAction[Any]) -> None:
         "is a failure naming its class. Restored objects are copied either way",
     )
     parser.add_argument("--report", metavar="FILE", help="one JSON line per key: what happened")
-    parser.add_argument(
-        "--checkpoint",
-        metavar="FILE",
-        help="keep in FILE, per key range, the last key concluded (written every second), so "
-        "that --resume can go on from there after an interruption or a kill",
-    )
-    parser.add_argument(
-        "--resume",
-        action="store_true",
-        help="with --checkpoint: go on from where the run that wrote FILE stopped, listing "
-        "and comparing nothing it had settled",
-    )
+    bulk.add_checkpoint(parser, "concluded (copied, already there; queued with --enqueue)")
     parser.add_argument(
         "--enqueue",
         action="store_true",
@@ -114,41 +103,14 @@ def _reporter(args: argparse.Namespace, report_file: IO[str] | None) -> Callable
     return report
 
 
-def _checkpoint(args: argparse.Namespace, bulk_run: bulk.Started) -> Any:
-    """The Checkpoint of --checkpoint (resumed with --resume), or None; UsageError saying
-    why it cannot be used."""
-    from pathlib import Path
-
-    from app.bulk.checkpoint import Checkpoint, CheckpointError
-
-    if args.checkpoint is None:
-        if args.resume:
-            raise bulk.UsageError("--resume needs --checkpoint FILE, the file to resume from")
-        return None
-    if args.delete or args.dry_run:
-        raise bulk.UsageError("--checkpoint keeps copies only: not with --delete or --dry-run")
-    run = {
-        "source": str(bulk_run.source),
-        "destination": str(bulk_run.destination),
-        "include": args.include,
-        "exclude": args.exclude,
-        "inventory": args.inventory,
-    }
-    path = Path(args.checkpoint)
-    if not args.resume:
-        return Checkpoint(path, run)
-    try:
-        return Checkpoint.resume(path, run)
-    except CheckpointError as exc:
-        raise bulk.UsageError(str(exc)) from None
-
-
 def _copy(args: argparse.Namespace, bulk_run: bulk.Started, report: Callable[..., None]) -> int:
     from app import errors
     from app.bulk.sync import SyncOptions, TooManyDeletes
 
+    if args.checkpoint and (args.delete or args.dry_run):
+        return bulk.fail("sync", "--checkpoint keeps copies only: not with --delete or --dry-run")
     try:
-        checkpoint = _checkpoint(args, bulk_run)
+        checkpoint = bulk.checkpoint(args, bulk_run, command="sync")
     except bulk.UsageError as exc:
         return bulk.fail("sync", exc)
     services = bulk_run.services
@@ -196,14 +158,18 @@ def _enqueue(args: argparse.Namespace, bulk_run: bulk.Started, report: Callable[
         return bulk.fail("sync", "--enqueue needs SQS_QUEUE_URL, the queue the workers drain")
     if args.delete:
         return bulk.fail("sync", "--enqueue queues copies only: it cannot --delete")
-    if args.checkpoint or args.resume:
-        return bulk.fail("sync", "--enqueue keeps no checkpoint: the queue holds the work")
+    if args.checkpoint and args.dry_run:
+        return bulk.fail("sync", "--checkpoint keeps what was queued: not with --dry-run")
     if not settings.replication_rules and src.prefix != dst.prefix:
         return bulk.fail(
             "sync",
             f"--enqueue: without REPLICATION_RULES the workers keep each key's name, so the "
             f"destination prefix must be the source's ({src.prefix!r}, not {dst.prefix!r})",
         )
+    try:
+        checkpoint = bulk.checkpoint(args, bulk_run, command="enqueue")
+    except bulk.UsageError as exc:
+        return bulk.fail("sync", exc)
     options = EnqueueOptions(
         keys=bulk_run.keys,
         overwrite=settings.overwrite,
@@ -215,7 +181,7 @@ def _enqueue(args: argparse.Namespace, bulk_run: bulk.Started, report: Callable[
     )
     try:
         with bulk.watched("sync", progress.enqueue_figures) as (tally, stop):
-            queued = services.enqueue.run(src, dst, options, report, tally, stop)
+            queued = services.enqueue.run(src, dst, options, report, tally, stop, checkpoint)
     except errors.ReplicatorError as exc:
         return bulk.listing_failed("sync", exc)
     snapshot = tally.snapshot()

@@ -63,7 +63,7 @@ def metric(client: TestClient, sample: str) -> float:
 
 
 def counts(**nonzero: int) -> dict[str, int]:
-    names = ("listed", "copied", "skipped", "deleted", "failed")
+    names = ("listed", "copied", "skipped", "gone", "deleted", "failed")
     names += ("identical", "missing", "extra", "different", "errors", "archived", "unverified")
     return {name: nonzero.get(name, 0) for name in names}
 
@@ -230,6 +230,30 @@ def test_a_running_job_holds_its_source_and_destination(
     assert one_too_many.status_code == 429
     assert one_too_many.json()["error"] == "too_many_jobs"
     assert after_the_first.status_code == 202
+
+
+NO_SUCH_KEY = (
+    b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>NoSuchKey</Code>'
+    b"<Message>The specified key does not exist.</Message></Error>"
+)
+
+
+def test_a_sync_job_counts_keys_deleted_since_the_listing_as_gone(
+    settings: Settings, s3_proxy: FaultProxy, buckets: Buckets
+) -> None:
+    buckets.put("kept.txt", b"kept")
+    buckets.put("gone.txt", b"deleted at the source once listed")
+    # S3's answer to a GET of a key deleted after the listing named it.
+    s3_proxy.add(
+        Fault("GET", f"/{buckets.source}/gone.txt", "status", status=404, body=NO_SUCH_KEY)
+    )
+    with TestClient(create_app(slow_settings(settings, s3_proxy))) as client:
+        job = ended(client, client.post("/v1/jobs", json=sync_job(buckets)).json()["id"])
+
+    assert job["status"] == "succeeded", job
+    assert job["counts"] == counts(listed=2, copied=1, gone=1)
+    assert job["errors"] == []
+    assert {blob.name for blob in buckets.gcs.list_blobs(settings.gcs_bucket_name)} == {"kept.txt"}
 
 
 @pytest.mark.parametrize(

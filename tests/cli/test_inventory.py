@@ -224,3 +224,18 @@ def test_enqueue_queues_one_event_per_inventory_key_to_copy(
     keys = {record.key for body in bodies for record in parse.parse(body).records}
     assert keys == set(AWKWARD)
     assert dest_keys(buckets) == set()  # queued, not copied
+
+
+def test_an_inventory_of_a_few_thousand_keys_splits_into_fewer_ranges_than_asked(
+    run: Any, buckets: Buckets
+) -> None:
+    """2,500 keys index 3 cut points, fewer than 16 ranges need: the ranges are what the
+    index allows, and every key is compared once."""
+    keys = [f"k/{n:05d}" for n in range(2_500)]
+    rows = [{"key": key, "size": 1, "etag": "0" * 32} for key in keys]
+    manifest, _ = write_inventory(buckets, rows, files=1)
+    checked = run(
+        "check", "--inventory", manifest, f"gs://{buckets.dest}", "--list-concurrency", "16"
+    )
+    assert checked.returncode == 1, checked.stderr  # every key is missing at the destination
+    assert checked.stdout.splitlines() == [f"- {key}" for key in keys]
