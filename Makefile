@@ -30,12 +30,11 @@ dev: $(STAMP)  ## the service on :8000 with moto (:9000), fake-gcs-server (:4443
 # The suite runs on three pytest-xdist workers, each with its own emulators (session fixtures on
 # free ports). Whole files go to one worker (--dist loadfile): module-scoped workers and queues
 # then serve their tests in file order, as in a serial run. One worker more than the two cores,
-# because many tests wait on processes: the suite of 1,111 tests took 165 s this way against
-# 342 s serial on a quiet machine. At 1,187 tests it took 269 s on a quiet machine, CPU-bound
-# (473 s of CPU). With botocore's data parsed once a process and the tests' polls made cheap,
-# it took 290 s and 312 s of CPU on a machine busy with other work (load 6-11), where before
-# it had taken 792 s and 524 s. Four workers were no faster: 339 s against 351 s, with 343 s of
-# CPU against 314 s (one run each, load 5-13).
+# because many tests wait on processes. At 1,187 tests the suite took 269 s on a quiet machine,
+# CPU-bound (473 s of CPU); with botocore's data parsed once a process and the tests' polls made
+# cheap, 1,200 tests (resume of check and enqueue added) took 199 s and 314 s of CPU on a quiet
+# machine (load 3.3 at the start). Four workers were no faster: 339 s against 351 s, with 343 s
+# of CPU against 314 s (one run each, load 5-13).
 test: lint  ## lint, type-check and the whole test suite
 	$(BIN)/pytest -n 3 --dist loadfile
 
