@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from app import errors, names
@@ -56,6 +56,16 @@ class Location:
         return f"{self.scheme}://{self.bucket}/{self.prefix}"
 
 
+@dataclass(frozen=True)
+class ListedRange(KeyRange):
+    """The whole key space, whose source side `key_ranges` has already listed in full (no
+    more than LIST_SPLIT_MIN_KEYS objects) to decide not to split it: `compare` takes the
+    source's objects from here rather than list them a second time. A checkpoint keeps it as
+    the plain range it is."""
+
+    objects: tuple[ObjectInfo, ...] = field(default=(), compare=False, repr=False)
+
+
 class Listed(Protocol):
     """What lists objects in key order: a source, a destination, or an inventory."""
 
@@ -89,8 +99,9 @@ def compare(
                 objects = itertools.takewhile(lambda obj: obj.key <= last, objects)
             return ahead(objects, LISTED_AHEAD)
 
+        read = key_range.objects if isinstance(key_range, ListedRange) else None
         pairs = merge(
-            listed(source.iter_objects, src),
+            iter(read) if read is not None else listed(source.iter_objects, src),
             (o for o in listed(destination.iter_objects, dst) if not _temporary(o.key)),
             lambda obj: obj.key[len(src.prefix) :],
             lambda obj: obj.key[len(dst.prefix) :],
@@ -142,7 +153,8 @@ def key_ranges(
     """`count` ranges that split the source's keys below the prefix about evenly: at the
     inventory's quantiles when there is one, else found by app.bulk.ranges.probe; one range
     when the source holds no more than `list_split_min_keys` keys (read first, in order:
-    there, a few requests list everything and probing would only cost)."""
+    there, a few requests list everything and probing would only cost; that range is a
+    `ListedRange` holding what was read, so it is not listed again)."""
     count = scope.list_concurrency
     if scope.inventory is not None:
         return scope.inventory.ranges(count, src.prefix)
@@ -150,8 +162,9 @@ def key_ranges(
         return (KeyRange(),)
     first = resumed(source.iter_objects, src.bucket, src.prefix, retry)
     small = scope.list_split_min_keys
-    if sum(1 for _ in itertools.islice(first, small + 1)) <= small:
-        return (KeyRange(),)
+    read = tuple(itertools.islice(first, small + 1))
+    if len(read) <= small:
+        return (ListedRange(objects=read),)
 
     def first_after(point: str) -> str | None:
         start = src.prefix + point if point else None

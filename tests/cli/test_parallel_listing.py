@@ -98,3 +98,17 @@ def test_sync_and_check_over_ranges_match_one_stream(
         "interrupted": False,
     }
     assert buckets.destination_bytes(KEYS[900]) == b"changed at the source"
+
+
+def test_a_source_too_small_to_split_is_listed_once(
+    run: Any, buckets: Buckets, s3_proxy: FaultProxy
+) -> None:
+    """Below LIST_SPLIT_MIN_KEYS the keys read to decide not to split are the listing: one
+    ListObjectsV2 request for a source of one page, not the same page twice."""
+    for key in ["a", "b/c", "d e"]:
+        buckets.put(key, key.encode())
+    checked = run("check", f"s3://{buckets.source}", f"gs://{buckets.dest}", s3_url=s3_proxy.url)
+    assert checked.returncode == 1, checked.stderr
+    assert checked.stdout.splitlines() == ["- a", "- b/c", "- d e"]
+    listings = [r for r in s3_proxy.seen("GET", f"/{buckets.source}") if "list-type" in r.target]
+    assert len(listings) == 1
