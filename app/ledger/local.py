@@ -35,11 +35,9 @@ class _LocalHold:
     waited: bool
     handed_over: ObjectInfo | None = None
     entry: LedgerEntry | None = None  # the in-process ledger keeps no entries
-    written: ObjectInfo | None = None  # what this holder handed over, if anything
 
     def hand_over(self, written: ObjectInfo, sequencer: str | None = None) -> None:
         self.slot.written = written
-        self.written = written
 
 
 class LocalLedger:
@@ -96,7 +94,7 @@ class LocalLedger:
             try:
                 yield held
             finally:
-                if held.written is not None:
+                if slot.written is not None:  # handed over by this holder (reset as it took it)
                     self._remember(name)
                 slot.lock.release()
         finally:
