@@ -27,15 +27,16 @@ from dataclasses import dataclass
 
 import google_crc32c
 
-from app import errors, names
+from app import errors
 from app.logging_config import in_context
+from app.names import TEMPORARY_PREFIX
 from app.replication.digest import Digest
 from app.replication.stream import ArrivingBlock, ResumableRead
 from app.retry import RetryPolicy
 from app.storage.base import Body, Checksums, Composer, ObjectInfo, Source
 
 log = logging.getLogger(__name__)
-PARTS_PREFIX = f"{names.TEMPORARY_PREFIX}parallel-composite/"  # deleted after each copy
+PARTS_PREFIX = f"{TEMPORARY_PREFIX}parallel-composite/"  # deleted after each copy
 MAX_COMPONENTS = 1024  # GCS's limit on the components of one composite object
 
 
